@@ -1,0 +1,232 @@
+"""DBNet model: ResNet backbone (torchvision parameter names), FPN neck, DB heads.
+
+Shapes: the model takes a normalised image batch ``(N, 3, H, W)`` of any H, W; it pads to a multiple
+of 32 inside and crops its outputs back, so every map it returns is ``(N, 1, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dbcli.deform_conv import DeformConv2d
+
+ARCHS = ("resnet18", "resnet34", "resnet50")
+_BLOCKS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
+           "resnet50": ("bottleneck", (3, 4, 6, 3))}
+
+
+def _conv3x3(in_ch: int, out_ch: int, stride: int = 1, deformable: bool = False) -> nn.Module:
+    if deformable:
+        return DeformConv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_ch: int, ch: int, stride: int = 1, downsample: nn.Module | None = None,
+                 deformable: bool = False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(ch)
+        self.relu = nn.ReLU(inplace=True)
+        # The authors' DCN variant makes the second 3x3 conv of each block deformable.
+        self.conv2 = _conv3x3(ch, ch, deformable=deformable)
+        self.bn2 = nn.BatchNorm2d(ch)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_ch: int, ch: int, stride: int = 1, downsample: nn.Module | None = None,
+                 deformable: bool = False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, ch, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(ch)
+        # torchvision (ResNet v1.5) puts the stride on the 3x3 conv.
+        self.conv2 = _conv3x3(ch, ch, stride=stride, deformable=deformable)
+        self.bn2 = nn.BatchNorm2d(ch)
+        self.conv3 = nn.Conv2d(ch, ch * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(ch * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet feature extractor with torchvision's parameter names (no ``fc``).
+
+    ``forward`` returns C2..C5 at strides 4, 8, 16, 32.
+    """
+
+    def __init__(self, arch: str = "resnet18", dcn: bool = False):
+        super().__init__()
+        if arch not in _BLOCKS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        kind, layers = _BLOCKS[arch]
+        block = BasicBlock if kind == "basic" else Bottleneck
+        self.in_ch = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        # Paper: deformable convolution in stages conv3-conv5 (torchvision's layer2..layer4).
+        self.layer1 = self._make_layer(block, 64, layers[0], 1, False)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, dcn)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, dcn)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, dcn)
+        self.out_channels = [c * block.expansion for c in (64, 128, 256, 512)]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # Zero-init the last BN of each residual branch: trains better from scratch (Goyal et al.).
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+            elif isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def _make_layer(self, block, ch: int, blocks: int, stride: int, dcn: bool) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.in_ch != ch * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.in_ch, ch * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(ch * block.expansion))
+        layers = [block(self.in_ch, ch, stride, downsample, dcn)]
+        self.in_ch = ch * block.expansion
+        layers += [block(self.in_ch, ch, deformable=dcn) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c2, c3, c4, c5]
+
+
+class FPN(nn.Module):
+    """DBNet's neck: lateral 1x1 to ``inner`` channels, top-down sum, 3x3 to ``inner/4``, concat."""
+
+    def __init__(self, in_channels: list[int], inner: int = 256):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, inner, 1, bias=False) for c in in_channels)
+        self.smooth = nn.ModuleList(nn.Conv2d(inner, inner // 4, 3, padding=1, bias=False)
+                                    for _ in in_channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        lat = [conv(f) for conv, f in zip(self.lateral, feats)]
+        for i in range(len(lat) - 1, 0, -1):  # top-down: C5 -> C2
+            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[-2:], mode="nearest")
+        size = lat[0].shape[-2:]
+        outs = [F.interpolate(conv(x), size=size, mode="nearest") if i else conv(x)
+                for i, (conv, x) in enumerate(zip(self.smooth, lat))]
+        return torch.cat(outs[::-1], dim=1)  # (N, inner, H/4, W/4), coarse-to-fine like the authors
+
+
+class DBHead(nn.Module):
+    """conv3x3 + BN + ReLU, two stride-2 transposed convs, sigmoid: a map at 4x the input size."""
+
+    def __init__(self, in_ch: int = 256, mid: int = 64, prior_bias: float = 0.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(mid, mid, 2, stride=2), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(mid, 1, 2, stride=2))
+        nn.init.constant_(self.body[-1].bias, prior_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.body(x))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model from a weights file."""
+
+    arch: str = "resnet18"
+    dcn: bool = False
+    k: float = 50.0  # DB amplifying factor, paper value
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DBNet(nn.Module):
+    """Backbone + FPN + probability/threshold heads + differentiable binarization.
+
+    ``forward(images)`` with images ``(N, 3, H, W)`` returns a dict of ``(N, 1, H, W)`` maps in [0, 1]:
+    ``prob`` always; ``thresh`` and ``binary`` too in training mode or when ``with_thresh=True``.
+    """
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        self.backbone = ResNet(config.arch, dcn=config.dcn)
+        self.neck = FPN(self.backbone.out_channels)
+        # Prior so the initial P is ~0.01 (few text pixels): stabilises early training from scratch.
+        self.prob_head = DBHead(prior_bias=-math.log(99.0))
+        self.thresh_head = DBHead()
+        for module in (self.neck, self.prob_head, self.thresh_head):
+            for m in module.modules():
+                if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.ones_(m.weight)
+                    nn.init.constant_(m.bias, 1e-4)
+
+    def step_function(self, prob: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+        """DB: B = 1 / (1 + exp(-k (P - T)))."""
+        return torch.sigmoid(self.config.k * (prob - thresh))
+
+    def forward(self, images: torch.Tensor, with_thresh: bool | None = None) -> dict[str, torch.Tensor]:
+        h, w = images.shape[-2:]
+        pad_h, pad_w = (-h) % 32, (-w) % 32
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+        fused = self.neck(self.backbone(images))
+        prob = self.prob_head(fused)[..., :h, :w]
+        out = {"prob": prob}
+        if self.training if with_thresh is None else with_thresh:
+            thresh = self.thresh_head(fused)[..., :h, :w]
+            out["thresh"] = thresh
+            out["binary"] = self.step_function(prob, thresh)
+        return out
+
+
+def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
+    """Load a torchvision-style ImageNet ResNet checkpoint into ``model.backbone``.
+
+    Returns ``(missing_keys, unexpected_keys)`` (``fc.*`` is always unexpected: there is no ``fc``).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    result = model.backbone.load_state_dict(state, strict=False)
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,402 @@
+"""The training loop (SPEC: "Training recipe"): one function, ``train(config)``.
+
+SGD (momentum 0.9, weight decay 1e-4), lr 0.007 with poly decay (power 0.9), batch 16, 640 crops,
+the authors' augmentation, labels made in DataLoader workers. Mixed precision (fp16 on CUDA, bf16
+on CPUs that support it), channels-last, DDP under torchrun, atomic checkpoints (latest + best),
+exact ``--resume``, NaN/inf guard, rich progress + ``train.log`` + ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dbcli.augment import AugmentConfig, augment
+from dbcli.datasets import Sample, load_samples, split_holdout
+from dbcli.device import init_distributed, pick_device, world
+from dbcli.errors import DBNetError
+from dbcli.fileio import atomic_torch_save
+from dbcli.imaging import normalize, read_image
+from dbcli.labels import make_targets
+from dbcli.losses import LossConfig, db_loss
+from dbcli.model import DBNet, ModelConfig, count_parameters, load_backbone_state
+from dbcli.postprocess import PostConfig
+from dbcli.weights import make_weights
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "icdar15"
+    data_root: str | None = None
+    out: str | None = None
+    arch: str = "resnet18"
+    dcn: bool = False
+    epochs: int = 1200
+    batch_size: int = 16
+    lr: float = 0.007
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    crop_size: int = 640
+    scale_min: float = 0.5
+    scale_max: float = 3.0
+    max_angle: float = 10.0
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    val_fraction: float = 0.1  # held out of the training split for validation / threshold picking
+    val_every: int = 10  # epochs
+    val_limit: int = 0  # at most this many validation images (0: all)
+    val_short_side: int = 736
+    save_every: int = 1  # epochs between latest-checkpoint writes
+    log_every: int = 50  # steps between plain log lines
+    resume: str | None = None
+    pretrained_backbone: str | None = None
+    cache_images: bool = True
+    max_steps: int = 0  # stop after this many optimizer steps in this run (0: no limit)
+    time_limit: float = 0.0  # stop (with a checkpoint) after this many minutes (0: no limit)
+    loss: dict = field(default_factory=lambda: asdict(LossConfig()))
+    post: dict = field(default_factory=lambda: asdict(PostConfig(box_thresh=0.6)))
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffles per epoch from ``(seed, epoch)``; each rank takes its slice; yields
+    ``epoch * n + index`` so workers can seed augmentation deterministically (exact resume)."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1, batch_size: int = 1):
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        per_step = batch_size * world_size
+        self.length = max(per_step, n // per_step * per_step) // world_size  # drop last partial step
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        if len(order) < self.length * self.world_size:  # tiny datasets: repeat
+            order = np.resize(order, self.length * self.world_size)
+        mine = order[self.rank: self.length * self.world_size: self.world_size]
+        return iter((self.epoch * self.n + int(i)) for i in mine)
+
+
+class TrainDataset(Dataset):
+    """Augmented crop + its four label maps, made in the worker."""
+
+    def __init__(self, samples: list[Sample], augment_config: AugmentConfig, seed: int,
+                 images: list[np.ndarray] | None = None):
+        self.samples, self.augment_config, self.seed, self.images = samples, augment_config, seed, images
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int) -> dict[str, np.ndarray]:
+        epoch, index = divmod(key, len(self.samples))
+        sample = self.samples[index]
+        image = self.images[index] if self.images is not None else read_image(sample.image_path, sample.exif)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        crop, polygons, ignore = augment(image, sample.polygons, sample.ignore, rng, self.augment_config)
+        size = self.augment_config.crop_size
+        targets = make_targets(polygons, ignore, size, size)
+        return {"image": normalize(crop), "gt": targets.gt, "mask": targets.mask,
+                "thresh_map": targets.thresh_map, "thresh_mask": targets.thresh_mask}
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
+    """Poly decay per iteration (the authors step it per epoch; per-iteration is smoother)."""
+    return base_lr * (1.0 - min(step, total_steps) / (total_steps + 1)) ** power
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def decode_all(samples: list[Sample], log) -> tuple[list[Sample], list[np.ndarray]]:
+    """Decode every image once (kept in memory, shared with forked workers). Undecodable images are
+    reported and skipped."""
+    kept, images = [], []
+    for s in samples:
+        try:
+            images.append(read_image(s.image_path, s.exif))
+            kept.append(s)
+        except DBNetError as exc:
+            log(f"warning: skipping {exc}")
+    return kept, images
+
+
+def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | None, device: torch.device,
+             short_side: int, post: PostConfig, amp_dtype) -> dict:
+    """P/R/hmean on held-out samples (ICDAR 2015 protocol) at ``short_side``."""
+    from dbcli.inference import detect_batch
+    from dbcli.metrics import evaluate_image, summarize
+
+    model.eval()
+    results = []
+
+    def prob_fn(batch):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            x = torch.from_numpy(batch).to(device)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            return model(x)["prob"][:, 0].float().cpu().numpy()
+
+    for i, s in enumerate(samples):
+        image = images[i] if images is not None else read_image(s.image_path, s.exif)
+        dets = detect_batch(prob_fn, [image], short_side, None, post)[0]
+        results.append(evaluate_image(s.polygons, s.ignore, [d.points for d in dets]))
+    model.train()
+    return summarize(results).to_dict()
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(config: TrainConfig, command_line: str = "") -> Path:
+    """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``."""
+    from rich.console import Console
+
+    device = pick_device(config.device)
+    distributed = init_distributed(device)
+    rank, world_size = world()
+    is_main = rank == 0
+    console = Console(stderr=True, quiet=not is_main)
+
+    resume_state = None
+    if config.resume:
+        resume_path = Path(config.resume)
+        if resume_path.is_dir():
+            resume_path = resume_path / "latest.pt"
+        if not resume_path.exists():
+            raise DBNetError(f"{resume_path}: no checkpoint to resume from")
+        resume_state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        saved = TrainConfig(**resume_state["config"])
+        # Continue exactly: the saved recipe wins, except what only steers this process.
+        keep = {"resume", "device", "workers", "max_steps", "time_limit", "val_limit", "data_root"}
+        config = TrainConfig(**{k: (getattr(config, k) if k in keep else v) for k, v in asdict(saved).items()})
+        config.out = str(resume_path.parent)
+
+    out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    log_file = open(out / "train.log", "a", encoding="utf-8") if is_main else None
+
+    def log(message: str) -> None:
+        if is_main:
+            console.print(message, markup=False, highlight=False)
+            log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            log_file.flush()
+
+    torch.manual_seed(config.seed + rank)
+    random.seed(config.seed + rank)
+    np.random.seed(config.seed + rank)
+
+    samples = load_samples(config.dataset, config.data_root, "train")
+    train_samples, val_samples = split_holdout(samples, config.val_fraction, config.seed)
+    if config.val_limit:
+        val_samples = val_samples[: config.val_limit]
+    images = val_images = None
+    if config.cache_images:
+        log(f"decoding {len(train_samples)} training images into memory ...")
+        train_samples, images = decode_all(train_samples, log)
+        val_samples, val_images = decode_all(val_samples, log) if is_main else (val_samples, None)
+    if not train_samples:
+        raise DBNetError("no training images could be loaded")
+
+    aug = AugmentConfig(crop_size=config.crop_size, scale_range=(config.scale_min, config.scale_max),
+                        max_angle=config.max_angle)
+    dataset = TrainDataset(train_samples, aug, config.seed, images)
+    sampler = EpochSampler(len(dataset), config.seed, rank, world_size, config.batch_size)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                        pin_memory=device.type == "cuda", drop_last=True,
+                        persistent_workers=config.workers > 0, prefetch_factor=4 if config.workers else None)
+
+    model = DBNet(ModelConfig(config.arch, config.dcn))
+    if config.pretrained_backbone and resume_state is None:
+        missing, unexpected = load_backbone_state(model, config.pretrained_backbone)
+        log(f"backbone from {config.pretrained_backbone}: {len(missing)} missing keys "
+            f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}")
+    model = model.to(device).to(memory_format=torch.channels_last)
+    if distributed:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        ddp = model
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    amp_dtype = None
+    if config.amp and device.type == "cuda":
+        amp_dtype = torch.float16
+    elif config.amp and device.type == "cpu" and cpu_supports_bf16():
+        amp_dtype = torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    loss_config = LossConfig(**config.loss)
+    post = PostConfig(**config.post)
+
+    steps_per_epoch = len(loader)
+    total_steps = config.epochs * steps_per_epoch
+    start_epoch, step, best_hmean, bad_steps, lr = 0, 0, -1.0, 0, config.lr
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model_state"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scaler.load_state_dict(resume_state["scaler"])
+        start_epoch, step = resume_state["epoch"], resume_state["step"]
+        best_hmean = resume_state.get("best_hmean", -1.0)
+        _set_rng_state(resume_state["rng"])
+        log(f"resumed from {config.resume} at epoch {start_epoch}, step {step}")
+
+    if is_main:
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+        log(f"run {out}: {config.arch} ({count_parameters(model) / 1e6:.2f}M params) on {device}, "
+            f"amp={amp_dtype}, {len(train_samples)} train / {len(val_samples)} val images, "
+            f"{steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x {world_size}")
+
+    def checkpoint(path: Path, epoch: int, metrics: dict | None = None) -> None:
+        state = {"config": asdict(config), "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best_hmean": best_hmean,
+                 "rng": _rng_state(),
+                 "weights": make_weights(model, half=False, postprocess=asdict(post),
+                                         short_side=config.val_short_side,
+                                         train={"command": command_line, "epochs_done": epoch,
+                                                "config": asdict(config)},
+                                         metrics=metrics or {})}
+        atomic_torch_save(state, path)
+
+    metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
+    started = time.time()
+    stop_reason = None
+    last_val: dict = {}
+    progress = _make_progress(console)
+    task = progress.add_task("train", total=total_steps, completed=step, info="")
+    finished_epoch = start_epoch
+    model.train()
+    with progress:
+        for epoch in range(start_epoch, config.epochs):
+            sampler.set_epoch(epoch)
+            sums, count, seen, t_epoch = {}, 0, 0, time.time()
+            for batch in loader:
+                lr = poly_lr(config.lr, step, total_steps, config.poly_power)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                images_t = batch["image"].contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    outputs = ddp(images_t)
+                parts = db_loss(outputs, batch, loss_config)
+                loss = parts["loss"]
+                if not torch.isfinite(loss):
+                    bad_steps += 1
+                    log(f"warning: non-finite loss at step {step} ({bad_steps} in a row): step skipped")
+                    optimizer.zero_grad(set_to_none=True)
+                    if bad_steps >= 10:
+                        stop_reason = "10 non-finite losses in a row"
+                        break
+                    continue
+                bad_steps = 0
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                count += 1
+                seen += images_t.shape[0] * world_size
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v.item()
+                rate = seen / max(time.time() - t_epoch, 1e-6)
+                progress.update(task, completed=step, info=(
+                    f"ep {epoch + 1}/{config.epochs} loss {sums['loss'] / count:.3f} "
+                    f"(P {sums['loss_prob'] / count:.3f} B {sums['loss_binary'] / count:.3f} "
+                    f"T {sums['loss_thresh'] / count:.4f}) lr {lr:.5f} {rate:.1f} img/s"))
+                if step % config.log_every == 0:
+                    log(f"step {step}/{total_steps} {progress.tasks[task].fields['info']}")
+                if config.max_steps and step >= config.max_steps:
+                    stop_reason = f"--max-steps {config.max_steps} reached"
+                    break
+                if config.time_limit and time.time() - started > config.time_limit * 60:
+                    stop_reason = f"--time-limit {config.time_limit} min reached"
+                    break
+            if stop_reason == "10 non-finite losses in a row":
+                break
+            finished_epoch = epoch + 1 if stop_reason is None else epoch
+            record = {"epoch": epoch + 1, "step": step, "lr": lr,
+                      **{k: v / max(count, 1) for k, v in sums.items()},
+                      "images_per_s": seen / max(time.time() - t_epoch, 1e-6),
+                      "elapsed_s": time.time() - started}
+            if is_main and stop_reason is None and val_samples and (
+                    (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+                t_val = time.time()
+                last_val = validate(model, val_samples, val_images, device, config.val_short_side, post, amp_dtype)
+                record.update({f"val_{k}": v for k, v in last_val.items()}, val_s=time.time() - t_val)
+                log(f"epoch {epoch + 1}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
+                    f"hmean {last_val['hmean']:.3f}")
+                if last_val["hmean"] > best_hmean:
+                    best_hmean = last_val["hmean"]
+                    checkpoint(out / "best.pt", finished_epoch, last_val)
+            if is_main:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                log(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.4f} "
+                    f"{record['images_per_s']:.1f} img/s")
+                if stop_reason is not None or (epoch + 1) % config.save_every == 0 or epoch + 1 == config.epochs:
+                    checkpoint(out / "latest.pt", finished_epoch, last_val)
+            if stop_reason is not None:
+                break
+    if stop_reason:
+        log(f"stopped: {stop_reason}")
+    if is_main:
+        from dbcli.weights import save_weights
+
+        save_weights(out / "weights.pt", model, half=True, postprocess=asdict(post),
+                     short_side=config.val_short_side,
+                     train={"command": command_line, "epochs_done": finished_epoch,
+                            "steps": step, "wall_s": time.time() - started, "device": str(device),
+                            "config": asdict(config)},
+                     metrics={"val": last_val} if last_val else {})
+        log(f"weights written to {out / 'weights.pt'}")
+        log_file.close()
+        metrics_file.close()
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if stop_reason == "10 non-finite losses in a row":
+        raise DBNetError("training stopped: the loss was not finite 10 steps in a row (lower --lr?)")
+    return out
+
+
+def _make_progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=console, transient=False, disable=console.quiet or not sys.stderr.isatty()
+                    and os.environ.get("DBNET_PROGRESS") != "1")
