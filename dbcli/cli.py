@@ -59,6 +59,8 @@ def train(
     cache_images: bool = typer.Option(True, help="Decode all images once and keep them in memory."),
     max_steps: int = typer.Option(0, help="Stop after N optimizer steps in this run (0: no limit)."),
     time_limit: float = typer.Option(0.0, help="Stop with a checkpoint after N minutes (0: no limit)."),
+    time_schedule: bool = typer.Option(False, help="With --time-limit: the poly lr decay ends at the time "
+                                       "limit instead of the last epoch (for compute-budgeted runs)."),
     box_thresh: float = typer.Option(0.6, help="Post-processing box threshold used for validation."),
 ) -> None:
     """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
@@ -73,6 +75,7 @@ def train(
                          resume=str(resume) if resume else None,
                          pretrained_backbone=str(pretrained_backbone) if pretrained_backbone else None,
                          cache_images=cache_images, max_steps=max_steps, time_limit=time_limit,
+                         time_schedule=time_schedule,
                          post=asdict(PostConfig(box_thresh=box_thresh)))
     try:
         run_training(config, command_line=shlex.join(["dbnet", *sys.argv[1:]]))
@@ -82,28 +85,248 @@ def train(
 
 # --- eval: owned by the datasets/eval work -------------------------------------------------------
 @app.command("eval")
-def eval_command() -> None:
-    """Evaluate on a dataset split (ICDAR 2015 IoU protocol)."""
-    fail("not implemented yet")
+def eval_command(
+    dataset: str = typer.Option("icdar15", help="icdar15, td500, totaltext, ctw1500 or custom."),
+    data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
+    split: Optional[str] = typer.Option(None, help="train or test (default: test)."),
+    weights: Optional[Path] = typer.Option(None, help="Weights file (default: the shipped weights)."),
+    pred: Optional[Path] = typer.Option(None, help="Score this predictions file (dbnet detect's JSON) "
+                                                   "instead of running a model."),
+    short_side: Optional[int] = typer.Option(None, help="Test scale: shorter side in pixels "
+                                                        "(default: the weights file's, else 736)."),
+    max_side: Optional[int] = typer.Option(None, help="Cap on the longer side in pixels."),
+    thresh: Optional[float] = typer.Option(None, help="Binarization threshold (default: the weights file's)."),
+    box_thresh: Optional[float] = typer.Option(None, help="Minimum region score (default: the weights "
+                                                          "file's); with --pred, drops lower-scored predictions."),
+    unclip_ratio: Optional[float] = typer.Option(None, help="Region expansion ratio (default: the weights file's)."),
+    polygon: Optional[bool] = typer.Option(None, "--polygon/--box", help="Polygons (curved text) or "
+                                           "4-point boxes (default: polygons on totaltext and ctw1500)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: auto)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per forward pass (default: 1)."),
+    limit: int = typer.Option(0, help="Score only the first N images (0: all)."),
+    holdout_from_train: Optional[float] = typer.Option(
+        None, help="Score the images this fraction of the train split held out, exactly as dbnet train "
+                   "--val-fraction does (with --seed)."),
+    seed: int = typer.Option(0, help="Seed of --holdout-from-train (dbnet train's --seed)."),
+    sweep: bool = typer.Option(False, help="Score a grid of thresh x box_thresh (network run once per "
+                                           "image) and report the best setting."),
+    sweep_thresh: str = typer.Option("0.2,0.25,0.3,0.35", help="thresh grid: list or start:stop:step."),
+    sweep_box_thresh: str = typer.Option("0.3:0.8:0.05", help="box_thresh grid: list or start:stop:step."),
+    allow_test_sweep: bool = typer.Option(False, help="Allow --sweep on the test split."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+) -> None:
+    """Evaluate on a dataset split (ICDAR 2015 IoU protocol): precision, recall, hmean, images/s."""
+    from dbcli.eval_cli import run as run_eval
+
+    try:
+        run_eval(dataset, data_root, split, weights, pred, short_side, max_side, thresh, box_thresh,
+                 unclip_ratio, polygon, device, batch_size, limit, holdout_from_train, seed, sweep,
+                 sweep_thresh, sweep_box_thresh, allow_test_sweep, json_path)
+    except DBNetError as exc:
+        fail(str(exc))
 
 
 # --- detect / visualize / export: owned by the inference work ------------------------------------
-@app.command()
-def detect() -> None:
-    """Detect text in images and write polygons."""
-    fail("not implemented yet")
+def _inputs_arg():
+    return typer.Argument(..., metavar="INPUT", show_default=False,
+                          help="Image files, folders (searched recursively for image files) or glob patterns.")
+
+
+def _weights_opt():
+    return typer.Option(None, "--weights", "-w", show_default=False,
+                        help="Weights file: a dbnet .pt, or a .onnx from `dbnet export` "
+                             "(default: weights/dbnet_resnet18_icdar15.pt, or .onnx with --backend onnx).")
+
+
+def _backend_opt():
+    return typer.Option(None, "--backend", show_default=False,
+                        help="torch or onnx (onnxruntime, no torch import). Default: onnx for a .onnx "
+                             "--weights file, else torch.")
+
+
+def _device_opt():
+    return typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+
+
+def _short_side_opt():
+    return typer.Option(None, "--short-side", show_default=False,
+                        help="Test scale: the shorter side is resized to this (rounded to a multiple of 32). "
+                             "Default: the weights file's, else 736 (the paper's ICDAR 2015 fast setting).")
+
+
+def _max_side_opt():
+    return typer.Option(None, "--max-side", show_default=False,
+                        help="Cap on the longer side after resizing (for panoramas and long receipts).")
+
+
+def _thresh_opt():
+    return typer.Option(None, "--thresh", show_default=False,
+                        help="Binarization threshold of the probability map (default: the weights file's, "
+                             "else 0.3).")
+
+
+def _box_thresh_opt():
+    return typer.Option(None, "--box-thresh", show_default=False,
+                        help="Drop regions whose mean probability is below this (default: the weights "
+                             "file's, else 0.6). Lower it to find more text, raise it for fewer false alarms.")
+
+
+def _unclip_opt():
+    return typer.Option(None, "--unclip-ratio", show_default=False,
+                        help="How far each region is expanded (D = area x ratio / perimeter; default: the "
+                             "weights file's, else 1.5). Raise it if boxes cut letters, lower it if nearby "
+                             "lines merge.")
+
+
+def _polygon_opt():
+    return typer.Option(None, "--polygon/--box", show_default=False,
+                        help="Polygons for curved text, or 4-point rotated boxes (default: the weights "
+                             "file's, else boxes).")
+
+
+def _batch_opt():
+    return typer.Option(4, "--batch-size", "-b", min=1,
+                        help="Images per forward pass (images of the same input size are batched).")
+
+
+def _no_exif_opt():
+    return typer.Option(False, "--no-exif",
+                        help="Ignore EXIF orientation: work in stored pixels (for datasets such as "
+                             "MSRA-TD500 whose boxes are in stored-pixel coordinates).")
+
+
+def _load(weights, backend, device, short_side, max_side, thresh, box_thresh, unclip_ratio, polygon,
+          batch_size, no_exif):
+    from dbcli.detect import load_model, resolve_settings
+
+    model = load_model(weights, backend, device)
+    settings = resolve_settings(model, short_side, max_side, thresh, box_thresh, unclip_ratio, polygon,
+                                batch_size, not no_exif)
+    return model, settings
 
 
 @app.command()
-def visualize() -> None:
-    """Draw detections (and optionally the probability/threshold maps) over images."""
-    fail("not implemented yet")
+def detect(
+    inputs: list[str] = _inputs_arg(),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
+                                       help="Output file (json, jsonl) or folder (icdar). Without it, a "
+                                            "summary table is printed."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", show_default=False,
+                                      help="json: one file {model, settings, images}; jsonl: one image per "
+                                           "line, streamed (large jobs); icdar: res_<stem>.txt per image in "
+                                           "the --out folder (x1,y1,...,xn,yn,score lines). Default: jsonl "
+                                           "for an --out ending in .jsonl, else json."),
+    weights: Optional[Path] = _weights_opt(),
+    backend: Optional[str] = _backend_opt(),
+    device: str = _device_opt(),
+    short_side: Optional[int] = _short_side_opt(),
+    max_side: Optional[int] = _max_side_opt(),
+    thresh: Optional[float] = _thresh_opt(),
+    box_thresh: Optional[float] = _box_thresh_opt(),
+    unclip_ratio: Optional[float] = _unclip_opt(),
+    polygon: Optional[bool] = _polygon_opt(),
+    batch_size: int = _batch_opt(),
+    no_exif: bool = _no_exif_opt(),
+) -> None:
+    """Detect text in images and write polygons in original-image pixel coordinates.
+
+    Unreadable files are skipped with a warning; the exit status is non-zero only when no image could be processed.
+    Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
+    """
+    from dbcli.detect import detect as run_detect
+
+    try:
+        model, settings = _load(weights, backend, device, short_side, max_side, thresh, box_thresh,
+                                unclip_ratio, polygon, batch_size, no_exif)
+        if fmt is None:
+            fmt = "jsonl" if out is not None and out.suffix.lower() == ".jsonl" else "json"
+        summary = run_detect(inputs, out, fmt, model, settings)
+    except DBNetError as exc:
+        fail(str(exc))
+    import os
+
+    if int(os.environ.get("RANK", 0)) == 0:
+        where = f"wrote {summary.out}: " if summary.out is not None else ""
+        skipped = f", {summary.failed} skipped" if summary.failed else ""
+        rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0
+        typer.echo(f"{where}{summary.images} images, {summary.detections} text regions{skipped} "
+                   f"in {summary.seconds:.1f} s ({rate:.1f} images/s)", err=True)
 
 
 @app.command()
-def export() -> None:
-    """Export weights to ONNX or TorchScript and verify the export."""
-    fail("not implemented yet")
+def visualize(
+    inputs: list[str] = _inputs_arg(),
+    out: Path = typer.Option(..., "--out", "-o", show_default=False,
+                             help="Folder for the PNGs: <stem>.png per input (and <stem>_maps.png with --maps)."),
+    pred: Optional[Path] = typer.Option(None, "--pred", show_default=False,
+                                        help="Draw the detections of this `dbnet detect` JSON/JSONL file "
+                                             "instead of running the model."),
+    maps: bool = typer.Option(False, "--maps",
+                              help="Also save the probability and threshold maps as colour heatmaps side "
+                                   "by side with the image (torch backend)."),
+    weights: Optional[Path] = _weights_opt(),
+    backend: Optional[str] = _backend_opt(),
+    device: str = _device_opt(),
+    short_side: Optional[int] = _short_side_opt(),
+    max_side: Optional[int] = _max_side_opt(),
+    thresh: Optional[float] = _thresh_opt(),
+    box_thresh: Optional[float] = _box_thresh_opt(),
+    unclip_ratio: Optional[float] = _unclip_opt(),
+    polygon: Optional[bool] = _polygon_opt(),
+    batch_size: int = _batch_opt(),
+    no_exif: bool = _no_exif_opt(),
+) -> None:
+    """Draw detected polygons with their scores over each image and save PNGs.
+
+    With --maps, also what the network sees: its probability and threshold maps.
+    """
+    from dbcli.detect import Settings
+    from dbcli.visualize import visualize as run_visualize
+
+    try:
+        if pred is None or maps:
+            model, settings = _load(weights, backend, device, short_side, max_side, thresh, box_thresh,
+                                    unclip_ratio, polygon, batch_size, no_exif)
+        else:
+            model, settings = None, Settings(batch_size=batch_size, exif=not no_exif)
+        summary = run_visualize(inputs, out, pred, maps, model, settings)
+    except DBNetError as exc:
+        fail(str(exc))
+    skipped = f", {summary.failed} skipped" if summary.failed else ""
+    typer.echo(f"wrote {len(summary.written)} PNG files to {out}{skipped}", err=True)
+
+
+@app.command()
+def export(
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", show_default=False,
+                                           help="dbnet weights file (default: weights/dbnet_resnet18_icdar15.pt)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
+                                       help="Output file (default: the weights file's name with .onnx or .ts)."),
+    opset: int = typer.Option(17, help="ONNX opset."),
+    tolerance: float = typer.Option(1e-4, help="Largest allowed max |P_export - P_torch| in the check."),
+) -> None:
+    """Export weights to ONNX (dynamic batch, height and width) or TorchScript.
+
+    BatchNorm is folded into the convolutions and the graph outputs the probability map only.
+    The export is then checked against PyTorch: it fails if the probability maps differ by 1e-4 or more.
+    """
+    from dbcli.export import export as run_export
+
+    try:
+        from dbcli.weights import default_weights_path
+
+        if out is None:
+            source = weights if weights is not None else default_weights_path()
+            out = source.with_suffix(".onnx" if fmt.lower() == "onnx" else ".ts")
+        result = run_export(weights, fmt, out, opset=opset, tolerance=tolerance)
+    except DBNetError as exc:
+        fail(str(exc))
+    label = "ONNX" if result.format == "onnx" else "TorchScript"
+    opset_note = f", opset {opset}" if result.format == "onnx" else ""
+    typer.echo(f"wrote {result.path} ({label}{opset_note}, {result.size_bytes / 1e6:.1f} MB)")
+    typer.echo(f"verified: max |P_{result.format} - P_torch| = {result.max_diff:.3g} on a "
+               f"{'x'.join(map(str, result.input_shape))} input (limit {tolerance:g})")
 
 
 def run() -> None:

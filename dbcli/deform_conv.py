@@ -40,11 +40,12 @@ def deform_conv2d_reference(x: torch.Tensor, offset: torch.Tensor, mask: torch.T
     # Absolute sampling positions (N, K, Ho, Wo) in input pixels.
     py = ys.view(1, 1, ho, 1) + ky.reshape(1, k, 1, 1) + off[:, :, 0]
     px = xs.view(1, 1, 1, wo) + kx.reshape(1, k, 1, 1) + off[:, :, 1]
-    # grid_sample wants [-1, 1] with align_corners=True: -1 is pixel 0, +1 is pixel W-1.
-    gx = px * (2.0 / max(w - 1, 1)) - 1.0
-    gy = py * (2.0 / max(h - 1, 1)) - 1.0
+    # grid_sample with align_corners=False: pixel p sits at (2p + 1) / size - 1. (align_corners=True
+    # cannot express a 1-pixel-wide input: every position maps onto its single pixel.)
+    gx = (2.0 * px + 1.0) / w - 1.0
+    gy = (2.0 * py + 1.0) / h - 1.0
     grid = torch.stack((gx, gy), dim=-1).view(n, k * ho, wo, 2)
-    sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     sampled = sampled.view(n, c, k, ho, wo) * mask.view(n, 1, k, ho, wo)
     cols = sampled.view(n, c * k, ho * wo)
     out = torch.matmul(weight.view(c_out, c * k), cols).view(n, c_out, ho, wo)
@@ -65,6 +66,11 @@ class DeformConv2d(nn.Module):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         taps = kernel_size * kernel_size
         self.offset_conv = nn.Conv2d(in_ch, 3 * taps, kernel_size, stride=stride, padding=padding)
+        self.reset_offsets()
+
+    def reset_offsets(self) -> None:
+        """Zero the offset/mask predictor (offsets 0, mask 1: a plain conv). A parent module that
+        re-initialises every ``nn.Conv2d`` must call this afterwards."""
         nn.init.zeros_(self.offset_conv.weight)
         nn.init.zeros_(self.offset_conv.bias)
 

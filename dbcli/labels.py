@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pyclipper
+from shapely.geometry import LinearRing
 
 SHRINK_RATIO = 0.4
 THRESH_MIN, THRESH_MAX = 0.3, 0.7
@@ -30,11 +31,15 @@ class Targets:
 def polygon_area(poly: np.ndarray) -> float:
     """Signed shoelace area of ``(K, 2)`` points (positive when counter-clockwise in y-up axes)."""
     x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    # np.concatenate((a[1:], a[:1])) is np.roll(a, -1) without its overhead (hot in post-processing).
+    return 0.5 * float(np.dot(x, np.concatenate((y[1:], y[:1]))) - np.dot(np.concatenate((x[1:], x[:1])), y))
 
 
 def polygon_perimeter(poly: np.ndarray) -> float:
-    return float(np.linalg.norm(poly - np.roll(poly, -1, axis=0), axis=1).sum())
+    d = poly - np.concatenate((poly[1:], poly[:1]))
+    if d.dtype.kind != "f":
+        d = d.astype(np.float64)
+    return float(np.sqrt(np.add.reduce(d * d, axis=1)).sum())  # = np.linalg.norm(d, axis=1).sum()
 
 
 def shrink_distance(poly: np.ndarray, ratio: float = SHRINK_RATIO) -> float:
@@ -77,7 +82,8 @@ def shrink_targets(polygons: list[np.ndarray], ignore: list[bool], height: int, 
     effective = []
     for poly, ign in zip(polygons, ignore):
         poly = np.asarray(poly, np.float64).reshape(-1, 2)
-        bad = ign or len(poly) < 3 or abs(polygon_area(poly)) < 1.0 or short_side(poly) < min_text_size
+        bad = (ign or len(poly) < 3 or abs(polygon_area(poly)) < 1.0 or short_side(poly) < min_text_size
+               or not LinearRing(poly).is_simple)  # self-intersecting: area and shrink are meaningless
         pieces = [] if bad else offset_polygon(poly, -shrink_distance(poly, shrink_ratio))
         if not pieces:
             cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 0.0) if len(poly) >= 3 else None
@@ -106,6 +112,42 @@ def segment_distances(xs: np.ndarray, ys: np.ndarray, poly: np.ndarray) -> np.nd
     return np.sqrt(dx * dx + dy * dy).min(axis=0)
 
 
+def _border_values(poly: np.ndarray, distance: float, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """``clip(1 - segment_distances(x0..x1, y0..y1, poly) / distance, 0, 1)`` as float32, bit for bit,
+    but each edge's distance is evaluated only on the pixels that can be within ``distance`` of it
+    (the edge's bounding box grown by ``distance``): farther pixels get 0 either way. The same
+    float64 arithmetic per pixel as ``segment_distances``; the minimum is taken over squared
+    distances (sqrt is monotonic, so min(sqrt) = sqrt(min)), in place, one edge at a time.
+    """
+    d2 = np.full((y1 - y0 + 1, x1 - x0 + 1), np.inf)
+    a = poly
+    ab = np.concatenate((poly[1:], poly[:1])) - a
+    ab_len2 = np.maximum((ab ** 2).sum(1), 1e-12)
+    lo = np.floor(np.minimum(a, a + ab) - distance).astype(np.int64).tolist()
+    hi = np.ceil(np.maximum(a, a + ab) + distance).astype(np.int64).tolist()
+    for (ax, ay), (abx, aby), len2, (lx, ly), (hx, hy) in zip(a.tolist(), ab.tolist(), ab_len2.tolist(), lo, hi):
+        ex0, ex1, ey0, ey1 = max(lx, x0), min(hx, x1), max(ly, y0), min(hy, y1)
+        if ex1 < ex0 or ey1 < ey0:
+            continue
+        px = np.arange(ex0, ex1 + 1, dtype=np.float64) - ax  # (W',)
+        py = (np.arange(ey0, ey1 + 1, dtype=np.float64) - ay)[:, None]  # (H', 1)
+        t = (px * abx) + (py * aby)
+        t /= len2
+        np.clip(t, 0, 1, out=t)
+        dx = px - t * abx
+        dy = py - t * aby
+        dx *= dx
+        dy *= dy
+        dx += dy
+        sub = d2[ey0 - y0:ey1 - y0 + 1, ex0 - x0:ex1 - x0 + 1]
+        np.minimum(sub, dx, out=sub)
+    value = np.sqrt(d2, out=d2)
+    value /= distance
+    np.subtract(1.0, value, out=value)
+    np.clip(value, 0.0, 1.0, out=value)
+    return value.astype(np.float32)
+
+
 def threshold_targets(polygons: list[np.ndarray], ignore: list[bool], height: int, width: int,
                       shrink_ratio: float = SHRINK_RATIO, thresh_min: float = THRESH_MIN,
                       thresh_max: float = THRESH_MAX) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +173,7 @@ def threshold_targets(polygons: list[np.ndarray], ignore: list[bool], height: in
         cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)
         if cx1 < cx0 or cy1 < cy0:
             continue
-        dist = segment_distances(np.arange(cx0, cx1 + 1, dtype=np.float64),
-                                 np.arange(cy0, cy1 + 1, dtype=np.float64), poly)
-        value = np.clip(1.0 - dist / distance, 0.0, 1.0).astype(np.float32)
+        value = _border_values(poly, distance, cx0, cy0, cx1, cy1)
         region = canvas[cy0:cy1 + 1, cx0:cx1 + 1]
         np.maximum(region, value, out=region)
     thresh_map = canvas * (thresh_max - thresh_min) + thresh_min

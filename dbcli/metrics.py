@@ -55,8 +55,9 @@ def evaluate_image(gt_polygons: list, gt_ignore: list[bool], det_polygons: list,
         if d is None:
             det_care.append(False)
             continue
-        covered = sum(d.intersection(g).area for g in dont_care)
-        det_care.append(not (dont_care and covered / d.area > area_precision))
+        # Official script: dropped when more than area_precision of it lies inside ONE don't-care
+        # region (areas are not summed over regions, which would double-count overlapping ones).
+        det_care.append(not any(d.intersection(g).area / d.area > area_precision for g in dont_care))
     gt_matched = [False] * len(gts)
     det_matched = [False] * len(dets)
     matches = []

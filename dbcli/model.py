@@ -106,6 +106,8 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bn3.weight)
             elif isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
+            elif isinstance(m, DeformConv2d):
+                m.reset_offsets()  # the kaiming loop above also hit its offset_conv (an nn.Conv2d)
 
     def _make_layer(self, block, ch: int, blocks: int, stride: int, dcn: bool) -> nn.Sequential:
         downsample = None
@@ -190,7 +192,9 @@ class DBNet(nn.Module):
         self.thresh_head = DBHead()
         for module in (self.neck, self.prob_head, self.thresh_head):
             for m in module.modules():
-                if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                # Authors' init: kaiming for convs; transposed convs keep PyTorch's default (kaiming's
+                # fan-in is wrong for their (in, out, k, k) weights and saturates the sigmoid).
+                if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 elif isinstance(m, nn.BatchNorm2d):
                     nn.init.ones_(m.weight)

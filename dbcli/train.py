@@ -60,12 +60,13 @@ class TrainConfig:
     val_limit: int = 0  # at most this many validation images (0: all)
     val_short_side: int = 736
     save_every: int = 1  # epochs between latest-checkpoint writes
-    log_every: int = 50  # steps between plain log lines
+    log_every: int = 10  # steps between plain log lines
     resume: str | None = None
     pretrained_backbone: str | None = None
     cache_images: bool = True
     max_steps: int = 0  # stop after this many optimizer steps in this run (0: no limit)
     time_limit: float = 0.0  # stop (with a checkpoint) after this many minutes (0: no limit)
+    time_schedule: bool = False  # poly decay reaches its end at the time limit (budgeted runs)
     loss: dict = field(default_factory=lambda: asdict(LossConfig()))
     post: dict = field(default_factory=lambda: asdict(PostConfig(box_thresh=0.6)))
 
@@ -79,6 +80,7 @@ class EpochSampler(Sampler[int]):
         per_step = batch_size * world_size
         self.length = max(per_step, n // per_step * per_step) // world_size  # drop last partial step
         self.epoch = 0
+        self.skip = 0  # indices of this rank to skip (the batches a resumed run already trained on)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -90,7 +92,7 @@ class EpochSampler(Sampler[int]):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         if len(order) < self.length * self.world_size:  # tiny datasets: repeat
             order = np.resize(order, self.length * self.world_size)
-        mine = order[self.rank: self.length * self.world_size: self.world_size]
+        mine = order[self.rank: self.length * self.world_size: self.world_size][self.skip:]
         return iter((self.epoch * self.n + int(i)) for i in mine)
 
 
@@ -116,9 +118,10 @@ class TrainDataset(Dataset):
                 "thresh_map": targets.thresh_map, "thresh_mask": targets.thresh_mask}
 
 
-def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
-    """Poly decay per iteration (the authors step it per epoch; per-iteration is smoother)."""
-    return base_lr * (1.0 - min(step, total_steps) / (total_steps + 1)) ** power
+def poly_lr(base_lr: float, progress: float, power: float) -> float:
+    """Poly decay on training progress in [0, 1] (the authors step it per epoch; we step it per
+    iteration, which is smoother): lr = base_lr * (1 - progress) ** power."""
+    return base_lr * max(0.0, 1.0 - progress) ** power
 
 
 def cpu_supports_bf16() -> bool:
@@ -127,6 +130,21 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def tune_malloc() -> None:
+    """Keep freed large blocks in glibc's heap instead of returning them to the OS: CPU training
+    otherwise spends much of its time in page faults re-mapping the same activation buffers."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD (max allowed is 32 MiB on 64-bit; clamps)
+    except (OSError, AttributeError):
+        pass
 
 
 def decode_all(samples: list[Sample], log) -> tuple[list[Sample], list[np.ndarray]]:
@@ -186,6 +204,9 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     from rich.console import Console
 
     device = pick_device(config.device)
+    if device.type == "cpu":
+        tune_malloc()
+        torch.set_flush_denormal(True)  # denormal activations slow CPU kernels many-fold
     distributed = init_distributed(device)
     rank, world_size = world()
     is_main = rank == 0
@@ -201,8 +222,10 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
         resume_state = torch.load(resume_path, map_location="cpu", weights_only=False)
         saved = TrainConfig(**resume_state["config"])
         # Continue exactly: the saved recipe wins, except what only steers this process.
-        keep = {"resume", "device", "workers", "max_steps", "time_limit", "val_limit", "data_root"}
-        config = TrainConfig(**{k: (getattr(config, k) if k in keep else v) for k, v in asdict(saved).items()})
+        keep = {"resume", "device", "workers", "max_steps", "time_limit", "time_schedule", "val_limit",
+                "data_root"}
+        config = TrainConfig(**{k: (getattr(config, k) if k in keep and getattr(config, k) is not None else v)
+                                for k, v in asdict(saved).items()})
         config.out = str(resume_path.parent)
 
     out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -265,14 +288,18 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     steps_per_epoch = len(loader)
     total_steps = config.epochs * steps_per_epoch
     start_epoch, step, best_hmean, bad_steps, lr = 0, 0, -1.0, 0, config.lr
+    skip_batches = 0  # batches of start_epoch already trained on (a run stopped mid-epoch)
     if resume_state is not None:
         model.load_state_dict(resume_state["model_state"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scaler.load_state_dict(resume_state["scaler"])
         start_epoch, step = resume_state["epoch"], resume_state["step"]
+        skip_batches = resume_state.get("epoch_batches", 0)
         best_hmean = resume_state.get("best_hmean", -1.0)
         _set_rng_state(resume_state["rng"])
-        log(f"resumed from {config.resume} at epoch {start_epoch}, step {step}")
+        log(f"resumed from {config.resume} at epoch {start_epoch}, step {step}"
+            + (f" ({skip_batches} batches into the epoch)" if skip_batches else ""))
+    start_step = step  # --max-steps counts the steps of this run
 
     if is_main:
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
@@ -280,9 +307,10 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
             f"amp={amp_dtype}, {len(train_samples)} train / {len(val_samples)} val images, "
             f"{steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x {world_size}")
 
-    def checkpoint(path: Path, epoch: int, metrics: dict | None = None) -> None:
+    def checkpoint(path: Path, epoch: int, metrics: dict | None = None, epoch_batches: int = 0) -> None:
         state = {"config": asdict(config), "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best_hmean": best_hmean,
+                 "epoch_batches": epoch_batches,
                  "rng": _rng_state(),
                  "weights": make_weights(model, half=False, postprocess=asdict(post),
                                          short_side=config.val_short_side,
@@ -302,9 +330,16 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     with progress:
         for epoch in range(start_epoch, config.epochs):
             sampler.set_epoch(epoch)
+            batches = skip_batches if epoch == start_epoch else 0  # batches of this epoch consumed
+            sampler.skip = batches * config.batch_size
             sums, count, seen, t_epoch = {}, 0, 0, time.time()
             for batch in loader:
-                lr = poly_lr(config.lr, step, total_steps, config.poly_power)
+                batches += 1
+                progress_frac = step / (total_steps + 1)
+                if config.time_limit and config.time_schedule:
+                    # The schedule ends at whichever comes first: the last step or the time limit.
+                    progress_frac = max(progress_frac, (time.time() - started) / (config.time_limit * 60))
+                lr = poly_lr(config.lr, progress_frac, config.poly_power)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -338,7 +373,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                     f"T {sums['loss_thresh'] / count:.4f}) lr {lr:.5f} {rate:.1f} img/s"))
                 if step % config.log_every == 0:
                     log(f"step {step}/{total_steps} {progress.tasks[task].fields['info']}")
-                if config.max_steps and step >= config.max_steps:
+                if config.max_steps and step - start_step >= config.max_steps:
                     stop_reason = f"--max-steps {config.max_steps} reached"
                     break
                 if config.time_limit and time.time() - started > config.time_limit * 60:
@@ -346,12 +381,14 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                     break
             if stop_reason == "10 non-finite losses in a row":
                 break
-            finished_epoch = epoch + 1 if stop_reason is None else epoch
+            sampler.skip = 0
+            epoch_complete = batches >= steps_per_epoch  # (a stop on an epoch's last step completes it)
+            finished_epoch = epoch + 1 if epoch_complete else epoch
             record = {"epoch": epoch + 1, "step": step, "lr": lr,
                       **{k: v / max(count, 1) for k, v in sums.items()},
                       "images_per_s": seen / max(time.time() - t_epoch, 1e-6),
                       "elapsed_s": time.time() - started}
-            if is_main and stop_reason is None and val_samples and (
+            if is_main and epoch_complete and val_samples and (
                     (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
                 t_val = time.time()
                 last_val = validate(model, val_samples, val_images, device, config.val_short_side, post, amp_dtype)
@@ -367,7 +404,8 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                 log(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.4f} "
                     f"{record['images_per_s']:.1f} img/s")
                 if stop_reason is not None or (epoch + 1) % config.save_every == 0 or epoch + 1 == config.epochs:
-                    checkpoint(out / "latest.pt", finished_epoch, last_val)
+                    checkpoint(out / "latest.pt", finished_epoch, last_val,
+                               epoch_batches=0 if epoch_complete else batches)
             if stop_reason is not None:
                 break
     if stop_reason:

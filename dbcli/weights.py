@@ -13,12 +13,15 @@ A weights file is a plain dict saved with ``torch.save`` and loadable with ``wei
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_torch_save
-from dbcli.model import DBNet, ModelConfig
+
+if TYPE_CHECKING:  # torch is imported lazily: the ONNX detect path uses this module without torch
+    import torch
+
+    from dbcli.model import DBNet
 
 FORMAT = "dbnet-weights"
 DEFAULT_WEIGHTS_NAME = "dbnet_resnet18_icdar15.pt"
@@ -53,6 +56,8 @@ def load_weights(path: str | Path | None) -> dict:
         raise DBNetError(f"{path}: weights file not found{hint}")
     if path.suffix == ".onnx":
         raise DBNetError(f"{path}: an ONNX model; use --backend onnx")
+    import torch
+
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -67,6 +72,8 @@ def load_weights(path: str | Path | None) -> dict:
 
 def build_model(weights: dict, device: str | torch.device = "cpu") -> DBNet:
     """A DBNet in eval mode with the weights loaded, in float32 on ``device``."""
+    from dbcli.model import DBNet, ModelConfig
+
     model = DBNet(ModelConfig(**weights["model"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in weights["state_dict"].items()}
     try:

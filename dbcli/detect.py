@@ -1,0 +1,559 @@
+"""``dbnet detect``: images -> text polygons, for the torch and the torch-free ONNX backend.
+
+Pipeline: expand the INPUTs to image files; decode + resize + normalise in a thread pool that runs
+ahead of the network (so decoding overlaps inference); group prepared images of the same network
+input size into batches of ``batch_size`` (same-size batches need no padding, so the results never
+depend on the batch size or on which images share a batch); post-process each probability map
+(``dbcli.postprocess``); hand the results, in input order, to a writer (JSON, JSONL, ICDAR txt files
+or a summary table).
+
+This module must not import torch at module level: ``--backend onnx`` runs without it. Only the
+torch backend and the multi-process (torchrun) merge import it, lazily.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from dbcli.errors import DBNetError
+from dbcli.fileio import atomic_write_json, atomic_write_text
+from dbcli.imaging import IMAGE_EXTENSIONS, prepare, read_image
+from dbcli.postprocess import Detection, PostConfig, boxes_from_prob_map
+
+ProbFn = Callable[[np.ndarray], np.ndarray]
+MapsFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+FORMATS = ("json", "jsonl", "icdar")
+DEFAULT_SHORT_SIDE = 736
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _images_in(directory: Path) -> list[Path]:
+    return sorted((p for p in directory.rglob("*") if _is_image_name(p) and p.is_file()), key=str)
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Files as given (any extension: a non-image gets a decode warning later), directories
+    recursively (image extensions only), glob patterns (``*``, ``?``, ``[...]``, ``**``; matched
+    files with image extensions, matched directories recursively). Returns ``(paths, problems)``:
+    duplicates removed, order kept; ``problems`` names inputs that matched nothing."""
+    paths: list[Path] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = os.path.normcase(os.path.abspath(p))
+        if key not in seen:
+            seen.add(key)
+            paths.append(p)
+
+    for item in inputs:
+        text = os.fspath(item)
+        p = Path(text)
+        if p.is_dir():
+            found = _images_in(p)
+            if not found:
+                problems.append(f"{text}: no image files in this directory")
+            for f in found:
+                add(f)
+        elif p.exists():
+            add(p)
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            found = []
+            for m in map(Path, matches):
+                if m.is_dir():
+                    found.extend(_images_in(m))
+                elif m.is_file() and _is_image_name(m):
+                    found.append(m)
+            if not found:
+                problems.append(f"{text}: the pattern matches no image file")
+            for f in found:
+                add(f)
+        else:
+            problems.append(f"{text}: no such file or directory")
+    return paths, problems
+
+
+# --- model and settings ---------------------------------------------------------------------------
+@dataclass
+class Model:
+    """A loaded backend: ``prob_fn`` (and ``maps_fn`` giving (P, T) for visualisation, torch only),
+    the ``model`` entry of the output JSON, and the defaults stored with the weights."""
+
+    prob_fn: ProbFn
+    info: dict
+    postprocess: dict = field(default_factory=dict)
+    short_side: int | None = None
+    maps_fn: MapsFn | None = None
+    uses_torch: bool = False
+
+
+def default_weights(backend: str) -> Path:
+    from dbcli.weights import default_weights_path  # torch-free at import
+
+    path = default_weights_path()
+    return path.with_suffix(".onnx") if backend == "onnx" else path
+
+
+def load_model(weights: str | Path | None = None, backend: str | None = None, device: str = "auto") -> Model:
+    """``backend`` None: ``onnx`` for a ``.onnx`` weights file, else ``torch``."""
+    if backend is None:
+        backend = "onnx" if weights is not None and Path(weights).suffix.lower() == ".onnx" else "torch"
+    backend = backend.lower()
+    if backend == "onnx":
+        from dbcli.onnx_backend import OnnxBackend
+
+        path = Path(weights) if weights is not None else default_weights(backend)
+        if path.suffix.lower() == ".pt":
+            raise DBNetError(f"{path}: a PyTorch weights file; export it first "
+                             f"(dbnet export --weights {path} --format onnx --out model.onnx)")
+        runner = OnnxBackend(path, device)
+        info = {"weights": str(path), "backend": "onnx", "device": runner.device, **runner.model_config}
+        return Model(runner, info, runner.postprocess, runner.short_side)
+    if backend == "torch":
+        from dbcli.inference import TorchBackend
+        from dbcli.weights import load_weights
+
+        data = load_weights(weights)
+        runner = TorchBackend(data, device)
+        info = {"weights": data["path"], "backend": "torch", "device": str(runner.device), **data["model"]}
+        return Model(runner, info, data.get("postprocess") or {}, data.get("short_side"),
+                     maps_fn=runner.thresh_maps, uses_torch=True)
+    raise DBNetError(f"unknown backend {backend!r} (torch or onnx)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    short_side: int = DEFAULT_SHORT_SIDE
+    max_side: int | None = None
+    post: PostConfig = PostConfig()
+    batch_size: int = 1
+    exif: bool = True
+
+    def to_dict(self) -> dict:
+        return {"short_side": self.short_side, "max_side": self.max_side, **asdict(self.post),
+                "exif": self.exif, "batch_size": self.batch_size}
+
+
+def resolve_settings(model: Model, short_side: int | None = None, max_side: int | None = None,
+                     thresh: float | None = None, box_thresh: float | None = None,
+                     unclip_ratio: float | None = None, polygon: bool | None = None,
+                     batch_size: int = 1, exif: bool = True) -> Settings:
+    """Options given on the command line win; else the weights file's stored values; else the
+    library defaults (``PostConfig``, short side 736)."""
+    known = {f.name for f in fields(PostConfig)}
+    post = {k: v for k, v in (model.postprocess or {}).items() if k in known}
+    given = {"thresh": thresh, "box_thresh": box_thresh, "unclip_ratio": unclip_ratio, "polygon": polygon}
+    post.update({k: v for k, v in given.items() if v is not None})
+    config = PostConfig(**post)
+    side = short_side if short_side is not None else (model.short_side or DEFAULT_SHORT_SIDE)
+    for name, value in (("thresh", config.thresh), ("box-thresh", config.box_thresh)):
+        if not 0.0 <= value <= 1.0:
+            raise DBNetError(f"--{name} must lie in [0, 1], got {value}")
+    if config.unclip_ratio <= 0:
+        raise DBNetError(f"--unclip-ratio must be positive, got {config.unclip_ratio}")
+    if side < 32:
+        raise DBNetError(f"--short-side must be at least 32, got {side}")
+    if max_side is not None and max_side < 32:
+        raise DBNetError(f"--max-side must be at least 32, got {max_side}")
+    if batch_size < 1:
+        raise DBNetError(f"--batch-size must be at least 1, got {batch_size}")
+    return Settings(int(side), max_side, config, int(batch_size), bool(exif))
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+@dataclass
+class ImageResult:
+    index: int
+    file: str
+    width: int
+    height: int
+    detections: list[Detection]
+    image: np.ndarray | None = None  # (H, W, 3) uint8 RGB, kept only when asked for
+    prob: np.ndarray | None = None  # network-resolution maps, only with maps
+    thresh: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "width": self.width, "height": self.height,
+                "detections": [d.to_dict() for d in self.detections]}
+
+
+@dataclass
+class Failure:
+    index: int
+    file: str
+    message: str
+
+
+def _decode(path: Path, settings: Settings, network: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    image = read_image(path, exif=settings.exif)
+    x = prepare(image, settings.short_side, settings.max_side) if network else None
+    return image, x
+
+
+def decode_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def run_pipeline(paths: Sequence[Path], model: Model | None, settings: Settings, *,
+                 keep_images: bool = False, with_maps: bool = False,
+                 on_done: Callable[[], None] | None = None, indices: Sequence[int] | None = None
+                 ) -> Iterator[ImageResult | Failure]:
+    """Yield one ``ImageResult`` or ``Failure`` per path, in input order.
+
+    ``model`` None: decode only (no detections). ``with_maps``: also the (P, T) maps, via
+    ``model.maps_fn``. ``indices``: the global index of each path (for multi-process runs).
+    ``on_done`` is called once per finished image (progress).
+    """
+    if with_maps and (model is None or model.maps_fn is None):
+        raise DBNetError("probability/threshold maps need the torch backend (an ONNX export holds "
+                         "only the probability map)")
+    indices = list(range(len(paths))) if indices is None else list(indices)
+    network = model is not None
+    lookahead = 2 * settings.batch_size + decode_workers()
+    max_buffered = 2 * settings.batch_size  # prepared images waiting in same-size buckets
+    ready: dict[int, ImageResult | Failure] = {}
+    order = deque(indices)
+    buckets: dict[tuple, list] = {}
+
+    def finish(item: ImageResult | Failure) -> None:
+        ready[item.index] = item
+        if on_done is not None:
+            on_done()
+
+    def flush(key: tuple) -> None:
+        entries = buckets.pop(key)
+        batch = np.stack([e[3] for e in entries])
+        if with_maps:
+            probs, threshs = model.maps_fn(batch)
+        else:
+            probs, threshs = model.prob_fn(batch), None
+        for j, (index, path, image, _) in enumerate(entries):
+            prob = probs[j]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                dets = boxes_from_prob_map(prob, image.shape[1], image.shape[0], settings.post)
+            note = "; ".join(str(w.message) for w in caught)
+            result = ImageResult(index, str(path), image.shape[1], image.shape[0], dets,
+                                 image if keep_images else None,
+                                 prob if with_maps else None, threshs[j] if with_maps else None)
+            if note:
+                result.note = f"{path}: {note}"  # type: ignore[attr-defined]
+            finish(result)
+
+    with ThreadPoolExecutor(decode_workers(), thread_name_prefix="dbnet-decode") as pool:
+        jobs: deque = deque()
+        todo = iter(zip(indices, paths))
+
+        def refill() -> None:
+            while len(jobs) < lookahead:
+                try:
+                    index, path = next(todo)
+                except StopIteration:
+                    return
+                jobs.append((index, path, pool.submit(_decode, Path(path), settings, network)))
+
+        refill()
+        while jobs or buckets:
+            if jobs:
+                index, path, future = jobs.popleft()
+                refill()
+                try:
+                    image, x = future.result()
+                except DBNetError as exc:
+                    finish(Failure(index, str(path), str(exc)))
+                except Exception as exc:  # a decoder crash must not stop the run
+                    finish(Failure(index, str(path), f"{path}: cannot decode image "
+                                                     f"({exc.__class__.__name__}: {exc})"))
+                else:
+                    if not network:
+                        finish(ImageResult(index, str(path), image.shape[1], image.shape[0], [],
+                                           image if keep_images else None))
+                    else:
+                        key = x.shape
+                        buckets.setdefault(key, []).append((index, path, image, x))
+                        if len(buckets[key]) >= settings.batch_size:
+                            flush(key)
+                        elif sum(len(b) for b in buckets.values()) > max_buffered:
+                            flush(max(buckets, key=lambda k: len(buckets[k])))
+            else:
+                for key in list(buckets):
+                    flush(key)
+            while order and order[0] in ready:
+                yield ready.pop(order.popleft())
+
+
+# --- writers --------------------------------------------------------------------------------------
+class Writer:
+    """Receives results in input order; ``close`` finishes the output (atomically)."""
+
+    def add(self, result: ImageResult) -> None:
+        raise NotImplementedError
+
+    def close(self, model_info: dict, settings: dict) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class JsonWriter(Writer):
+    def __init__(self, path: Path):
+        self.path, self.images = path, []
+
+    def add(self, result: ImageResult) -> None:
+        self.images.append(result.to_dict())
+
+    def close(self, model_info: dict, settings: dict) -> None:
+        atomic_write_json(self.path, {"model": model_info, "settings": settings, "images": self.images})
+
+
+class JsonlWriter(Writer):
+    """One image per line, streamed to a temp file beside ``path``, renamed into place at the end."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self.file = os.fdopen(fd, "w", encoding="utf-8")
+
+    def add(self, result: ImageResult) -> None:
+        self.file.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        self.file.flush()
+
+    def close(self, model_info: dict, settings: dict) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def icdar_lines(result: ImageResult) -> str:
+    """Robust Reading submission lines: ``x1,y1,...,xn,yn,score`` (integer pixels)."""
+    lines = []
+    for det in result.detections:
+        coords = ",".join(str(int(round(float(v)))) for v in np.asarray(det.points).reshape(-1))
+        lines.append(f"{coords},{float(det.score):.4f}")
+    return "".join(line + "\n" for line in lines)
+
+
+def icdar_name(file: str | Path) -> str:
+    return f"res_{Path(file).stem}.txt"
+
+
+class IcdarWriter(Writer):
+    """One ``res_<stem>.txt`` per image (empty when nothing was found) in the folder ``path``."""
+
+    def __init__(self, path: Path):
+        if path.exists() and not path.is_dir():
+            raise DBNetError(f"{path}: exists and is not a directory (--format icdar writes one file "
+                             "per image into a folder)")
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def add(self, result: ImageResult) -> None:
+        atomic_write_text(self.path / icdar_name(result.file), icdar_lines(result))
+
+
+class TableWriter(Writer):
+    """No --out: a summary table on stdout."""
+
+    MAX_ROWS = 50
+
+    def __init__(self, console):
+        self.console, self.rows, self.total, self.count = console, [], 0, 0
+
+    def add(self, result: ImageResult) -> None:
+        self.count += 1
+        self.total += len(result.detections)
+        if len(self.rows) < self.MAX_ROWS:
+            scores = [d.score for d in result.detections]
+            self.rows.append((result.file, f"{result.width}x{result.height}", str(len(scores)),
+                              f"{np.mean(scores):.3f}" if scores else "-"))
+
+    def close(self, model_info: dict, settings: dict) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"dbnet detect: {self.count} images, {self.total} text regions")
+        table.add_column("file", overflow="fold")
+        table.add_column("size", justify="right")
+        table.add_column("regions", justify="right")
+        table.add_column("mean score", justify="right")
+        for row in self.rows:
+            table.add_row(*row)
+        if self.count > len(self.rows):
+            table.add_row(f"... {self.count - len(self.rows)} more", "", "", "")
+        self.console.print(table)
+
+
+def make_writer(out: Path | None, fmt: str, console) -> Writer:
+    if fmt not in FORMATS:
+        raise DBNetError(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
+    if out is None:
+        if fmt == "icdar":
+            raise DBNetError("--format icdar needs --out DIR")
+        return TableWriter(console)
+    if fmt == "icdar":
+        return IcdarWriter(out)
+    if out.is_dir():
+        raise DBNetError(f"{out}: is a directory; --out needs a file name for --format {fmt}")
+    return JsonlWriter(out) if fmt == "jsonl" else JsonWriter(out)
+
+
+# --- progress and messages ------------------------------------------------------------------------
+def _progress(console, total: int):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} images/s" if speed else "- images/s", style="progress.data.speed")
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                    transient=False, disable=total == 0)
+
+
+def warn(console, message: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+def _world() -> tuple[int, int]:
+    # dbcli.device.world() reads the same variables but imports torch.
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _gather(local: list, size: int) -> list:
+    """All ranks' lists (torch.distributed over gloo: small Python objects, any backend/device)."""
+    import torch.distributed as dist
+
+    started = False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+        started = True
+    gathered: list = [None] * size
+    dist.all_gather_object(gathered, local)
+    if started:
+        dist.destroy_process_group()
+    return [item for part in gathered for item in part]
+
+
+# --- the command ----------------------------------------------------------------------------------
+@dataclass
+class DetectSummary:
+    images: int
+    failed: int
+    detections: int
+    out: Path | None
+    seconds: float
+
+
+def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, fmt: str = "json",
+           model: Model | None = None, settings: Settings | None = None, *, console=None,
+           out_console=None, progress: bool = True) -> DetectSummary:
+    """Detect text in ``inputs`` and write ``out`` (see the module doc). ``model`` and ``settings``
+    come from ``load_model`` and ``resolve_settings``. Raises ``DBNetError`` when nothing could be
+    processed or an option is wrong; per-file problems are warnings on ``console`` (stderr)."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    out_console = out_console or Console()
+    settings = settings or Settings()
+    if model is None:
+        model = load_model()
+    fmt = (fmt or "json").lower()
+    out = Path(out) if out is not None else None
+    if fmt not in FORMATS:
+        raise DBNetError(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
+    if fmt == "icdar" and out is None:
+        raise DBNetError("--format icdar needs --out DIR")
+
+    paths, problems = expand_inputs(inputs)
+    if not paths:
+        raise DBNetError("no image to process: " + "; ".join(problems or ["no INPUT given"]))
+    if fmt == "icdar":
+        names: dict[str, Path] = {}
+        for p in paths:
+            other = names.setdefault(icdar_name(p), p)
+            if other is not p:
+                raise DBNetError(f"--format icdar: {other} and {p} would both write {icdar_name(p)}")
+
+    rank, size = _world()
+    lead = rank == 0
+    mine = list(range(rank, len(paths), size))  # torchrun: every rank takes every size-th image
+    start = time.perf_counter()
+    failures: list[Failure] = []
+    results: list[ImageResult] = []
+    n_dets = 0
+    writer = make_writer(out, fmt, out_console) if size == 1 else None
+    for problem in problems if lead else []:
+        warn(console, problem)
+    try:
+        bar = _progress(console if lead and progress else Console(quiet=True), len(mine))
+        with bar:
+            task = bar.add_task("detect" if size == 1 else f"detect (rank {rank}/{size})", total=len(mine))
+            for item in run_pipeline([paths[i] for i in mine], model, settings, indices=mine,
+                                     on_done=lambda: bar.advance(task)):
+                if isinstance(item, Failure):
+                    failures.append(item)
+                    warn(console, f"{item.message}; skipped")
+                    continue
+                if getattr(item, "note", None):
+                    warn(console, item.note)
+                n_dets += len(item.detections)
+                if writer is not None:
+                    writer.add(item)
+                else:
+                    results.append(item)
+        if size > 1:  # rank 0 merges every rank's results and writes them in input order
+            merged = _gather([(r.index, r.to_dict()) for r in results]
+                             + [(f.index, f.message) for f in failures], size)
+            merged.sort(key=lambda t: t[0])
+            done = [(i, d) for i, d in merged if isinstance(d, dict)]
+            n_images, n_failed = len(done), len(merged) - len(done)
+            n_dets = sum(len(d["detections"]) for _, d in done)
+            if n_images and lead:
+                writer = make_writer(out, fmt, out_console)
+                for i, d in done:
+                    writer.add(ImageResult(i, d["file"], d["width"], d["height"], [
+                        Detection(np.asarray(x["points"], np.float64), x["score"]) for x in d["detections"]]))
+        else:
+            n_images, n_failed = len(mine) - len(failures), len(failures)
+        if n_images == 0:
+            raise DBNetError(f"no image could be processed ({n_failed + len(problems)} inputs failed)")
+        if writer is not None:
+            writer.close(model.info, settings.to_dict())
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return DetectSummary(n_images, n_failed + len(problems), n_dets, out, time.perf_counter() - start)

@@ -1,0 +1,214 @@
+"""``dbnet visualize``: detected polygons (with scores) drawn over each image, saved as PNG; with
+``maps``, also the probability and threshold maps as colour heatmaps beside the image.
+
+Detections come from a predictions file written by ``dbnet detect`` (JSON or JSONL) or, without
+one, from running the model (the same pipeline as ``dbnet detect``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dbcli.detect import (Failure, ImageResult, Model, Settings, _progress, expand_inputs, run_pipeline,
+                          warn)
+from dbcli.errors import DBNetError
+from dbcli.fileio import atomic_write_bytes
+
+BOX_COLOUR = (0, 255, 0)  # RGB
+TEXT_COLOUR = (0, 0, 0)
+
+
+def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+    """A copy of the ``(H, W, 3)`` RGB image with each closed polygon drawn and its score written
+    at its top-left corner."""
+    out = np.ascontiguousarray(image.copy())
+    h, w = out.shape[:2]
+    thickness = max(1, round(min(h, w) / 300))
+    font_scale = max(0.35, min(h, w) / 900)
+    for points, score in detections:
+        pts = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        if len(pts) < 2:
+            continue
+        cv2.polylines(out, [pts], True, BOX_COLOUR, thickness, cv2.LINE_AA)
+    for points, score in detections:  # labels over all outlines
+        pts = np.asarray(points, np.float64).reshape(-1, 2)
+        if len(pts) == 0:
+            continue
+        label = f"{score:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        corner = pts[np.argmin(pts[:, 0] + pts[:, 1])]
+        x = int(np.clip(corner[0], 0, max(0, w - tw - 2)))
+        y = int(np.clip(corner[1] - 2, th + 2, h - base))
+        cv2.rectangle(out, (x, y - th - 2), (x + tw + 2, y + base), BOX_COLOUR, -1)
+        cv2.putText(out, label, (x + 1, y - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, TEXT_COLOUR, 1, cv2.LINE_AA)
+    return out
+
+
+def heatmap(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A [0, 1] map resized to ``width`` x ``height`` as an RGB colour image (turbo colour map)."""
+    m = cv2.resize(np.clip(values, 0, 1).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(np.round(m * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+    return cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
+
+
+def _caption(panel: np.ndarray, text: str) -> np.ndarray:
+    panel = panel.copy()
+    scale = max(0.4, panel.shape[0] / 700)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(panel, (0, 0), (tw + 8, th + base + 8), (255, 255, 255), -1)
+    cv2.putText(panel, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return panel
+
+
+def maps_panel(overlay: np.ndarray, prob: np.ndarray, thresh: np.ndarray) -> np.ndarray:
+    """[image with detections | probability map | threshold map], all at the image's size."""
+    h, w = overlay.shape[:2]
+    sep = np.full((h, max(2, w // 200), 3), 255, np.uint8)
+    return np.concatenate([_caption(overlay, "detections"), sep,
+                           _caption(heatmap(prob, w, h), "probability map P"), sep,
+                           _caption(heatmap(thresh, w, h), "threshold map T")], axis=1)
+
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DBNetError(f"{path}: PNG encoding failed")
+    return atomic_write_bytes(path, data.tobytes())
+
+
+def load_predictions(path: str | Path) -> list[dict]:
+    """The ``images`` of a ``dbnet detect`` JSON file, or the lines of a JSONL one."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("images"), list):
+        images = data["images"]
+    elif isinstance(data, dict) and "file" in data:  # a JSONL file of one line
+        images = [data]
+    else:
+        images = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    images.append(json.loads(line))
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    raise DBNetError(f"{path}:{n}: neither a dbnet detect JSON file nor JSONL "
+                                     f"({getattr(exc, 'msg', exc)})") from None
+    if not all(isinstance(e, dict) and "file" in e for e in images):
+        raise DBNetError(f"{path}: not a dbnet detect predictions file (entries without 'file')")
+    return images
+
+
+class PredictionIndex:
+    """Finds a predictions entry for an image: same path, else same resolved path, else the same
+    file name when only one entry has it."""
+
+    def __init__(self, entries: list[dict]):
+        self.by_path, self.by_abs, self.by_name = {}, {}, {}
+        for e in entries:
+            f = str(e.get("file", ""))
+            self.by_path.setdefault(f, e)
+            self.by_abs.setdefault(os.path.abspath(f), e)
+            self.by_name.setdefault(Path(f).name, []).append(e)
+
+    def find(self, path: Path) -> dict | None:
+        entry = self.by_path.get(str(path)) or self.by_abs.get(os.path.abspath(path))
+        if entry is None:
+            same = self.by_name.get(path.name, [])
+            entry = same[0] if len(same) == 1 else None
+        return entry
+
+
+@dataclass
+class VisualizeSummary:
+    written: list[Path]
+    failed: int
+
+
+def _unique_name(out_dir: Path, stem: str, used: set[str], suffix: str = ".png") -> Path:
+    name, n = f"{stem}{suffix}", 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}{suffix}"
+    used.add(name)
+    return out_dir / name
+
+
+def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: str | Path | None = None,
+              maps: bool = False, model: Model | None = None, settings: Settings | None = None, *,
+              console=None) -> VisualizeSummary:
+    """Write ``<stem>.png`` (detections drawn) and, with ``maps``, ``<stem>_maps.png`` for each
+    input into ``out_dir``. ``model`` is needed without ``pred`` and for ``maps`` (torch backend)."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    settings = settings or Settings()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DBNetError(f"{out_dir}: exists and is not a directory")
+    if (pred is None or maps) and model is None:
+        raise DBNetError("visualize needs a model (--weights) without --pred or with --maps")
+    if maps and model.maps_fn is None:
+        raise DBNetError("--maps needs the torch backend (an ONNX export holds only the probability map)")
+    index = PredictionIndex(load_predictions(pred)) if pred is not None else None
+
+    paths, problems = expand_inputs(inputs)
+    for problem in problems:
+        warn(console, problem)
+    if not paths:
+        raise DBNetError("no image to draw: " + "; ".join(problems or ["no INPUT given"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_model = model if (pred is None or maps) else None
+    written, failed, used = [], len(problems), set()
+    with _progress(console, len(paths)) as bar:
+        task = bar.add_task("visualize", total=len(paths))
+        for item in run_pipeline(paths, run_model, settings, keep_images=True, with_maps=maps,
+                                 on_done=lambda: bar.advance(task)):
+            if isinstance(item, Failure):
+                failed += 1
+                warn(console, f"{item.message}; skipped")
+                continue
+            dets = [(d.points, d.score) for d in item.detections]
+            if index is not None:
+                entry = index.find(Path(item.file))
+                if entry is None:
+                    failed += 1
+                    warn(console, f"{item.file}: no entry in {pred}; skipped")
+                    continue
+                if (entry.get("width"), entry.get("height")) != (item.width, item.height):
+                    warn(console, f"{item.file}: {pred} gives {entry.get('width')}x{entry.get('height')} "
+                                  f"but the image is {item.width}x{item.height} (EXIF orientation? see "
+                                  "--no-exif); drawn as they are")
+                try:
+                    dets = [(np.asarray(d["points"], np.float64), float(d.get("score", 1.0)))
+                            for d in entry.get("detections", [])]
+                except (TypeError, ValueError, KeyError) as exc:
+                    failed += 1
+                    warn(console, f"{item.file}: bad detections in {pred} ({exc}); skipped")
+                    continue
+            overlay = draw_detections(item.image, dets)
+            stem = Path(item.file).stem
+            target = _unique_name(out_dir, stem, used)
+            written.append(write_png(target, overlay))
+            if maps:
+                written.append(write_png(target.with_name(target.stem + "_maps.png"),
+                                         maps_panel(overlay, item.prob, item.thresh)))
+    if not written:
+        raise DBNetError(f"nothing could be drawn ({failed} inputs failed)")
+    return VisualizeSummary(written, failed)
+
+
+__all__ = ["draw_detections", "heatmap", "maps_panel", "load_predictions", "visualize", "ImageResult"]

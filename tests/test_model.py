@@ -1,0 +1,314 @@
+"""The DBNet model (SPEC "The model") and the deformable convolution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dbcli.deform_conv import DeformConv2d, deform_conv2d_reference
+from dbcli.imaging import normalize
+from dbcli.labels import make_targets
+from dbcli.losses import db_loss
+from dbcli.model import DBNet, ModelConfig, ResNet, count_parameters, load_backbone_state
+
+from synth import random_rects, render
+
+torch.set_num_threads(min(torch.get_num_threads(), 4))
+
+
+@pytest.fixture(scope="module")
+def model18():
+    torch.manual_seed(0)
+    return DBNet(ModelConfig(arch="resnet18"))
+
+
+def test_output_shapes_for_odd_sizes_train_and_eval(model18):
+    x = torch.randn(2, 3, 97, 131)
+    model18.train()
+    out = model18(x)
+    assert set(out) == {"prob", "thresh", "binary"}
+    for v in out.values():
+        assert v.shape == (2, 1, 97, 131)
+        assert v.min() >= 0 and v.max() <= 1
+    model18.eval()
+    with torch.no_grad():
+        out = model18(x)
+        assert set(out) == {"prob"} and out["prob"].shape == (2, 1, 97, 131)
+        out = model18(x, with_thresh=True)
+        assert set(out) == {"prob", "thresh", "binary"} and out["thresh"].shape == (2, 1, 97, 131)
+        # a size that needs no padding, and one smaller than a stride-32 cell
+        assert model18(torch.randn(1, 3, 64, 96))["prob"].shape == (1, 1, 64, 96)
+        assert model18(torch.randn(1, 3, 20, 45))["prob"].shape == (1, 1, 20, 45)
+
+
+def test_padding_does_not_change_the_valid_region(model18):
+    """Outputs for an image equal the crop of the outputs for the same image zero-padded to 32."""
+    model18.eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        a = model18(x)["prob"]
+        b = model18(F.pad(x, (0, 160 - 131, 0, 128 - 97)))["prob"][..., :97, :131]
+    torch.testing.assert_close(a, b)
+
+
+def test_binarization_k50(model18):
+    assert model18.config.k == 50
+    model18.eval()
+    with torch.no_grad():
+        out = model18(torch.randn(1, 3, 64, 64), with_thresh=True)
+    expected = 1.0 / (1.0 + torch.exp(-50.0 * (out["prob"] - out["thresh"])))
+    torch.testing.assert_close(out["binary"], expected)
+    p, t = torch.tensor([0.5, 0.52, 0.3]), torch.tensor([0.5, 0.5, 0.4])
+    b = model18.step_function(p, t)
+    torch.testing.assert_close(b, torch.tensor([0.5, 1 / (1 + torch.exp(torch.tensor(-1.0))).item(),
+                                                1 / (1 + torch.exp(torch.tensor(5.0))).item()]))
+    assert DBNet(ModelConfig(k=10)).step_function(p, t)[1] == pytest.approx(1 / (1 + torch.exp(torch.tensor(-0.2)).item()))
+
+
+def _targets(polys, h, w):
+    t = make_targets(polys, [False] * len(polys), h, w)
+    return {k: torch.from_numpy(getattr(t, k))[None] for k in ("gt", "mask", "thresh_map", "thresh_mask")}
+
+
+def test_gradients_reach_both_heads_and_the_backbone(model18):
+    model18.train()
+    model18.zero_grad()
+    polys = random_rects(0, 96, 96, 2, min_height=16, max_height=24, max_aspect=3)
+    x = torch.from_numpy(normalize(render(polys, 96, 96, 0)))[None]
+    db_loss(model18(x), _targets(polys, 96, 96))["loss"].backward()
+    for name in ("prob_head", "thresh_head", "neck", "backbone"):
+        module = getattr(model18, name)
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and sum(g.abs().sum().item() for g in grads) > 0, name
+    assert model18.backbone.conv1.weight.grad.abs().sum() > 0
+    # the threshold loss alone trains the threshold head and not the probability head
+    model18.zero_grad()
+    out = model18(x)
+    t = _targets(polys, 96, 96)
+    (out["thresh"].squeeze(1) - t["thresh_map"]).abs().mean().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model18.prob_head.parameters())
+    assert sum(p.grad.abs().sum() for p in model18.thresh_head.parameters()) > 0
+    model18.zero_grad()
+
+
+# torchvision's ResNet parameter counts without the 1000-class fc layer
+TORCHVISION_BACKBONE_PARAMS = {"resnet18": 11_689_512 - 513_000, "resnet34": 21_797_672 - 513_000,
+                               "resnet50": 25_557_032 - 2_049_000}
+TORCHVISION_STATE_KEYS = {"resnet18": 122 - 2, "resnet34": 218 - 2, "resnet50": 320 - 2}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
+def test_parameter_counts(arch):
+    model = DBNet(ModelConfig(arch=arch))
+    assert count_parameters(model.backbone) == TORCHVISION_BACKBONE_PARAMS[arch]
+    assert len(model.backbone.state_dict()) == TORCHVISION_STATE_KEYS[arch]
+    total = count_parameters(model)
+    if arch == "resnet18":
+        assert 11.5e6 < total < 13e6, total  # DB-ResNet-18: about 12M
+    assert total > count_parameters(model.backbone)
+
+
+def test_torchvision_parameter_names():
+    names = set(ResNet("resnet18").state_dict())
+    for key in ("conv1.weight", "bn1.running_mean", "bn1.num_batches_tracked", "layer1.0.conv1.weight",
+                "layer1.1.bn2.bias", "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_var",
+                "layer4.1.conv2.weight"):
+        assert key in names, key
+    names50 = set(ResNet("resnet50").state_dict())
+    for key in ("layer1.0.conv3.weight", "layer1.0.downsample.0.weight", "layer4.2.bn3.weight"):
+        assert key in names50, key
+    # torchvision ResNet v1.5: the stride sits on the 3x3 conv of a bottleneck
+    assert ResNet("resnet50").layer2[0].conv2.stride == (2, 2)
+    with pytest.raises(ValueError, match="resnet18"):
+        ResNet("resnet101")
+
+
+@pytest.mark.parametrize("wrap", ["plain", "module_prefix", "state_dict_key"])
+def test_torchvision_state_dict_loads(tmp_path, wrap):
+    torch.manual_seed(1)
+    source = ResNet("resnet18")
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_()
+    state = dict(source.state_dict())
+    state["fc.weight"] = torch.randn(1000, 512)
+    state["fc.bias"] = torch.randn(1000)
+    if wrap == "module_prefix":
+        state = {f"module.{k}": v for k, v in state.items()}
+    elif wrap == "state_dict_key":
+        state = {"state_dict": state, "epoch": 90}
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(state, path)
+
+    model = DBNet(ModelConfig(arch="resnet18"))
+    missing, unexpected = load_backbone_state(model, str(path))
+    assert missing == []
+    assert sorted(unexpected) == ["fc.bias", "fc.weight"]
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[name], value, msg=name)
+
+
+def test_state_dict_of_another_arch_reports_mismatch(tmp_path):
+    path = tmp_path / "r50.pth"
+    torch.save(ResNet("resnet50").state_dict(), path)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_backbone_state(DBNet(ModelConfig(arch="resnet18")), str(path))
+
+
+def test_torchvision_state_dict_into_dcn_model(tmp_path):
+    """Only the offset predictors (not in torchvision) are missing; the conv weights load."""
+    source = ResNet("resnet18")
+    path = tmp_path / "r18.pth"
+    torch.save(source.state_dict(), path)
+    model = DBNet(ModelConfig(arch="resnet18", dcn=True))
+    missing, unexpected = load_backbone_state(model, str(path))
+    assert unexpected == []
+    assert missing and all(".offset_conv." in k for k in missing)
+    assert len(missing) == 2 * 2 * 3  # weight + bias, 2 blocks x 3 stages
+    torch.testing.assert_close(model.backbone.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
+
+
+# --- deformable convolution ------------------------------------------------------------------------
+def _conv_at(x: torch.Tensor, w: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
+    """A 3x3, stride 1, padding 1 conv whose taps all read ``dy`` rows and ``dx`` columns further
+    (zero outside the input): ``out[y, x] = sum w[ky, kx] * in[y - 1 + ky + dy, x - 1 + kx + dx]``."""
+    h, wd = x.shape[-2:]
+    p = 1 + max(abs(dy), abs(dx))
+    full = F.conv2d(F.pad(x, (p, p, p, p)), w)  # full[i, j] reads in[i + ky - p, j + kx - p]
+    return full[..., p - 1 + dy: p - 1 + dy + h, p - 1 + dx: p - 1 + dx + wd]
+
+
+@pytest.mark.parametrize("size, stride", [((9, 11), 1), ((9, 11), 2), ((1, 7), 1), ((5, 1), 2), ((1, 1), 1)])
+def test_reference_dcn_with_zero_offsets_is_a_conv(size, stride):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, *size, dtype=torch.float64)
+    w = torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    expected = F.conv2d(x, w, b, stride=stride, padding=1)
+    ho, wo = expected.shape[-2:]
+    offset = torch.zeros(2, 18, ho, wo, dtype=torch.float64)
+    mask = torch.ones(2, 9, ho, wo, dtype=torch.float64)
+    torch.testing.assert_close(deform_conv2d_reference(x, offset, mask, w, b, stride, 1), expected)
+    # the mask modulates every tap
+    torch.testing.assert_close(deform_conv2d_reference(x, offset, mask * 0.5, w, None, stride, 1),
+                               0.5 * F.conv2d(x, w, stride=stride, padding=1))
+
+
+@pytest.mark.parametrize("dy, dx", [(1, 0), (0, -2), (2, 3), (-1, -1)])
+def test_reference_dcn_with_constant_integer_offset_is_a_shifted_conv(dy, dx):
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 10, 13, dtype=torch.float64)
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64)
+    offset = torch.zeros(1, 18, 10, 13, dtype=torch.float64)
+    offset[:, 0::2] = dy  # torchvision layout: (dy, dx) per tap
+    offset[:, 1::2] = dx
+    mask = torch.ones(1, 9, 10, 13, dtype=torch.float64)
+    expected = _conv_at(x, w, dy, dx)
+    torch.testing.assert_close(deform_conv2d_reference(x, offset, mask, w, None, 1, 1), expected)
+
+
+def test_reference_dcn_fractional_offset_is_bilinear():
+    torch.manual_seed(2)
+    x = torch.randn(1, 2, 8, 9, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    offset = torch.zeros(1, 18, 8, 9, dtype=torch.float64)
+    offset[:, 1::2] = 0.25  # a quarter pixel to the right
+    mask = torch.ones(1, 9, 8, 9, dtype=torch.float64)
+    expected = 0.75 * _conv_at(x, w) + 0.25 * _conv_at(x, w, 0, 1)
+    torch.testing.assert_close(deform_conv2d_reference(x, offset, mask, w, None, 1, 1), expected)
+
+
+def test_reference_dcn_per_tap_offsets():
+    """Offsets on one tap only move that tap: compare with an explicit per-tap sum."""
+    torch.manual_seed(3)
+    x = torch.randn(1, 2, 7, 8, dtype=torch.float64)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    offset = torch.zeros(1, 18, 7, 8, dtype=torch.float64)
+    offset[:, 2 * 4] = 1.0  # centre tap (k = 4) looks one row down
+    mask = torch.ones(1, 9, 7, 8, dtype=torch.float64)
+    expected = torch.zeros(1, 4, 7, 8, dtype=torch.float64)
+    for k in range(9):
+        ky, kx = divmod(k, 3)
+        tap = torch.zeros_like(w)
+        tap[:, :, ky, kx] = w[:, :, ky, kx]
+        expected += _conv_at(x, tap, 1 if k == 4 else 0, 0)
+    torch.testing.assert_close(deform_conv2d_reference(x, offset, mask, w, None, 1, 1), expected)
+
+
+def test_reference_dcn_matches_torchvision_when_available():
+    tv_ops = pytest.importorskip("torchvision.ops")
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 9, 10)
+    w = torch.randn(4, 3, 3, 3)
+    offset = torch.randn(2, 18, 5, 5) * 2
+    mask = torch.rand(2, 9, 5, 5)
+    expected = tv_ops.deform_conv2d(x, offset, w, None, stride=2, padding=1, mask=mask)
+    torch.testing.assert_close(deform_conv2d_reference(x, offset, mask, w, None, 2, 1), expected,
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_deform_conv_module_starts_as_a_plain_conv():
+    torch.manual_seed(5)
+    layer = DeformConv2d(4, 6, stride=2)
+    x = torch.randn(1, 4, 11, 12)
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, stride=2, padding=1))
+    # and gradients reach its offset predictor
+    layer(x).square().sum().backward()
+    assert layer.offset_conv.weight.grad.abs().sum() > 0
+
+
+def test_dcn_model_forward_and_initial_equivalence():
+    """A DCN model carrying a plain model's weights computes the same thing at initialisation
+    (zero offsets, mask 1); it runs on any size, also where stage 5 is one pixel wide."""
+    torch.manual_seed(6)
+    plain = DBNet(ModelConfig(arch="resnet18"))
+    dcn = DBNet(ModelConfig(arch="resnet18", dcn=True))
+    for name, m in dcn.named_modules():
+        if isinstance(m, DeformConv2d):
+            assert m.offset_conv.weight.abs().max() == 0, name
+    result = dcn.load_state_dict(plain.state_dict(), strict=False)
+    assert result.unexpected_keys == [] and all("offset_conv" in k for k in result.missing_keys)
+    plain.eval()
+    dcn.eval()
+    with torch.no_grad():
+        for size in ((70, 45), (32, 64)):
+            x = torch.randn(1, 3, *size)
+            a, b = plain(x, with_thresh=True), dcn(x, with_thresh=True)
+            assert b["prob"].shape == (1, 1, *size)
+            torch.testing.assert_close(b["prob"], a["prob"], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(b["thresh"], a["thresh"], atol=1e-4, rtol=1e-4)
+    dcn.train()
+    with torch.no_grad():  # the residual branch's last BN starts at zero (blocks start as identity)
+        dcn.backbone.layer4[0].bn2.weight.fill_(1.0)
+    out = dcn(torch.randn(2, 3, 64, 64))
+    out["binary"].mean().backward()
+    assert dcn.backbone.layer4[0].conv2.offset_conv.weight.grad.abs().sum() > 0
+
+
+# --- a tiny model overfits one image --------------------------------------------------------------
+def test_tiny_model_overfits_one_synthetic_image():
+    torch.manual_seed(0)
+    polys = random_rects(3, 128, 128, 3, min_height=14, max_height=30, max_aspect=4)
+    assert len(polys) >= 2
+    x = torch.from_numpy(normalize(render(polys, 128, 128, 3, style="text")))[None]
+    batch = _targets(polys, 128, 128)
+    model = DBNet(ModelConfig(arch="resnet18"))
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(80):  # typically reached in ~30 steps
+        loss = db_loss(model(x), batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if losses[-1] < 0.05 * losses[0]:
+            break
+    assert min(losses[-3:]) < 0.1 * losses[0], (losses[0], losses[-5:])
+    # the probability map it learned separates text from background
+    model.eval()
+    with torch.no_grad():
+        prob = model(x)["prob"][0, 0]
+    gt = batch["gt"][0]
+    assert prob[gt == 1].mean() > 0.5 > prob[gt == 0].mean()

@@ -1,0 +1,160 @@
+"""``dbnet train`` on a tiny synthetic dataset, on CPU: checkpoints, weights, exact ``--resume``,
+the NaN guard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import dbcli.train as train_module
+from dbcli.cli import app
+from dbcli.errors import DBNetError
+from dbcli.train import TrainConfig, train
+from dbcli.weights import build_model, load_weights
+
+runner = CliRunner()
+
+
+def make_dataset(root: Path, count: int = 5, seed: int = 0) -> Path:
+    """``count`` images of 96-160 px with 1-3 filled rectangles each, as a custom JSONL dataset."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(count):
+        h, w = (int(v) for v in rng.integers(96, 161, 2))
+        image = np.full((h, w, 3), rng.integers(150, 256, 3), np.uint8)
+        polygons = []
+        for k in range(int(rng.integers(1, 4))):
+            y0 = 8 + k * (h // 3)
+            x0 = int(rng.integers(4, w // 3))
+            x1, y1 = int(min(w - 4, x0 + rng.integers(30, 80))), int(y0 + rng.integers(10, h // 3 - 6))
+            cv2.rectangle(image, (x0, y0), (x1, y1), tuple(int(c) for c in rng.integers(0, 90, 3)), -1)
+            polygons.append({"points": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]})
+        cv2.imwrite(str(root / f"s{i}.png"), image)
+        lines.append(json.dumps({"image": f"s{i}.png", "polygons": polygons}))
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """64 px crops gain nothing from intra-op threads, and oversubscribed threads (another process
+    busy on the same cores) make CPU training many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    base = dict(dataset="custom", data_root=str(data), out=str(out), epochs=2, batch_size=2, crop_size=64,
+                workers=0, device="cpu", val_fraction=0.2, val_every=1, val_short_side=64, log_every=1)
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_cli_two_steps_then_resume(dataset, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "custom", "--data-root", str(dataset), "--out", str(run), "--epochs", "3",
+            "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--max-steps", "2", "--val-every", "1",
+            "--val-fraction", "0", "--device", "cpu"]  # (validation at 736 px is tested below at 64 px)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("latest.pt", "weights.pt", "train.log", "metrics.jsonl", "config.json"):
+        assert (run / name).is_file(), name
+    latest = torch.load(run / "latest.pt", map_location="cpu", weights_only=False)
+    assert latest["step"] == 2
+    # weights.pt is a plain dict of tensors: loadable without unpickling code, and by detect/eval
+    raw = torch.load(run / "weights.pt", map_location="cpu", weights_only=True)
+    assert raw["format"] == "dbnet-weights" and raw["train"]["steps"] == 2
+    weights = load_weights(run / "weights.pt")
+    model = build_model(weights)
+    with torch.inference_mode():
+        prob = model(torch.zeros(1, 3, 64, 96))["prob"]
+    assert prob.shape == (1, 1, 64, 96) and torch.isfinite(prob).all()
+    torch.testing.assert_close(model.state_dict()["prob_head.body.6.bias"],
+                               latest["model_state"]["prob_head.body.6.bias"].half().float())
+
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "1", "--workers", "0",
+                                  "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    after = torch.load(run / "latest.pt", map_location="cpu", weights_only=False)
+    assert after["step"] == 3  # the step count continues
+    assert torch.load(run / "weights.pt", weights_only=True)["train"]["steps"] == 3
+    assert "resumed from" in (run / "train.log").read_text()
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_resume_continues_exactly(dataset, tmp_path):
+    """1 epoch + resume 1 epoch gives bit for bit the model and optimizer of 2 epochs straight."""
+    straight = small_config(dataset, tmp_path / "straight", epochs=2)
+    train(straight)
+    first = small_config(dataset, tmp_path / "split", epochs=2, max_steps=2)  # 2 steps = 1 epoch
+    train(first)
+    stopped = _state(tmp_path / "split" / "latest.pt")
+    assert stopped["step"] == 2
+    train(TrainConfig(resume=str(tmp_path / "split"), workers=0, device="cpu"))
+
+    a, b = _state(tmp_path / "straight" / "latest.pt"), _state(tmp_path / "split" / "latest.pt")
+    assert a["step"] == b["step"] == 4 and a["epoch"] == b["epoch"] == 2
+    assert a["model_state"].keys() == b["model_state"].keys()
+    for key in a["model_state"]:
+        assert torch.equal(a["model_state"][key], b["model_state"][key]), key
+    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
+    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+    assert len(momentum_a) == len(momentum_b) > 0
+    assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b))
+    # and the model did change over the run
+    assert not torch.equal(stopped["model_state"]["prob_head.body.6.bias"], b["model_state"]["prob_head.body.6.bias"])
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and all("val_hmean" in r for r in records)
+
+
+def test_nan_loss_is_skipped_then_stops(dataset, tmp_path, monkeypatch):
+    real_loss = train_module.db_loss
+    calls = {"n": 0}
+
+    def nan_on_second_call(outputs, batch, config):
+        parts = real_loss(outputs, batch, config)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            parts["loss"] = parts["loss"] * float("nan")
+        return parts
+
+    monkeypatch.setattr(train_module, "db_loss", nan_on_second_call)
+    out = train(small_config(dataset, tmp_path / "once", epochs=5, max_steps=2, val_fraction=0.0))
+    assert _state(out / "latest.pt")["step"] == 2 and calls["n"] == 3  # the bad step did not count
+    assert "non-finite loss" in (out / "train.log").read_text()
+
+    def always_nan(outputs, batch, config):
+        parts = real_loss(outputs, batch, config)
+        parts["loss"] = parts["loss"] * float("inf") * 0.0
+        return parts
+
+    monkeypatch.setattr(train_module, "db_loss", always_nan)
+    torch.manual_seed(0)
+    config = small_config(dataset, tmp_path / "nan", epochs=20, batch_size=1, val_fraction=0.0, save_every=100)
+    with pytest.raises(DBNetError, match="not finite 10 steps in a row"):
+        train(config)
+    # no optimizer step was taken: the parameters are still their initial values
+    from dbcli.model import DBNet, ModelConfig
+
+    torch.manual_seed(config.seed)
+    initial = DBNet(ModelConfig(config.arch)).state_dict()
+    final = load_weights(tmp_path / "nan" / "weights.pt")["state_dict"]
+    params = {name for name, _ in DBNet(ModelConfig(config.arch)).named_parameters()}
+    assert all(torch.equal(final[k], initial[k].half()) for k in params)

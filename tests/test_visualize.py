@@ -1,0 +1,122 @@
+"""`dbnet visualize` (issue 4): one PNG per input with the polygons drawn, from a model run or a
+predictions file; `--maps` adds the probability and threshold heatmaps beside the image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dbcli.cli import app
+from dbcli.visualize import BOX_COLOUR, load_predictions
+
+from planted_model import planted_files, rect_image
+
+runner = CliRunner()
+RECTS = {"one.png": (200, 150, [(30, 40, 150, 70)]), "two.jpg": (180, 220, [(40, 60, 140, 90), (50, 150, 120, 190)])}
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    return planted_files(tmp_path_factory.getbasetemp() / "planted")
+
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, (w, h, rects) in RECTS.items():
+        cv2.imwrite(str(folder / name), cv2.cvtColor(rect_image(w, h, rects), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, path
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def heat_value(rgb: np.ndarray) -> float:
+    """Invert the turbo colour map: the [0, 1] value whose colour is nearest to ``rgb``."""
+    lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(-1, 1), cv2.COLORMAP_TURBO)[:, 0, ::-1]
+    return float(np.argmin(np.abs(lut.astype(int) - np.asarray(rgb, int)).sum(axis=1)) / 255)
+
+
+def box_mask(img: np.ndarray) -> np.ndarray:
+    """Pixels of the outline colour."""
+    return np.all(np.abs(img.astype(int) - BOX_COLOUR) <= 40, axis=2)
+
+
+def test_visualize_runs_detection(model_files, images, tmp_path):
+    out = tmp_path / "vis"
+    result = runner.invoke(app, ["visualize", str(images), "--out", str(out), "--weights", str(model_files["onnx"])])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["one.png", "two.png"]
+    for name, (w, h, rects) in RECTS.items():
+        img = read_rgb(out / (Path(name).stem + ".png"))
+        assert img.shape == (h, w, 3)
+        mask = box_mask(img)
+        assert mask.sum() > 50  # outlines were drawn
+        for x0, y0, x1, y1 in rects:  # ... around the dark blocks, not through their middle
+            assert not mask[(y0 + y1) // 2, (x0 + x1) // 2]
+            ring = mask[max(0, y0 - 25):y1 + 25, max(0, x0 - 25):x1 + 25]
+            assert ring.sum() > 0
+
+
+def test_visualize_maps(model_files, images, tmp_path):
+    out = tmp_path / "maps"
+    result = runner.invoke(app, ["visualize", str(images / "one.png"), "--out", str(out), "--maps",
+                                 "--weights", str(model_files["pt"]), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["one.png", "one_maps.png"]
+    w, h, rects = RECTS["one.png"]
+    panel = read_rgb(out / "one_maps.png")
+    assert panel.shape[0] == h and panel.shape[1] > 3 * w  # image | P | T side by side
+    sep = (panel.shape[1] - 3 * w) // 2
+    prob = panel[:, w + sep: 2 * w + sep]
+    x0, y0, x1, y1 = rects[0]
+    # read the heatmap back through the colour map: the dark block is text (P ~ 1), the rest not
+    assert heat_value(prob[(y0 + y1) // 2, (x0 + x1) // 2]) > 0.9
+    assert heat_value(prob[h - 10, w - 10]) < 0.1
+    assert heat_value(prob[y1 + 30, x1 - 20]) < 0.1
+
+    result = runner.invoke(app, ["visualize", str(images / "one.png"), "--out", str(tmp_path / "m2"), "--maps",
+                                 "--weights", str(model_files["onnx"])])
+    assert result.exit_code == 1 and "torch backend" in result.stderr
+
+
+def test_visualize_from_predictions_file(images, tmp_path):
+    """--pred: no model is loaded; the given polygons are drawn where they are."""
+    square = [[20, 20], [80, 20], [80, 60], [20, 60]]
+    preds = {"model": {}, "settings": {}, "images": [
+        {"file": str(images / "one.png"), "width": 200, "height": 150,
+         "detections": [{"points": square, "score": 0.87}]},
+        {"file": "elsewhere/two.jpg", "width": 180, "height": 220, "detections": []},  # matched by name
+    ]}
+    pred_file = tmp_path / "pred.json"
+    pred_file.write_text(json.dumps(preds))
+    (images / "three.png").write_bytes(cv2.imencode(".png", rect_image(50, 40, []))[1].tobytes())
+    out = tmp_path / "vis"
+    result = runner.invoke(app, ["visualize", str(images), "--out", str(out), "--pred", str(pred_file),
+                                 "--weights", str(tmp_path / "no-such-weights.pt")])  # never loaded
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["one.png", "two.png"]
+    assert "three.png" in result.stderr and "no entry" in result.stderr
+    img = read_rgb(out / "one.png")
+    mask = box_mask(img)
+    assert mask[20:61, 80].mean() > 0.6 and mask[60, 30:80].mean() > 0.6  # right and bottom edges
+    assert not mask[100:, 120:].any()  # nothing drawn far from the polygon
+    assert not box_mask(read_rgb(out / "two.png")).any()  # no detections, nothing drawn
+
+    # JSONL predictions (dbnet detect --format jsonl) work too
+    jsonl = tmp_path / "pred.jsonl"
+    jsonl.write_text("".join(json.dumps(e) + "\n" for e in preds["images"]))
+    assert [e["file"] for e in load_predictions(jsonl)] == [e["file"] for e in preds["images"]]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = runner.invoke(app, ["visualize", str(images), "--out", str(out), "--pred", str(bad)])
+    assert result.exit_code == 1 and "error:" in result.stderr and "Traceback" not in result.output
