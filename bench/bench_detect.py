@@ -201,7 +201,7 @@ def find_rapidocr(arg: str | None) -> tuple[Path | None, str]:
 
 def rapidocr_version(pkg: Path) -> str:
     for info in pkg.parent.glob("rapidocr_onnxruntime-*.dist-info"):
-        return info.name.split("-")[1].removesuffix(".dist-info")
+        return info.name.removesuffix(".dist-info").split("-")[1]
     try:
         from importlib.metadata import version
 

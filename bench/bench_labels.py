@@ -69,21 +69,26 @@ def main(argv=None) -> int:
         "labels of those crops: dbcli": labels(make_targets, aug_polys),
         "labels of those crops: reference": labels(ref, aug_polys),
     }
-    times = interleaved(contenders, args.repeats)
+    cpu: dict[str, list[float]] = {}
+    times = interleaved(contenders, args.repeats, cpu_times=cpu)
     ms = {name: median(t) / args.crops * 1e3 for name, t in times.items()}
+    cpu_ms = {name: median(t) / args.crops * 1e3 for name, t in cpu.items()}
     polys_per_crop = {"quads": np.mean([len(p) for p, _ in quads]), "curved": np.mean([len(p) for p, _ in curved])}
 
     rows = []
     for name in contenders:
         kind = name.split(":")[0]
-        ratio = ""
+        ratio = cpu_ratio = ""
         if name.endswith("reference"):
-            ratio = f"{ms[name] / ms[name.replace('reference', 'dbcli')]:.2f}x"
+            ours = name.replace("reference", "dbcli")
+            ratio, cpu_ratio = f"{ms[name] / ms[ours]:.2f}x", f"{cpu_ms[name] / cpu_ms[ours]:.2f}x"
         rows.append([name, f"{ms[name]:.2f}", f"{1e3 / ms[name]:.0f}", spread(times[name]), ratio,
-                     f"{polys_per_crop[kind]:.1f}" if kind in polys_per_crop else ""])
+                     f"{cpu_ms[name]:.2f}", cpu_ratio, f"{polys_per_crop[kind]:.1f}" if kind in polys_per_crop else ""])
     quad_ratio = ms["quads: reference"] / ms["quads: dbcli"]
     print_table(f"{args.crops} crops {SIZE}x{SIZE} (median of {args.repeats} interleaved passes)",
-                ["contender", "ms/crop", "crops/s", "spread", "time vs dbcli", "polygons"], rows)
+                ["contender", "ms/crop", "crops/s", "spread", "time vs dbcli", "CPU ms/crop", "CPU vs dbcli",
+                 "polygons"], rows, ["ms: wall time; CPU ms: this thread's CPU time (on a busy machine it "
+                                     "leaves out the waits for a core)."])
 
     base = ms["augment 1280x720 -> 640 crop"] + ms["normalise crop"]
     per_image = {"dbcli labels": base + ms["labels of those crops: dbcli"],

@@ -81,20 +81,28 @@ def machine_line() -> str:
     return "; ".join(parts)
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1
-                ) -> dict[str, list[float]]:
-    """Seconds per call of each contender, ``repeats`` samples each, interleaved (rotating order)."""
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1,
+                cpu_times: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Wall seconds per call of each contender, ``repeats`` samples each, interleaved (rotating
+    order). ``cpu_times``, when given, receives the calling thread's CPU seconds of the same calls:
+    for single-threaded code on a machine busy with other work, these leave out the time spent
+    waiting for a core (not the slowdown from shared caches and memory bandwidth)."""
     names = list(contenders)
     for _ in range(warmup):
         for name in names:
             contenders[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
+    if cpu_times is not None:
+        cpu_times.update({name: [] for name in names})
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             contenders[name]()
-            times[name].append(time.perf_counter() - t0)
+            t1, c1 = time.perf_counter(), time.thread_time()
+            times[name].append(t1 - t0)
+            if cpu_times is not None:
+                cpu_times[name].append(c1 - c0)
     return times
 
 
@@ -115,6 +123,16 @@ def spread(values: list[float]) -> str:
 def print_table(title: str, columns: list[str], rows: list[list[object]], notes: list[str] = ()) -> None:
     """A table with rich when it is installed, plain aligned text otherwise."""
     cells = [[c if isinstance(c, str) else f"{c}" for c in row] for row in rows]
+    if not sys.stdout.isatty():  # a Markdown table: readable in a log, pastes into bench/README.md
+        print(f"\n{title}\n")
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(columns))) + "|")
+        for row in cells:
+            print("| " + " | ".join(row) + " |")
+        for note in notes:
+            print(f"\n{note}")
+        print()
+        return
     try:
         from rich.console import Console
         from rich.table import Table
@@ -124,7 +142,7 @@ def print_table(title: str, columns: list[str], rows: list[list[object]], notes:
             table.add_column(col, justify="left" if i == 0 else "right")
         for row in cells:
             table.add_row(*row)
-        console = Console(width=max(100, min(160, Console().width)))
+        console = Console()
         console.print(table)
         for note in notes:
             console.print(note, markup=False, highlight=False)

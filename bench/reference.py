@@ -17,6 +17,8 @@ convention so that the parity tests compare like with like; the defaults are the
 - ``float_out``: the authors round output coordinates to integers; dbcli keeps them float.
 - ``polygon_epsilon`` / polygon ``unclip_ratio``: authors 0.01 and 2.0; dbcli 0.002 and the
   configured ratio, with the min-size check before unclipping.
+- ``largest_piece``: when unclipping splits a region, the authors drop it (polygons) or take the
+  first piece (boxes); dbcli keeps the largest piece.
 - labels ``size_on``: ``"bbox"`` (authors: shorter side of the axis-aligned box) or ``"rect"``
   (dbcli: of the minimum-area rectangle); ``round_coords`` as above for the polygons given to
   pyclipper and ``cv2.fillPoly``.
@@ -67,7 +69,8 @@ def unclip(box, unclip_ratio=1.5, round_coords=False):
     offset = pyclipper.PyclipperOffset()
     path = np.round(box).astype(np.int64).tolist() if round_coords else box
     offset.AddPath(path, pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
-    return np.array(offset.Execute(distance))
+    # (the authors wrap the pieces in one np.array; a list of arrays also survives several pieces)
+    return [np.array(piece) for piece in offset.Execute(distance)]
 
 
 def ref_boxes_from_prob_map(pred: np.ndarray, dest_width: int, dest_height: int, thresh: float = 0.3,
@@ -75,7 +78,8 @@ def ref_boxes_from_prob_map(pred: np.ndarray, dest_width: int, dest_height: int,
                             min_size: float = 3, polygon: bool = False, score_on: str = "box",
                             round_coords: bool = False, float_out: bool = False,
                             polygon_epsilon: float = 0.01, polygon_unclip_ratio: float = 2.0,
-                            polygon_min_size_first: bool = False) -> list[tuple[np.ndarray, float]]:
+                            polygon_min_size_first: bool = False, largest_piece: bool = False
+                            ) -> list[tuple[np.ndarray, float]]:
     """``[(points (K, 2) in dest pixels, score)]`` as the authors' representer computes them."""
     bitmap = pred > thresh
     height, width = bitmap.shape
@@ -94,15 +98,17 @@ def ref_boxes_from_prob_map(pred: np.ndarray, dest_width: int, dest_height: int,
             score = box_score_fast(pred, points.reshape(-1, 2))
             if box_thresh > score:
                 continue
-            box = unclip(points, polygon_unclip_ratio, round_coords)
-            if len(box) != 1:
+            pieces = unclip(points, polygon_unclip_ratio, round_coords)
+            if not pieces or (len(pieces) > 1 and not largest_piece):  # authors: skip split regions
                 continue
-            box = box.reshape(-1, 2)
+            box = max(pieces, key=lambda p: abs(pyclipper.Area(p.tolist()))).reshape(-1, 2)
+            if len(box) < 3:
+                continue
             _, sside = get_mini_boxes(box.reshape((-1, 1, 2)))
             if sside < min_size + 2:
                 continue
         else:
-            if len(contour) < 3:  # (shapely rejects fewer than 3 points; the authors' code crashes)
+            if len(contour) < 3:  # (dbcli skips these; with min_size >= 1 the size check drops them anyway)
                 continue
             points, sside = get_mini_boxes(contour)
             if sside < min_size:
@@ -112,10 +118,11 @@ def ref_boxes_from_prob_map(pred: np.ndarray, dest_width: int, dest_height: int,
             score = box_score_fast(pred, scored.reshape(-1, 2))
             if box_thresh > score:
                 continue
-            expanded = unclip(points, unclip_ratio, round_coords)
-            if len(expanded) == 0:
+            pieces = unclip(points, unclip_ratio, round_coords)
+            if not pieces:
                 continue
-            box, sside = get_mini_boxes(expanded[0].reshape(-1, 1, 2))  # (authors: the first piece)
+            expanded = max(pieces, key=lambda p: abs(pyclipper.Area(p.tolist()))) if largest_piece else pieces[0]
+            box, sside = get_mini_boxes(expanded.reshape(-1, 1, 2).astype(np.float32))
             if sside < min_size + 2:
                 continue
             box = np.array(box)

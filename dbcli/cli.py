@@ -90,7 +90,7 @@ def eval_command(
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
     split: Optional[str] = typer.Option(None, help="train or test (default: test)."),
     weights: Optional[Path] = typer.Option(None, help="Weights file (default: the shipped weights)."),
-    pred: Optional[Path] = typer.Option(None, help="Score this predictions file (dbnet detect's JSON) "
+    pred: Optional[Path] = typer.Option(None, help="Score this predictions file (dbnet detect's JSON or JSONL) "
                                                    "instead of running a model."),
     short_side: Optional[int] = typer.Option(None, help="Test scale: shorter side in pixels "
                                                         "(default: the weights file's, else 736)."),
@@ -233,19 +233,19 @@ def detect(
     Unreadable files are skipped with a warning; the exit status is non-zero only when no image could be processed.
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
-    from dbcli.detect import detect as run_detect
+    from dbcli.detect import FORMATS, detect as run_detect
 
+    if fmt is None:
+        fmt = "jsonl" if out is not None and out.suffix.lower() == ".jsonl" else "json"
+    if fmt.lower() not in FORMATS:
+        fail(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
     try:
         model, settings = _load(weights, backend, device, short_side, max_side, thresh, box_thresh,
                                 unclip_ratio, polygon, batch_size, no_exif)
-        if fmt is None:
-            fmt = "jsonl" if out is not None and out.suffix.lower() == ".jsonl" else "json"
         summary = run_detect(inputs, out, fmt, model, settings)
     except DBNetError as exc:
         fail(str(exc))
-    import os
-
-    if int(os.environ.get("RANK", 0)) == 0:
+    if summary.lead:
         where = f"wrote {summary.out}: " if summary.out is not None else ""
         skipped = f", {summary.failed} skipped" if summary.failed else ""
         rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0

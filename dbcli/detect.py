@@ -188,6 +188,7 @@ class ImageResult:
     image: np.ndarray | None = None  # (H, W, 3) uint8 RGB, kept only when asked for
     prob: np.ndarray | None = None  # network-resolution maps, only with maps
     thresh: np.ndarray | None = None
+    note: str | None = None  # a post-processing warning (e.g. the max_candidates cap was hit)
 
     def to_dict(self) -> dict:
         return {"file": self.file, "width": self.width, "height": self.height,
@@ -254,12 +255,9 @@ def run_pipeline(paths: Sequence[Path], model: Model | None, settings: Settings,
                 warnings.simplefilter("always")
                 dets = boxes_from_prob_map(prob, image.shape[1], image.shape[0], settings.post)
             note = "; ".join(str(w.message) for w in caught)
-            result = ImageResult(index, str(path), image.shape[1], image.shape[0], dets,
-                                 image if keep_images else None,
-                                 prob if with_maps else None, threshs[j] if with_maps else None)
-            if note:
-                result.note = f"{path}: {note}"  # type: ignore[attr-defined]
-            finish(result)
+            finish(ImageResult(index, str(path), image.shape[1], image.shape[0], dets,
+                               image if keep_images else None, prob if with_maps else None,
+                               threshs[j] if with_maps else None, f"{path}: {note}" if note else None))
 
     with ThreadPoolExecutor(decode_workers(), thread_name_prefix="dbnet-decode") as pool:
         jobs: deque = deque()
@@ -475,6 +473,7 @@ class DetectSummary:
     detections: int
     out: Path | None
     seconds: float
+    lead: bool = True  # rank 0 (the process that wrote the output)
 
 
 def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, fmt: str = "json",
@@ -514,7 +513,10 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
     failures: list[Failure] = []
     results: list[ImageResult] = []
     n_dets = 0
-    writer = make_writer(out, fmt, out_console) if size == 1 else None
+    try:
+        writer = make_writer(out, fmt, out_console) if size == 1 else None
+    except OSError as exc:
+        raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
     for problem in problems if lead else []:
         warn(console, problem)
     try:
@@ -527,7 +529,7 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
                     failures.append(item)
                     warn(console, f"{item.message}; skipped")
                     continue
-                if getattr(item, "note", None):
+                if item.note:
                     warn(console, item.note)
                 n_dets += len(item.detections)
                 if writer is not None:
@@ -552,8 +554,10 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
             raise DBNetError(f"no image could be processed ({n_failed + len(problems)} inputs failed)")
         if writer is not None:
             writer.close(model.info, settings.to_dict())
-    except BaseException:
+    except BaseException as exc:
         if writer is not None:
             writer.abort()
+        if isinstance(exc, OSError):  # decoding problems are per-file warnings: this is the output
+            raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
         raise
-    return DetectSummary(n_images, n_failed + len(problems), n_dets, out, time.perf_counter() - start)
+    return DetectSummary(n_images, n_failed + len(problems), n_dets, out, time.perf_counter() - start, lead)

@@ -4,7 +4,7 @@ post-processing settings, run ``dbcli.evaluate``, print rich tables and write ``
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from dbcli.datasets import DATASETS, load_samples, split_holdout
@@ -114,6 +114,13 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
                          "validation images with --holdout-from-train 0.1 --seed 0 (what dbnet train "
                          "held out), or pass --allow-test-sweep to do it anyway")
 
+    if sweep:
+        if thresh is not None or box_thresh is not None:
+            raise DBNetError("--sweep scores the grids of --sweep-thresh and --sweep-box-thresh; drop "
+                             "--thresh / --box-thresh")
+        threshes = parse_grid(sweep_thresh, "sweep-thresh")
+        box_threshes = parse_grid(sweep_box_thresh, "sweep-box-thresh")
+
     samples, description = select_samples(dataset, data_root, split, holdout_from_train, seed, limit)
     header = f"{dataset} {description}: {len(samples)} images"
 
@@ -150,8 +157,6 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
             progress.update(task, advance=n)
 
         if sweep:
-            threshes = parse_grid(sweep_thresh, "sweep-thresh")
-            box_threshes = parse_grid(sweep_box_thresh, "sweep-box-thresh")
             result = sweep_model(samples, backend, short_side, max_side, post, box_threshes, threshes,
                                  batch_size, warn, advance)
         else:

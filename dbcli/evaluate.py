@@ -75,12 +75,13 @@ def iter_prob_maps(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int =
                    max_side: int | None = None, batch_size: int = 1, post: PostConfig = PostConfig(),
                    warn: Warn = _nowarn, skipped: list[str] | None = None, progress: Progress | None = None,
                    prefetch_threads: int = 2
-                   ) -> Iterator[tuple[Sample, np.ndarray, list[Detection], bool, tuple[int, int]]]:
+                   ) -> Iterator[tuple[Sample, np.ndarray, list[Detection], int, tuple[int, int]]]:
     """Yield ``(sample, prob_map, detections, capped, (height, width))`` per decodable image, in order.
 
     Runs ``inference.detect_batch`` (the code path of ``dbnet detect``): ``prob_map`` is at
     network-input resolution (a batch's padding cropped off), ``detections`` are post-processed with
-    ``post`` in original-image pixels, ``capped`` says whether ``post.max_candidates`` was hit.
+    ``post`` in original-image pixels; ``capped`` counts the images of the batch that hit
+    ``post.max_candidates`` (given with the batch's first image, 0 with the others: sums are exact).
     Images are decoded in background threads; a batch only holds images of the same network input
     size, so results do not depend on ``batch_size``. Undecodable images are reported through
     ``warn``, appended to ``skipped`` and not yielded."""
@@ -92,9 +93,9 @@ def iter_prob_maps(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int =
             warnings.simplefilter("always")
             dets, maps = detect_batch(prob_fn, [img for _, img in batch], short_side, max_side, post,
                                       return_maps=True)
-        capped = any("candidate regions" in str(w.message) for w in caught)
-        for (sample, img), prob, det in zip(batch, maps, dets):
-            yield sample, prob, det, capped, img.shape[:2]
+        capped = _count_capped(caught)
+        for k, ((sample, img), prob, det) in enumerate(zip(batch, maps, dets)):
+            yield sample, prob, det, capped if k == 0 else 0, img.shape[:2]
         if progress is not None:
             progress(len(batch))
 
@@ -126,12 +127,17 @@ def iter_prob_maps(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int =
             yield from flush(batch)
 
 
-def _post(prob: np.ndarray, width: int, height: int, post: PostConfig) -> tuple[list[Detection], bool]:
-    """Post-process one map; also says whether the max_candidates cap was hit."""
+def _count_capped(caught) -> int:
+    """How many of the caught warnings are post-processing's max_candidates warning."""
+    return sum("max_candidates" in str(w.message) or "candidate regions" in str(w.message) for w in caught)
+
+
+def _post(prob: np.ndarray, width: int, height: int, post: PostConfig) -> tuple[list[Detection], int]:
+    """Post-process one map; also says whether (1) or not (0) the max_candidates cap was hit."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dets = boxes_from_prob_map(prob, width, height, post)
-    return dets, any("candidate regions" in str(w.message) for w in caught)
+    return dets, min(1, _count_capped(caught))
 
 
 def evaluate_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 736,
@@ -342,7 +348,7 @@ class _SweepAccumulator:
         return replace(self.post, thresh=self.threshes[0], box_thresh=min(self.box_threshes))
 
     def add(self, gt_polygons, gt_ignore, prob: np.ndarray, width: int, height: int,
-            first: tuple[list[Detection], bool] | None = None) -> None:
+            first: tuple[list[Detection], int] | None = None) -> None:
         """``first``: the detections (and capped flag) of ``first_config()`` when already made."""
         lowest = min(self.box_threshes)
         for k, t in enumerate(self.threshes):

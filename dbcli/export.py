@@ -234,7 +234,9 @@ def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: in
         got = _ort_session(data).run(["prob"], {"images": test})[0]
     else:
         data = _export_torchscript(module, weights)
-        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
         with torch.inference_mode():
             got = loaded(torch.from_numpy(test)).numpy()
     max_diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
@@ -247,6 +249,9 @@ def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: in
         proto = onnx.load_from_string(data)
         proto.metadata_props.add(key="dbnet.verified_max_diff", value=f"{max_diff:.3g}")
         data = proto.SerializeToString()
-    atomic_write_bytes(out, data)
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as exc:
+        raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
     return ExportResult(out, fmt, max_diff, tuple(test.shape), out.stat().st_size)
 

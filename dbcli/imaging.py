@@ -46,6 +46,8 @@ def read_image(path: str | Path, exif: bool = True) -> np.ndarray:
     Raises ``DBNetError`` naming the file when it cannot be decoded.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DBNetError(f"{path}: empty file (0 bytes)")
     try:
         with Image.open(path) as img:
             if exif:

@@ -16,8 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dbcli.detect import (Failure, ImageResult, Model, Settings, _progress, expand_inputs, run_pipeline,
-                          warn)
+from dbcli.detect import Failure, Model, Settings, _progress, expand_inputs, run_pipeline, warn
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_write_bytes
 
@@ -58,29 +57,33 @@ def heatmap(values: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
 
 
-def _caption(panel: np.ndarray, text: str) -> np.ndarray:
-    panel = panel.copy()
+def _with_header(panel: np.ndarray, text: str) -> np.ndarray:
+    """The panel under a white strip with its caption (so the caption never hides the image)."""
     scale = max(0.4, panel.shape[0] / 700)
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.rectangle(panel, (0, 0), (tw + 8, th + base + 8), (255, 255, 255), -1)
-    cv2.putText(panel, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return panel
+    (_, th), base = cv2.getTextSize("Apg", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)  # same height for all
+    strip = np.full((th + base + 8, panel.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, panel], axis=0)
 
 
 def maps_panel(overlay: np.ndarray, prob: np.ndarray, thresh: np.ndarray) -> np.ndarray:
-    """[image with detections | probability map | threshold map], all at the image's size."""
+    """[image with detections | probability map | threshold map], all at the image's size, each
+    under a caption strip."""
     h, w = overlay.shape[:2]
-    sep = np.full((h, max(2, w // 200), 3), 255, np.uint8)
-    return np.concatenate([_caption(overlay, "detections"), sep,
-                           _caption(heatmap(prob, w, h), "probability map P"), sep,
-                           _caption(heatmap(thresh, w, h), "threshold map T")], axis=1)
+    panels = [_with_header(overlay, "detections"), _with_header(heatmap(prob, w, h), "probability map P"),
+              _with_header(heatmap(thresh, w, h), "threshold map T")]
+    sep = np.full((panels[0].shape[0], max(2, w // 200), 3), 255, np.uint8)
+    return np.concatenate([panels[0], sep, panels[1], sep, panels[2]], axis=1)
 
 
 def write_png(path: Path, rgb: np.ndarray) -> Path:
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise DBNetError(f"{path}: PNG encoding failed")
-    return atomic_write_bytes(path, data.tobytes())
+    try:
+        return atomic_write_bytes(path, data.tobytes())
+    except OSError as exc:
+        raise DBNetError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def load_predictions(path: str | Path) -> list[dict]:
@@ -170,7 +173,10 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
         warn(console, problem)
     if not paths:
         raise DBNetError("no image to draw: " + "; ".join(problems or ["no INPUT given"]))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
     run_model = model if (pred is None or maps) else None
     written, failed, used = [], len(problems), set()
     with _progress(console, len(paths)) as bar:
@@ -209,6 +215,3 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
     if not written:
         raise DBNetError(f"nothing could be drawn ({failed} inputs failed)")
     return VisualizeSummary(written, failed)
-
-
-__all__ = ["draw_detections", "heatmap", "maps_panel", "load_predictions", "visualize", "ImageResult"]

@@ -8,7 +8,6 @@ dark regions (tests/planted_model.py), so every test knows where the text boxes 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.detect import (Settings, detect, expand_inputs, load_model, resolve_settings, run_pipeline)
-from dbcli.postprocess import PostConfig
+from dbcli.detect import detect, expand_inputs, load_model, resolve_settings, run_pipeline
 
 from planted_model import match_rects, planted_files, rect_image
 
@@ -168,6 +166,19 @@ def test_icdar_and_jsonl_match_json(model_files, image_dir, tmp_path):
 
     result = invoke("detect", image_dir, "--format", "icdar", *common)
     assert result.exit_code == 1 and "--out" in result.output
+    # two inputs that would write the same res_a.txt: refused, not silently overwritten
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "a.png").write_bytes((image_dir / "a.png").read_bytes())
+    result = invoke("detect", image_dir / "a.png", twin / "a.png", "--format", "icdar",
+                    "--out", tmp_path / "icdar2", *common)
+    assert result.exit_code == 1 and "res_a.txt" in result.stderr
+
+    # an output that cannot be written is one error line, not a traceback
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = invoke("detect", image_dir / "a.png", "--out", blocker / "sub" / "p.json", *common)
+    assert result.exit_code == 1 and "cannot write" in result.stderr and "Traceback" not in result.output
 
 
 def test_summary_table_without_out(model_files, image_dir):
@@ -192,6 +203,7 @@ def test_bad_files_are_skipped_with_warnings(model_files, image_dir, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("corrupt.jpg", "empty.png", "truncated.png", "notes.txt", "missing.jpg"):
         assert any(name in line and "warning" in line for line in result.stderr.splitlines()), name
+    assert any("empty.png: empty file" in line for line in result.stderr.splitlines())
     assert "Traceback" not in result.output
     data = json.loads(out.read_text())
     assert [Path(e["file"]).name for e in data["images"]] == ["a.png"]
@@ -307,29 +319,46 @@ def _parity_images(tmp_path: Path) -> list[Path]:
     return paths
 
 
-@pytest.mark.parametrize("polygon", [False, True])
-def test_torch_and_onnx_backends_agree(model_files, tmp_path, polygon):
+def _cached(model):
+    """The same model with its network outputs memoised (the two post-processing modes below
+    share one forward pass per batch)."""
+    import dataclasses
+    import hashlib
+
+    memo = {}
+
+    def prob_fn(batch):
+        key = hashlib.sha1(batch.tobytes()).hexdigest() + str(batch.shape)
+        if key not in memo:
+            memo[key] = model.prob_fn(batch)
+        return memo[key]
+
+    return dataclasses.replace(model, prob_fn=prob_fn)
+
+
+def test_torch_and_onnx_backends_agree(model_files, tmp_path):
     paths = _parity_images(tmp_path)
-    torch_model = load_model(model_files["pt"], "torch", "cpu")
-    onnx_model = load_model(model_files["onnx"], None, "cpu")  # backend chosen by the suffix
-    assert onnx_model.info["backend"] == "onnx"
-    # The ONNX file carries the weights' defaults in its metadata: same settings without the .pt
-    s_torch = resolve_settings(torch_model, polygon=polygon, batch_size=2)
-    s_onnx = resolve_settings(onnx_model, polygon=polygon, batch_size=3)
-    assert s_torch.post == s_onnx.post and s_torch.short_side == s_onnx.short_side
-    a = list(run_pipeline(paths, torch_model, s_torch))
-    b = list(run_pipeline(paths, onnx_model, s_onnx))
-    total = 0
-    for x, y in zip(a, b, strict=True):
-        assert len(x.detections) == len(y.detections) >= 3, (x.file, len(x.detections), len(y.detections))
-        for dx, dy in zip(x.detections, y.detections):
-            assert dx.points.shape == dy.points.shape
-            if not polygon:
-                assert dx.points.shape == (4, 2)
-            assert np.abs(dx.points - dy.points).max() < 0.05
-            assert abs(dx.score - dy.score) < 1e-4
-        total += len(x.detections)
-    assert total >= 15
+    torch_model = _cached(load_model(model_files["pt"], "torch", "cpu"))
+    onnx_model = _cached(load_model(model_files["onnx"], None, "cpu"))  # backend chosen by the suffix
+    assert onnx_model.info["backend"] == "onnx" and torch_model.info["backend"] == "torch"
+    for polygon in (False, True):
+        # The ONNX file carries the weights' defaults in its metadata: same settings without the .pt
+        s_torch = resolve_settings(torch_model, polygon=polygon, batch_size=2)
+        s_onnx = resolve_settings(onnx_model, polygon=polygon, batch_size=3)
+        assert s_torch.post == s_onnx.post and s_torch.short_side == s_onnx.short_side
+        a = list(run_pipeline(paths, torch_model, s_torch))
+        b = list(run_pipeline(paths, onnx_model, s_onnx))
+        total = 0
+        for x, y in zip(a, b, strict=True):
+            assert len(x.detections) == len(y.detections) >= 3, (x.file, len(x.detections), len(y.detections))
+            for dx, dy in zip(x.detections, y.detections):
+                assert dx.points.shape == dy.points.shape
+                if not polygon:
+                    assert dx.points.shape == (4, 2)
+                assert np.abs(dx.points - dy.points).max() < 0.05
+                assert abs(dx.score - dy.score) < 1e-4
+            total += len(x.detections)
+        assert total >= 15
 
 
 def test_batching_does_not_change_results(model_files, tmp_path):
@@ -415,6 +444,24 @@ def test_ranks_split_inputs_and_rank0_merges(model_files, image_dir, tmp_path, m
 
 
 # --- the shipped weights and examples -------------------------------------------------------------
+def test_examples_all_decode_and_give_schema(model_files, tmp_path):
+    examples = REPO / "examples"
+    found = expand_inputs([examples])[0] if examples.is_dir() else []
+    if not found:
+        pytest.skip("no example images in examples/")
+    out = tmp_path / "examples.json"
+    result = invoke("detect", examples, "--weights", model_files["onnx"], "--out", out, "--short-side", "128")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr  # every shipped example is readable
+    data = json.loads(out.read_text())
+    assert set(data) == {"model", "settings", "images"}
+    assert len(data["images"]) == len(found)
+    for entry in data["images"]:
+        assert set(entry) == {"file", "width", "height", "detections"}
+        with Image.open(entry["file"]) as im:
+            assert max(entry["width"], entry["height"]) == max(im.size)
+
+
 def test_shipped_weights_on_examples(tmp_path):
     from dbcli.weights import default_weights_path
 

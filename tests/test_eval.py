@@ -250,3 +250,14 @@ def test_eval_sweep_refuses_test_split_and_uses_the_training_holdout(tmp_path, r
     assert other_seed.exit_code == 0 and "overlap" in other_seed.output
     allowed = runner.invoke(app, base + ["--allow-test-sweep"])
     assert allowed.exit_code == 0, allowed.output
+
+
+def test_sweep_grid_option_parsing():
+    from dbcli.eval_cli import parse_grid
+
+    grid = parse_grid("0.3:0.8:0.05", "sweep-box-thresh")
+    assert len(grid) == 11 and grid[0] == 0.3 and grid[-1] == 0.8 and grid[5] == 0.55
+    assert parse_grid("0.2, 0.25,0.3", "sweep-thresh") == (0.2, 0.25, 0.3)
+    for bad in ("0.3:0.8", "a,b", "0.5:1.5:0.5", "0.8:0.3:0.1", ""):
+        with pytest.raises(DBNetError):
+            parse_grid(bad, "sweep-thresh")

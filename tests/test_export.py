@@ -137,6 +137,7 @@ def test_export_onnx_dynamic_shapes_and_parity(weights_file, tmp_path):
         assert np.abs(got - want).max() < 1e-4
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_export_torchscript(weights_file, tmp_path):
     out = tmp_path / "model.ts"
     result = runner.invoke(app, ["export", "--weights", str(weights_file), "--format", "torchscript", "--out", str(out)])

@@ -14,8 +14,6 @@ from dbcli.model import DBNet, ModelConfig, ResNet, count_parameters, load_backb
 
 from synth import random_rects, render
 
-torch.set_num_threads(min(torch.get_num_threads(), 4))
-
 
 @pytest.fixture(scope="module")
 def model18():
@@ -287,7 +285,18 @@ def test_dcn_model_forward_and_initial_equivalence():
 
 
 # --- a tiny model overfits one image --------------------------------------------------------------
-def test_tiny_model_overfits_one_synthetic_image():
+@pytest.fixture
+def few_threads():
+    """At most 2 threads: on a busy 2-core machine more threads only spin and wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, 2))
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_model_overfits_one_synthetic_image(few_threads):
+    """ResNet-18 DBNet on one 128x128 image of 3 words: the DB loss falls by more than 90 %
+    (about 20 Adam steps; ~0.1 s each on one CPU core)."""
     torch.manual_seed(0)
     polys = random_rects(3, 128, 128, 3, min_height=14, max_height=30, max_aspect=4)
     assert len(polys) >= 2
@@ -297,7 +306,7 @@ def test_tiny_model_overfits_one_synthetic_image():
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(80):  # typically reached in ~30 steps
+    for _ in range(60):
         loss = db_loss(model(x), batch)["loss"]
         opt.zero_grad()
         loss.backward()

@@ -4,7 +4,6 @@ the NaN guard."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -100,28 +99,32 @@ def _state(path: Path) -> dict:
 
 
 def test_resume_continues_exactly(dataset, tmp_path):
-    """1 epoch + resume 1 epoch gives bit for bit the model and optimizer of 2 epochs straight."""
-    straight = small_config(dataset, tmp_path / "straight", epochs=2)
-    train(straight)
-    first = small_config(dataset, tmp_path / "split", epochs=2, max_steps=2)  # 2 steps = 1 epoch
-    train(first)
-    stopped = _state(tmp_path / "split" / "latest.pt")
-    assert stopped["step"] == 2
-    train(TrainConfig(resume=str(tmp_path / "split"), workers=0, device="cpu"))
-
-    a, b = _state(tmp_path / "straight" / "latest.pt"), _state(tmp_path / "split" / "latest.pt")
-    assert a["step"] == b["step"] == 4 and a["epoch"] == b["epoch"] == 2
-    assert a["model_state"].keys() == b["model_state"].keys()
-    for key in a["model_state"]:
-        assert torch.equal(a["model_state"][key], b["model_state"][key]), key
-    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
-    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
-    assert len(momentum_a) == len(momentum_b) > 0
-    assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b))
-    # and the model did change over the run
-    assert not torch.equal(stopped["model_state"]["prob_head.body.6.bias"], b["model_state"]["prob_head.body.6.bias"])
+    """1 epoch + resume 1 epoch, and a stop in the middle of an epoch + resume, give bit for bit the
+    model and optimizer of 2 epochs straight."""
+    train(small_config(dataset, tmp_path / "straight", epochs=2))
+    a = _state(tmp_path / "straight" / "latest.pt")
+    assert a["step"] == 4 and a["epoch"] == 2  # 4 train images, batch 2: 2 steps per epoch
     records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and all("val_hmean" in r for r in records)
+
+    for stop_after in (2, 3):  # the end of epoch 1; the middle of epoch 2
+        run = tmp_path / f"stop{stop_after}"
+        train(small_config(dataset, run, epochs=2, max_steps=stop_after))
+        stopped = _state(run / "latest.pt")
+        assert stopped["step"] == stop_after
+        train(TrainConfig(resume=str(run), workers=0, device="cpu"))
+        b = _state(run / "latest.pt")
+        assert b["step"] == 4 and b["epoch"] == 2
+        assert a["model_state"].keys() == b["model_state"].keys()
+        for key in a["model_state"]:
+            assert torch.equal(a["model_state"][key], b["model_state"][key]), (stop_after, key)
+        momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
+        momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+        assert len(momentum_a) == len(momentum_b) > 0
+        assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b)), stop_after
+        # and the model did change after the resume
+        key = "prob_head.body.6.bias"
+        assert not torch.equal(stopped["model_state"][key], b["model_state"][key])
 
 
 def test_nan_loss_is_skipped_then_stops(dataset, tmp_path, monkeypatch):

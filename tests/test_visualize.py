@@ -75,7 +75,9 @@ def test_visualize_maps(model_files, images, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["one.png", "one_maps.png"]
     w, h, rects = RECTS["one.png"]
     panel = read_rgb(out / "one_maps.png")
-    assert panel.shape[0] == h and panel.shape[1] > 3 * w  # image | P | T side by side
+    assert h < panel.shape[0] < h + 40 and panel.shape[1] > 3 * w  # image | P | T side by side
+    assert np.array_equal(panel[-h:, :w], read_rgb(out / "one.png"))  # under a caption strip
+    panel = panel[-h:]
     sep = (panel.shape[1] - 3 * w) // 2
     prob = panel[:, w + sep: 2 * w + sep]
     x0, y0, x1, y1 = rects[0]
