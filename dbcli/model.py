@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dbcli.deform_conv import DeformConv2d
+from dbcli.errors import DBNetError
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
 _BLOCKS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
@@ -223,11 +224,29 @@ def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
     """Load a torchvision-style ImageNet ResNet checkpoint into ``model.backbone``.
 
     Returns ``(missing_keys, unexpected_keys)`` (``fc.*`` is always unexpected: there is no ``fc``).
+    Raises ``DBNetError`` naming the file when it is not a checkpoint, when no key matches the
+    backbone, or when tensor shapes do not fit (e.g. a ResNet-50 file for ``--arch resnet18``).
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DBNetError(f"{path}: no such file") from None
+    except Exception as exc:  # pickle, zip and weights_only errors have many types
+        raise DBNetError(f"{path}: not a PyTorch state dict ({exc.__class__.__name__})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DBNetError(f"{path}: not a state dict of tensors (a torchvision ResNet checkpoint)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = model.backbone.state_dict()
+    if not expected.keys() & state.keys():
+        raise DBNetError(f"{path}: none of its {len(state)} keys is a {model.config.arch} backbone "
+                         "parameter (expected torchvision names: conv1.weight, layer1.0.conv1.weight ...)")
+    wrong = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise DBNetError(f"{path}: {len(wrong)} tensors do not fit the {model.config.arch} backbone, e.g. "
+                         f"{wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)} "
+                         "(a checkpoint of another ResNet depth?)")
     result = model.backbone.load_state_dict(state, strict=False)
     return list(result.missing_keys), list(result.unexpected_keys)
 

@@ -62,6 +62,8 @@ def test_dice_loss():
     assert dice_loss(pred, gt, mask).item() == pytest.approx(1 - 1 / 3, rel=1e-5)
     # masking out the wrong pixel: intersection 0.5, sum(pred) 0.5, sum(gt) 2
     assert dice_loss(pred, gt, torch.tensor([1.0, 0.0, 1.0, 1.0])).item() == pytest.approx(1 - 1 / 2.5, rel=1e-5)
+    # masking out a text pixel: intersection 0.5, sum(pred) 1, sum(gt) 1
+    assert dice_loss(pred, gt, torch.tensor([1.0, 1.0, 0.0, 1.0])).item() == pytest.approx(0.5, rel=1e-5)
 
 
 def test_masked_l1():
