@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     print_table(f"{args.crops} crops {SIZE}x{SIZE} (median of {args.repeats} interleaved passes)",
                 ["contender", "ms/crop", "crops/s", "spread", "time vs dbcli", "CPU ms/crop", "CPU vs dbcli",
                  "polygons"], rows, ["ms: wall time; CPU ms: this thread's CPU time (on a busy machine it "
-                                     "leaves out the waits for a core)."])
+                                     "leaves out the waits for a core; it does not count OpenCV's own worker "
+                                     "threads, which augment's warpAffine/resize use)."])
 
     base = ms["augment 1280x720 -> 640 crop"] + ms["normalise crop"]
     per_image = {"dbcli labels": base + ms["labels of those crops: dbcli"],

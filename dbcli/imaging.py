@@ -89,8 +89,11 @@ def inference_size(height: int, width: int, short_side: int = 736, max_side: int
 
 def normalize(image: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 normalised network input."""
-    out = (image.astype(np.float32) - MEAN) / STD
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    out = np.empty((3, *image.shape[:2]), np.float32)
+    for c in range(3):  # per channel: writes CHW directly, ~3x faster than HWC math + transpose
+        np.subtract(image[:, :, c], MEAN[c], out=out[c], dtype=np.float32)
+        out[c] /= STD[c]
+    return out
 
 
 def prepare(image: np.ndarray, short_side: int = 736, max_side: int | None = None) -> np.ndarray:
