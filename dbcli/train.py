@@ -44,6 +44,7 @@ class TrainConfig:
     epochs: int = 1200
     batch_size: int = 16
     lr: float = 0.007
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
@@ -274,8 +275,13 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         ddp = model
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":  # the paper's
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+    elif config.optimizer == "adamw":  # escapes the constant-map plateau faster from scratch (docTR-style)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        raise DBNetError(f"unknown optimizer {config.optimizer!r} (sgd or adamw)")
     amp_dtype = None
     if config.amp and device.type == "cuda":
         amp_dtype = torch.float16
