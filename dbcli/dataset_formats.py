@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbcli.datasets import Sample, _list_images, parse_icdar_gt, read_text_lines
+from dbcli.datasets import Sample, _list_images, leading_numbers, parse_icdar_gt, read_text_lines
 from dbcli.errors import DBNetError
 
 
@@ -254,12 +254,7 @@ def parse_ctw1500_gt(path: Path) -> tuple[list[np.ndarray], list[bool]]:
             coords = _numbers(coords_text, path, lineno, "coordinate")
         else:
             fields = s.split(",")
-            coords = []
-            for f in fields:
-                try:
-                    coords.append(float(f))
-                except ValueError:
-                    break
+            coords = leading_numbers(fields)
             rest = fields[len(coords):]
             if len(coords) == 32 and not rest:  # bbox + 14 offset points
                 xmin, ymin = coords[0], coords[1]

@@ -36,6 +36,17 @@ def read_text_lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
+def leading_numbers(fields: list[str]) -> list[float]:
+    """The numeric fields at the start of a split line, up to the first non-number."""
+    numbers = []
+    for f in fields:
+        try:
+            numbers.append(float(f))
+        except ValueError:
+            break
+    return numbers
+
+
 def parse_icdar_gt(path: Path, num_coords: int | None = 8) -> tuple[list[np.ndarray], list[bool]]:
     """ICDAR-style lines ``x1,y1,...,xn,yn,transcription`` (transcription may contain commas).
 
@@ -48,12 +59,7 @@ def parse_icdar_gt(path: Path, num_coords: int | None = 8) -> tuple[list[np.ndar
             continue
         fields = line.split(",")
         if num_coords is None:
-            coords = []
-            for f in fields:
-                try:
-                    coords.append(float(f))
-                except ValueError:
-                    break
+            coords = leading_numbers(fields)
             n = len(coords) - len(coords) % 2
             coords, rest = coords[:n], fields[n:]
         else:
