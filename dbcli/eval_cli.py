@@ -134,16 +134,24 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
         return report
 
     from dbcli.evaluate import evaluate_model, sweep_model
-    from dbcli.inference import TorchBackend
-    from dbcli.weights import load_weights
 
-    weights = load_weights(weights_path)
-    overlap = _overlap_warning(weights, dataset, split, holdout_from_train, seed)
-    if overlap:
-        warn(overlap)
+    if weights_path is not None and Path(weights_path).suffix.lower() == ".onnx":
+        from dbcli.onnx_backend import OnnxBackend  # torch-free, usually faster on CPU
+
+        backend = OnnxBackend(weights_path, device or "auto")
+        weights = {"path": str(weights_path), "model": backend.model_config,
+                   "postprocess": backend.postprocess, "short_side": backend.short_side}
+    else:
+        from dbcli.inference import TorchBackend
+        from dbcli.weights import load_weights
+
+        weights = load_weights(weights_path)
+        overlap = _overlap_warning(weights, dataset, split, holdout_from_train, seed)
+        if overlap:
+            warn(overlap)
+        backend = TorchBackend(weights, device or "auto")
     post = post_config(weights, dataset, thresh, box_thresh, unclip_ratio, polygon)
     short_side = short_side or int(weights.get("short_side") or 736)
-    backend = TorchBackend(weights, device or "auto")
     batch_size = batch_size or 1
     settings_line = (f"weights {weights['path']} ({weights['model'].get('arch')}) on {backend.device}; "
                      f"short side {short_side}" + (f", max side {max_side}" if max_side else "") +
