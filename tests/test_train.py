@@ -161,3 +161,21 @@ def test_nan_loss_is_skipped_then_stops(dataset, tmp_path, monkeypatch):
     final = load_weights(tmp_path / "nan" / "weights.pt")["state_dict"]
     params = {name for name, _ in DBNet(ModelConfig(config.arch)).named_parameters()}
     assert all(torch.equal(final[k], initial[k].half()) for k in params)
+
+
+def test_torchrun_two_processes(dataset, tmp_path):
+    """DDP on CPU (gloo) under torchrun: both ranks train, rank 0 writes the run folder."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "dbcli.cli", "train", "--dataset", "custom", "--data-root", str(dataset), "--out", str(out),
+         "--crop-size", "64", "--batch-size", "1", "--workers", "0", "--epochs", "1", "--val-fraction", "0",
+         "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "batch 1 x 2" in (out / "train.log").read_text()  # two processes shared each step
+    assert load_weights(out / "weights.pt")["train"]["steps"] >= 1
