@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from dbcli.imaging import prepare
-from dbcli.postprocess import Detection, PostConfig, boxes_from_prob_map
+from dbcli.postprocess import PostConfig, boxes_from_prob_map
 
 ProbFn = Callable[[np.ndarray], np.ndarray]
 
@@ -81,7 +81,3 @@ class TorchBackend:
         with torch.inference_mode():
             out = self.model(torch.from_numpy(batch).to(self.device), with_thresh=True)
             return out["prob"][:, 0].float().cpu().numpy(), out["thresh"][:, 0].float().cpu().numpy()
-
-
-def detections_to_polygons(detections: list[Detection]) -> list[np.ndarray]:
-    return [d.points for d in detections]
