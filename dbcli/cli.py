@@ -56,11 +56,13 @@ def train(
     val_fraction: float = typer.Option(0.1, help="Share of training images held out for validation."),
     val_every: int = typer.Option(10, help="Validate every N epochs."),
     val_limit: int = typer.Option(0, help="Validate on at most N held-out images (0: all)."),
+    val_short_side: int = typer.Option(736, help="Validation test scale: shorter side in pixels."),
     resume: Optional[Path] = typer.Option(None, help="Run folder or checkpoint to continue exactly."),
     pretrained_backbone: Optional[Path] = typer.Option(None, help="torchvision ImageNet ResNet state dict."),
     cache_images: bool = typer.Option(True, help="Decode all images once and keep them in memory."),
     max_steps: int = typer.Option(0, help="Stop after N optimizer steps in this run (0: no limit)."),
-    time_limit: float = typer.Option(0.0, help="Stop with a checkpoint after N minutes (0: no limit)."),
+    time_limit: float = typer.Option(0.0, help="Stop with a checkpoint once the run has trained N minutes, "
+                                     "earlier sessions of a resumed run included (0: no limit)."),
     time_schedule: bool = typer.Option(False, help="With --time-limit: the poly lr decay ends at the time "
                                        "limit instead of the last epoch (for compute-budgeted runs)."),
     box_thresh: float = typer.Option(0.6, help="Post-processing box threshold used for validation."),
@@ -74,6 +76,7 @@ def train(
                          batch_size=batch_size, lr=lr, optimizer=optimizer, crop_size=crop_size, scale_min=scale_min,
                          scale_max=scale_max, workers=workers, seed=seed, device=device, amp=amp,
                          val_fraction=val_fraction, val_every=val_every, val_limit=val_limit,
+                         val_short_side=val_short_side,
                          resume=str(resume) if resume else None,
                          pretrained_backbone=str(pretrained_backbone) if pretrained_backbone else None,
                          cache_images=cache_images, max_steps=max_steps, time_limit=time_limit,
@@ -187,8 +190,9 @@ def _polygon_opt():
 
 
 def _batch_opt():
-    return typer.Option(4, "--batch-size", "-b", min=1,
-                        help="Images per forward pass (images of the same input size are batched).")
+    return typer.Option(None, "--batch-size", "-b", min=1, show_default=False,
+                        help="Images per forward pass (images of the same input size are batched). "
+                             "Default: 8 on CUDA, 1 on a CPU (larger batches are slower there).")
 
 
 def _no_exif_opt():
@@ -227,7 +231,7 @@ def detect(
     box_thresh: Optional[float] = _box_thresh_opt(),
     unclip_ratio: Optional[float] = _unclip_opt(),
     polygon: Optional[bool] = _polygon_opt(),
-    batch_size: int = _batch_opt(),
+    batch_size: Optional[int] = _batch_opt(),
     no_exif: bool = _no_exif_opt(),
 ) -> None:
     """Detect text in images and write polygons in original-image pixel coordinates.
@@ -275,7 +279,7 @@ def visualize(
     box_thresh: Optional[float] = _box_thresh_opt(),
     unclip_ratio: Optional[float] = _unclip_opt(),
     polygon: Optional[bool] = _polygon_opt(),
-    batch_size: int = _batch_opt(),
+    batch_size: Optional[int] = _batch_opt(),
     no_exif: bool = _no_exif_opt(),
 ) -> None:
     """Draw detected polygons with their scores over each image and save PNGs.
@@ -290,7 +294,7 @@ def visualize(
             model, settings = _load(weights, backend, device, short_side, max_side, thresh, box_thresh,
                                     unclip_ratio, polygon, batch_size, no_exif)
         else:
-            model, settings = None, Settings(batch_size=batch_size, exif=not no_exif)
+            model, settings = None, Settings(batch_size=batch_size or 1, exif=not no_exif)
         summary = run_visualize(inputs, out, pred, maps, model, settings)
     except DBNetError as exc:
         fail(str(exc))

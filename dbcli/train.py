@@ -66,7 +66,7 @@ class TrainConfig:
     pretrained_backbone: str | None = None
     cache_images: bool = True
     max_steps: int = 0  # stop after this many optimizer steps in this run (0: no limit)
-    time_limit: float = 0.0  # stop (with a checkpoint) after this many minutes (0: no limit)
+    time_limit: float = 0.0  # stop (with a checkpoint) after this many minutes of training in all (0: no limit)
     time_schedule: bool = False  # poly decay reaches its end at the time limit (budgeted runs)
     loss: dict = field(default_factory=lambda: asdict(LossConfig()))
     post: dict = field(default_factory=lambda: asdict(PostConfig(box_thresh=0.6)))
@@ -103,14 +103,29 @@ class TrainDataset(Dataset):
     def __init__(self, samples: list[Sample], augment_config: AugmentConfig, seed: int,
                  images: list[np.ndarray] | None = None):
         self.samples, self.augment_config, self.seed, self.images = samples, augment_config, seed, images
+        self.reported: set = set()  # undecodable images already warned about (per worker process)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _load(self, index: int) -> tuple[Sample, np.ndarray]:
+        """The sample and its decoded image. Without the in-memory cache an image that turns out to be
+        undecodable is reported (once per worker) and the next decodable one trains in its place."""
+        if self.images is not None:
+            return self.samples[index], self.images[index]
+        for offset in range(len(self.samples)):
+            sample = self.samples[(index + offset) % len(self.samples)]
+            try:
+                return sample, read_image(sample.image_path, sample.exif)
+            except DBNetError as exc:
+                if sample.image_path not in self.reported:
+                    self.reported.add(sample.image_path)
+                    print(f"warning: {exc} (training on another image in its place)", file=sys.stderr)
+        raise DBNetError("none of the training images can be decoded")
+
     def __getitem__(self, key: int) -> dict[str, np.ndarray]:
         epoch, index = divmod(key, len(self.samples))
-        sample = self.samples[index]
-        image = self.images[index] if self.images is not None else read_image(sample.image_path, sample.exif)
+        sample, image = self._load(index)
         rng = np.random.default_rng([self.seed, epoch, index])
         crop, polygons, ignore = augment(image, sample.polygons, sample.ignore, rng, self.augment_config)
         size = self.augment_config.crop_size
@@ -178,7 +193,11 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
             return model(x)["prob"][:, 0].float().cpu().numpy()
 
     for i, s in enumerate(samples):
-        image = images[i] if images is not None else read_image(s.image_path, s.exif)
+        try:
+            image = images[i] if images is not None else read_image(s.image_path, s.exif)
+        except DBNetError as exc:  # (only without the in-memory cache, which skips them up front)
+            print(f"warning: validation skips {exc}", file=sys.stderr)
+            continue
         dets = detect_batch(prob_fn, [image], short_side, None, post)[0]
         results.append(evaluate_image(s.polygons, s.ignore, [d.points for d in dets]))
     model.train()
@@ -294,6 +313,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     steps_per_epoch = len(loader)
     total_steps = config.epochs * steps_per_epoch
     start_epoch, step, best_hmean, bad_steps, lr = 0, 0, -1.0, 0, config.lr
+    trained_before_s = 0.0  # training wall time of the earlier sessions of this run (--resume)
     skip_batches = 0  # batches of start_epoch already trained on (a run stopped mid-epoch)
     if resume_state is not None:
         model.load_state_dict(resume_state["model_state"])
@@ -302,6 +322,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
         start_epoch, step = resume_state["epoch"], resume_state["step"]
         skip_batches = resume_state.get("epoch_batches", 0)
         best_hmean = resume_state.get("best_hmean", -1.0)
+        trained_before_s = float(resume_state.get("train_seconds", 0.0))
         _set_rng_state(resume_state["rng"])
         log(f"resumed from {config.resume} at epoch {start_epoch}, step {step}"
             + (f" ({skip_batches} batches into the epoch)" if skip_batches else ""))
@@ -316,7 +337,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     def checkpoint(path: Path, epoch: int, metrics: dict | None = None, epoch_batches: int = 0) -> None:
         state = {"config": asdict(config), "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best_hmean": best_hmean,
-                 "epoch_batches": epoch_batches,
+                 "epoch_batches": epoch_batches, "train_seconds": time.time() - started,
                  "rng": _rng_state(),
                  "weights": make_weights(model, half=False, postprocess=asdict(post),
                                          short_side=config.val_short_side,
@@ -326,7 +347,8 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
         atomic_torch_save(state, path)
 
     metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
-    started = time.time()
+    # The run's clock: --time-limit and --time-schedule count the earlier sessions of a resumed run too.
+    started = time.time() - trained_before_s
     stop_reason = None
     last_val: dict = {}
     progress = _make_progress(console)

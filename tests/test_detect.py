@@ -130,6 +130,10 @@ def test_settings_resolution_order():
     s = resolve_settings(model, short_side=640, box_thresh=0.5, polygon=True)
     assert (s.post.thresh, s.post.box_thresh, s.post.polygon, s.short_side) == (0.25, 0.5, True, 640)
     assert resolve_settings(Model(lambda b: b, {}, {}, None)).short_side == 736
+    # batch size: 1 on a CPU, 8 on CUDA, unless given
+    assert resolve_settings(Model(lambda b: b, {"device": "cpu"}, {}, None)).batch_size == 1
+    assert resolve_settings(Model(lambda b: b, {"device": "cuda:0"}, {}, None)).batch_size == 8
+    assert resolve_settings(Model(lambda b: b, {"device": "cuda"}, {}, None), batch_size=3).batch_size == 3
     from dbcli.errors import DBNetError
 
     for bad in ({"thresh": 1.5}, {"batch_size": 0}, {"short_side": 8}, {"unclip_ratio": 0.0}):

@@ -179,3 +179,43 @@ def test_torchrun_two_processes(dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "batch 1 x 2" in (out / "train.log").read_text()  # two processes shared each step
     assert load_weights(out / "weights.pt")["train"]["steps"] >= 1
+
+
+def test_resumed_run_keeps_its_clock(dataset, tmp_path):
+    """--time-limit / --time-schedule count the earlier sessions of a resumed run: a run that already
+    trained 10 minutes stops after one more step under a 5-minute limit, and under a 20-minute
+    schedule resumes halfway down the poly decay."""
+    run = tmp_path / "run"
+    train(small_config(dataset, run, epochs=4, max_steps=1))
+    state = _state(run / "latest.pt")
+    assert 0 < state["train_seconds"] < 600
+    state["train_seconds"] = 600.0  # as if the first session had taken 10 minutes
+    torch.save(state, run / "latest.pt")
+
+    train(TrainConfig(resume=str(run), workers=0, device="cpu", time_limit=5.0))
+    assert _state(run / "latest.pt")["step"] == 2
+    assert "--time-limit 5.0 min reached" in (run / "train.log").read_text()
+
+    train(TrainConfig(resume=str(run), workers=0, device="cpu", time_limit=20.0, time_schedule=True,
+                      max_steps=1))
+    resumed = _state(run / "latest.pt")
+    assert resumed["step"] == 3 and resumed["train_seconds"] > 600
+    lr = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    lr0 = small_config(dataset, run).lr
+    assert lr <= lr0 * 0.5 ** 0.9 + 1e-12  # at least half of the 20-minute budget was already spent
+    assert lr > 0.0
+
+
+def test_undecodable_image_without_cache_is_replaced(dataset, tmp_path, capsys):
+    """--no-cache-images decodes in the loader: a corrupt image is reported by name and another image
+    trains in its place, instead of a worker traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in dataset.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    (data / "s1.png").write_bytes(b"not a png at all")
+    run = tmp_path / "run"
+    train(small_config(data, run, epochs=1, batch_size=1, cache_images=False, val_fraction=0.0))
+    assert _state(run / "latest.pt")["epoch"] == 1
+    err = capsys.readouterr().err
+    assert "s1.png" in err and "another image in its place" in err
