@@ -55,16 +55,22 @@ def train(
     amp: bool = typer.Option(True, help="Mixed precision (fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX)."),
     val_fraction: float = typer.Option(0.1, help="Share of training images held out for validation."),
     val_every: int = typer.Option(10, help="Validate every N epochs."),
-    val_limit: int = typer.Option(0, help="Validate on at most N held-out images (0: all)."),
+    val_limit: Optional[int] = typer.Option(None, show_default=False,
+                                            help="Validate on at most N held-out images (default: all; "
+                                                 "with --resume: the run's)."),
     val_short_side: int = typer.Option(736, help="Validation test scale: shorter side in pixels."),
     resume: Optional[Path] = typer.Option(None, help="Run folder or checkpoint to continue exactly."),
     pretrained_backbone: Optional[Path] = typer.Option(None, help="torchvision ImageNet ResNet state dict."),
     cache_images: bool = typer.Option(True, help="Decode all images once and keep them in memory."),
     max_steps: int = typer.Option(0, help="Stop after N optimizer steps in this run (0: no limit)."),
-    time_limit: float = typer.Option(0.0, help="Stop with a checkpoint once the run has trained N minutes, "
-                                     "earlier sessions of a resumed run included (0: no limit)."),
-    time_schedule: bool = typer.Option(False, help="With --time-limit: the poly lr decay ends at the time "
-                                       "limit instead of the last epoch (for compute-budgeted runs)."),
+    time_limit: Optional[float] = typer.Option(None, show_default=False,
+                                               help="Stop with a checkpoint once the run has trained N minutes, "
+                                                    "earlier sessions of a resumed run included (default: no "
+                                                    "limit; with --resume: the run's)."),
+    time_schedule: Optional[bool] = typer.Option(None, "--time-schedule/--no-time-schedule", show_default=False,
+                                                 help="With --time-limit: the poly lr decay ends at the time "
+                                                      "limit instead of the last epoch (for compute-budgeted "
+                                                      "runs). Default: off; with --resume: the run's."),
     box_thresh: float = typer.Option(0.6, help="Post-processing box threshold used for validation."),
 ) -> None:
     """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""

@@ -14,7 +14,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ class TrainConfig:
     amp: bool = True
     val_fraction: float = 0.1  # held out of the training split for validation / threshold picking
     val_every: int = 10  # epochs
-    val_limit: int = 0  # at most this many validation images (0: all)
+    val_limit: int | None = None  # at most this many validation images (None: 0 = all, or a resumed run's)
     val_short_side: int = 736
     save_every: int = 1  # epochs between latest-checkpoint writes
     log_every: int = 10  # steps between plain log lines
@@ -66,8 +66,11 @@ class TrainConfig:
     pretrained_backbone: str | None = None
     cache_images: bool = True
     max_steps: int = 0  # stop after this many optimizer steps in this run (0: no limit)
-    time_limit: float = 0.0  # stop (with a checkpoint) after this many minutes of training in all (0: no limit)
-    time_schedule: bool = False  # poly decay reaches its end at the time limit (budgeted runs)
+    # Budget: stop (with a checkpoint) after this many minutes of training in all, earlier sessions of
+    # a resumed run included (0: no limit); with time_schedule the poly decay ends at that limit.
+    # None: 0 / False for a new run, the run's own values for --resume.
+    time_limit: float | None = None
+    time_schedule: bool | None = None
     loss: dict = field(default_factory=lambda: asdict(LossConfig()))
     post: dict = field(default_factory=lambda: asdict(PostConfig(box_thresh=0.6)))
 
@@ -241,12 +244,14 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
             raise DBNetError(f"{resume_path}: no checkpoint to resume from")
         resume_state = torch.load(resume_path, map_location="cpu", weights_only=False)
         saved = TrainConfig(**resume_state["config"])
-        # Continue exactly: the saved recipe wins, except what only steers this process.
+        # Continue exactly: the saved recipe (and budget) wins, except what this process is told.
         keep = {"resume", "device", "workers", "max_steps", "time_limit", "time_schedule", "val_limit",
                 "data_root"}
         config = TrainConfig(**{k: (getattr(config, k) if k in keep and getattr(config, k) is not None else v)
                                 for k, v in asdict(saved).items()})
         config.out = str(resume_path.parent)
+    config = replace(config, val_limit=config.val_limit or 0, time_limit=config.time_limit or 0.0,
+                     time_schedule=bool(config.time_schedule))
 
     out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
     if is_main:

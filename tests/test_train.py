@@ -194,12 +194,17 @@ def test_resumed_run_keeps_its_clock(dataset, tmp_path):
 
     train(TrainConfig(resume=str(run), workers=0, device="cpu", time_limit=5.0))
     assert _state(run / "latest.pt")["step"] == 2
-    assert "--time-limit 5.0 min reached" in (run / "train.log").read_text()
+    assert "--time-limit 5.0 min reached" in (run / "train.log").read_text().splitlines()[-2]
+    # a resume that does not repeat the budget keeps the run's (5 minutes, already spent)
+    train(TrainConfig(resume=str(run), workers=0, device="cpu"))
+    assert _state(run / "latest.pt")["step"] == 3
+    assert "--time-limit 5.0 min reached" in (run / "train.log").read_text().splitlines()[-2]
 
     train(TrainConfig(resume=str(run), workers=0, device="cpu", time_limit=20.0, time_schedule=True,
                       max_steps=1))
     resumed = _state(run / "latest.pt")
-    assert resumed["step"] == 3 and resumed["train_seconds"] > 600
+    assert resumed["step"] == 4 and resumed["train_seconds"] > 600
+    assert resumed["config"]["time_limit"] == 20.0 and resumed["config"]["time_schedule"] is True
     lr = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     lr0 = small_config(dataset, run).lr
     assert lr <= lr0 * 0.5 ** 0.9 + 1e-12  # at least half of the 20-minute budget was already spent
