@@ -14,6 +14,9 @@ Contenders, timed interleaved in the same run (median of ``--repeats`` passes ov
 The maps are distinct (20 x 3.7 MB: mostly out of cache, the harder case); the "cache-hot" rows run
 the first map over and over, as post-processing right after the network that wrote the map.
 Targets (issue 6): dbcli under 3 ms per map in box mode and at least 3x faster than the reference.
+
+A second table splits dbcli's box path into its stages: each stage runs alone over the inputs the
+previous stages produced for the same maps (so each row is that stage's own cost, not a profile).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from bench import synthetic
 from bench.common import header, interleaved, median, print_table, spread
 from bench.reference import ref_boxes_from_prob_map
-from dbcli.postprocess import PostConfig, boxes_from_prob_map
+from dbcli.postprocess import PostConfig, _corners, _int_region_score, _unclip_quad, boxes_from_prob_map
 
 W, H = 1280, 720  # original image size (the maps are at 736x1280, the network's input size)
 
@@ -96,7 +99,53 @@ def main(argv=None) -> int:
                  "the waits for a core).",
                  "dets/map differ between 'authors' and dbcli because the authors score the quad "
                  "(box) and use other polygon settings; the 'dbcli conventions' rows find the same ones."])
+    stage_table(maps, args.repeats)
     return 0
+
+
+def stage_table(maps: list[np.ndarray], repeats: int) -> None:
+    """Where dbcli's box-mode time goes: binarisation, contours, then each per-contour call."""
+    cfg = PostConfig()
+    bitmaps = [np.greater(m, cfg.thresh).view(np.uint8) for m in maps]
+    contours = [[c for c in cv2.findContours(b, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0] if len(c) >= 3]
+                for b in bitmaps]
+    sized = [[c for c in cs if min(cv2.minAreaRect(c)[1]) >= cfg.min_size] for cs in contours]
+    scored = [[c for c in cs if _int_region_score(m, c) >= cfg.box_thresh] for m, cs in zip(maps, sized)]
+    corners = [_corners(cv2.minAreaRect(c)) for cs in scored for c in cs]
+    expanded = [e for e in (_unclip_quad(c, cfg.unclip_ratio) for c in corners) if e is not None]
+    rects = [cv2.minAreaRect(e) for e in expanded]
+    n_maps, n_contours, n_boxes = len(maps), sum(map(len, contours)), len(corners)
+
+    def each(fn, items):  # results dropped at once, as in the pipeline (keeping 20 bitmaps alive
+        for item in items:  # would time fresh page mappings instead of the work)
+            fn(item)
+
+    stages = {
+        "binarise: np.greater (reads the whole map)": (lambda: each(lambda m: np.greater(m, cfg.thresh), maps),
+                                                       None),
+        "cv2.findContours": (lambda: each(lambda b: cv2.findContours(b, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE),
+                                          bitmaps), None),
+        "cv2.minAreaRect of each contour": (lambda: [cv2.minAreaRect(c) for cs in contours for c in cs], n_contours),
+        "score: fillPoly mask + cv2.mean": (lambda: [_int_region_score(m, c) for m, cs in zip(maps, sized)
+                                                     for c in cs], sum(map(len, sized))),
+        "corners of the rectangle (x2 per box)": (lambda: [_corners(r) for r in rects], n_boxes),
+        "unclip: pyclipper offset + its points": (lambda: [_unclip_quad(c, cfg.unclip_ratio) for c in corners],
+                                                  n_boxes),
+        "cv2.minAreaRect of the expanded points": (lambda: [cv2.minAreaRect(e) for e in expanded], n_boxes),
+        "the whole box path (boxes_from_prob_map)": (lambda: each(lambda m: boxes_from_prob_map(m, W, H, cfg),
+                                                                  maps), None),
+    }
+    times = interleaved({name: fn for name, (fn, _) in stages.items()}, repeats)
+    rows = []
+    for name, (_, calls) in stages.items():
+        t = median(times[name])
+        rows.append([name, f"{t / n_maps * 1e6:.0f}", f"{t / calls * 1e6:.1f}" if calls else "",
+                     str(calls) if calls else ""])
+    print_table(f"dbcli box path by stage ({n_maps} maps, {n_contours / n_maps:.1f} contours and "
+                f"{n_boxes / n_maps:.1f} boxes per map; median of {repeats} interleaved passes)",
+                ["stage", "us/map", "us/call", "calls"], rows,
+                ["Each stage runs alone on its inputs; the whole path also pays Python's loop, the size and "
+                 "score checks and building the Detection list."])
 
 
 if __name__ == "__main__":
