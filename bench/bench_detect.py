@@ -7,7 +7,8 @@ Inputs: ``--count`` synthetic 1280x720 JPEGs (bench/synthetic.py), or the first 
 of ``--images DIR``; network input at short side 736 (1280x720 -> 736x1312).
 
 Contenders (interleaved in the same run, median of ``--repeats`` passes over all images):
-- dbcli, torch backend and onnxruntime backend, batch 1 and 8: ``dbcli.detect.run_pipeline`` (what
+- dbcli, torch backend (fp32, and bf16 on CPUs with native bfloat16: ``--precision bf16``) and
+  onnxruntime backend, batch 1 and 8: ``dbcli.detect.run_pipeline`` (what
   ``dbnet detect`` runs: decoding in a thread pool overlapping the network, same-size batches,
   post-processing). The ONNX model is exported from the same weights (``dbcli.export``).
 - PP-OCRv4 det (``rapidocr-onnxruntime==1.4.4``): its ``ch_PP-OCRv4_det_infer.onnx`` through
@@ -291,11 +292,17 @@ def main(argv=None) -> int:
     ap.add_argument("--rapidocr", help="the unpacked rapidocr_onnxruntime package folder (or its det .onnx)")
     ap.add_argument("--fetch-rapidocr", action="store_true",
                     help=f"pip-download rapidocr-onnxruntime=={RAPIDOCR_VERSION} into {RAPIDOCR_CACHE} first")
+    ap.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
+                    help="also time the torch backend at --precision bf16 (auto: when the CPU has native "
+                         "bfloat16, AVX512-BF16 or AMX)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
     import torch
 
+    from dbcli.cpu import tune_malloc
+
+    tune_malloc()  # as `dbnet detect` does (dbcli/cli.py): the whole process, RapidOCR's rows too
     threads = torch.get_num_threads()
     header(f"end-to-end detect, decode -> polygons, short side {args.short_side}")
     if args.fetch_rapidocr:
@@ -311,6 +318,12 @@ def main(argv=None) -> int:
               f"({'from ' + args.images if args.images else 'synthetic'}, first {first.shape[1]}x{first.shape[0]}); "
               f"{threads} threads for torch and onnxruntime")
         models = load_backends(weights, onnx_path)
+        from dbcli.device import cpu_supports_bf16
+
+        if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_supports_bf16()):
+            from dbcli.detect import load_model
+
+            models["torch bf16"] = load_model(weights, "torch", device="cpu", precision="bf16")
         rapid_pkg, why = find_rapidocr(args.rapidocr)
         rapid = None
         if rapid_pkg is not None:
@@ -323,7 +336,7 @@ def main(argv=None) -> int:
             print(f"# skipping the PP-OCR row: {why}")
 
         contenders, counts = {}, {}
-        for backend in ("torch", "onnx"):
+        for backend in models:
             for b in args.batches:
                 name = f"dbcli {backend}, batch {b}"
                 contenders[name] = (lambda m=models[backend], b=b: run_dbcli(m, paths, args.short_side, b))
@@ -360,7 +373,7 @@ def breakdown(paths, models, rapid, args, threads) -> None:
         "decode: dbcli (PIL, EXIF, RGB)": lambda: [read_image(p) for p in paths],
         "resize + normalise: dbcli": lambda: [prepare(img, args.short_side) for img in images],
     }
-    for backend in ("torch", "onnx"):
+    for backend in models:
         fn = prob_fn_of(models[backend])
         for b in args.batches:
             batches = [np.stack(inputs[i:i + b]) for i in range(0, len(inputs) - b + 1, b)]

@@ -102,6 +102,7 @@ class Model:
     short_side: int | None = None
     maps_fn: MapsFn | None = None
     uses_torch: bool = False
+    note: str | None = None  # said once before the work starts (e.g. an emulated precision)
 
 
 def default_weights(backend: str) -> Path:
@@ -111,12 +112,17 @@ def default_weights(backend: str) -> Path:
     return path.with_suffix(".onnx") if backend == "onnx" else path
 
 
-def load_model(weights: str | Path | None = None, backend: str | None = None, device: str = "auto") -> Model:
-    """``backend`` None: ``onnx`` for a ``.onnx`` weights file, else ``torch``."""
+def load_model(weights: str | Path | None = None, backend: str | None = None, device: str = "auto",
+               precision: str = "fp32") -> Model:
+    """``backend`` None: ``onnx`` for a ``.onnx`` weights file, else ``torch``. ``precision`` (torch
+    backend): fp32, bf16 or fp16 (see ``inference.TorchBackend``)."""
     if backend is None:
         backend = "onnx" if weights is not None and Path(weights).suffix.lower() == ".onnx" else "torch"
     backend = backend.lower()
+    precision = (precision or "fp32").lower()
     if backend == "onnx":
+        if precision != "fp32":
+            raise DBNetError(f"--precision {precision} needs the torch backend (the ONNX model runs in fp32)")
         from dbcli.onnx_backend import OnnxBackend
 
         path = Path(weights) if weights is not None else default_weights(backend)
@@ -124,17 +130,19 @@ def load_model(weights: str | Path | None = None, backend: str | None = None, de
             raise DBNetError(f"{path}: a PyTorch weights file; export it first "
                              f"(dbnet export --weights {path} --format onnx --out model.onnx)")
         runner = OnnxBackend(path, device)
-        info = {"weights": str(path), "backend": "onnx", "device": runner.device, **runner.model_config}
+        info = {"weights": str(path), "backend": "onnx", "device": runner.device, "dtype": "fp32",
+                **runner.model_config}
         return Model(runner, info, runner.postprocess, runner.short_side)
     if backend == "torch":
         from dbcli.inference import TorchBackend
         from dbcli.weights import load_weights
 
         data = load_weights(weights)
-        runner = TorchBackend(data, device)
-        info = {"weights": data["path"], "backend": "torch", "device": str(runner.device), **data["model"]}
+        runner = TorchBackend(data, device, precision)
+        info = {"weights": data["path"], "backend": "torch", "device": str(runner.device),
+                "dtype": runner.precision, **data["model"]}
         return Model(runner, info, data.get("postprocess") or {}, data.get("short_side"),
-                     maps_fn=runner.thresh_maps, uses_torch=True)
+                     maps_fn=runner.thresh_maps, uses_torch=True, note=runner.note)
     raise DBNetError(f"unknown backend {backend!r} (torch or onnx)")
 
 
@@ -520,7 +528,7 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
         writer = make_writer(out, fmt, out_console) if size == 1 else None
     except OSError as exc:
         raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    for problem in problems if lead else []:
+    for problem in ([model.note] if model.note else []) + problems if lead else []:
         warn(console, problem)
     try:
         bar = _progress(console if lead and progress else Console(quiet=True), len(mine))

@@ -1,4 +1,4 @@
-"""Device choice and distributed (torchrun) helpers."""
+"""Device choice, inference precision and distributed (torchrun) helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from dbcli.cpu import cpu_supports_bf16
 from dbcli.errors import DBNetError
 
 
@@ -21,6 +22,31 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise DBNetError(f"unknown device {name!r} (auto, cpu, cuda or cuda:N)")
     return torch.device(name)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> tuple[torch.dtype | None, str | None]:
+    """``(dtype for torch.autocast or None for fp32, a note for the user or None)`` for inference at
+    ``precision`` (fp32, bf16 or fp16) on ``device``. Raises ``DBNetError`` for a precision the
+    device cannot run: fp16 needs CUDA."""
+    precision = precision.lower()
+    if precision not in PRECISIONS:
+        raise DBNetError(f"unknown --precision {precision!r} ({', '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return None, None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise DBNetError("--precision fp16 runs on CUDA only; on a CPU use bf16")
+        return torch.float16, None
+    note = None
+    if device.type == "cpu" and not cpu_supports_bf16():
+        note = ("--precision bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so bf16 is "
+                "emulated and slower than fp32")
+    elif device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DBNetError("--precision bf16: this GPU has no bfloat16 support; use fp16")
+    return torch.bfloat16, note
 
 
 def world() -> tuple[int, int]:

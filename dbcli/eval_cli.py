@@ -90,8 +90,8 @@ def _overlap_warning(weights: dict, dataset: str, split: str | None, holdout: fl
 
 
 def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side, thresh, box_thresh,
-        unclip_ratio, polygon, device, batch_size, limit, holdout_from_train, seed, sweep, sweep_thresh,
-        sweep_box_thresh, allow_test_sweep, json_path) -> dict:
+        unclip_ratio, polygon, device, precision, batch_size, limit, holdout_from_train, seed, sweep,
+        sweep_thresh, sweep_box_thresh, allow_test_sweep, json_path) -> dict:
     from rich.console import Console
 
     out = Console(highlight=False)
@@ -103,7 +103,8 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
     if pred is not None:
         model_only = {"--weights": weights_path, "--short-side": short_side, "--max-side": max_side,
                       "--thresh": thresh, "--unclip-ratio": unclip_ratio, "--polygon/--box": polygon,
-                      "--device": device, "--batch-size": batch_size, "--sweep": sweep or None}
+                      "--device": device, "--precision": precision, "--batch-size": batch_size,
+                      "--sweep": sweep or None}
         given = [name for name, value in model_only.items() if value is not None]
         if given:
             raise DBNetError(f"--pred scores a predictions file without a model; {', '.join(given)} "
@@ -135,9 +136,12 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
 
     from dbcli.evaluate import evaluate_model, sweep_model
 
+    precision = (precision or "fp32").lower()
     if weights_path is not None and Path(weights_path).suffix.lower() == ".onnx":
         from dbcli.onnx_backend import OnnxBackend  # torch-free, usually faster on CPU
 
+        if precision != "fp32":
+            raise DBNetError(f"--precision {precision} needs the torch backend (the ONNX model runs in fp32)")
         backend = OnnxBackend(weights_path, device or "auto")
         weights = {"path": str(weights_path), "model": backend.model_config,
                    "postprocess": backend.postprocess, "short_side": backend.short_side}
@@ -149,11 +153,14 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
         overlap = _overlap_warning(weights, dataset, split, holdout_from_train, seed)
         if overlap:
             warn(overlap)
-        backend = TorchBackend(weights, device or "auto")
+        backend = TorchBackend(weights, device or "auto", precision)
+        if backend.note:
+            warn(backend.note)
     post = post_config(weights, dataset, thresh, box_thresh, unclip_ratio, polygon)
     short_side = short_side or int(weights.get("short_side") or 736)
     batch_size = batch_size or 1
-    settings_line = (f"weights {weights['path']} ({weights['model'].get('arch')}) on {backend.device}; "
+    settings_line = (f"weights {weights['path']} ({weights['model'].get('arch')}) on {backend.device}"
+                     f"{'' if precision == 'fp32' else ', ' + precision}; "
                      f"short side {short_side}" + (f", max side {max_side}" if max_side else "") +
                      f"; {'polygons' if post.polygon else 'boxes'}, unclip {post.unclip_ratio:g}")
 
@@ -170,7 +177,8 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
         else:
             result = evaluate_model(samples, backend, short_side, max_side, post, batch_size, warn, advance)
 
-    common = {"dataset": dataset, "split": description, "weights": weights["path"], "device": str(backend.device)}
+    common = {"dataset": dataset, "split": description, "weights": weights["path"], "device": str(backend.device),
+              "dtype": precision}
     if sweep:
         report = {**common, "sweep": result.to_dict()}
         _print_sweep(out, f"{header}; {settings_line}", result)

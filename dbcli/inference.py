@@ -45,31 +45,38 @@ def detect_batch(prob_fn: ProbFn, images: Sequence[np.ndarray], short_side: int 
 
 
 class TorchBackend:
-    """PyTorch model as a ``prob_fn``; fp16 autocast on CUDA when ``half``. ``fold_bn`` folds each
+    """PyTorch model as a ``prob_fn``. ``precision``: fp32, or autocast to bf16 (CPUs with AVX512-BF16 /
+    AMX, and GPUs) or fp16 (CUDA); the maps are returned as float32 either way. ``fold_bn`` folds each
     BatchNorm into the conv before it (the same inference graph as ``dbnet export``; equal to the
-    unfolded model within float rounding, and faster)."""
+    unfolded model within float rounding, and faster). ``note``: a remark for the user (a precision
+    that this machine only emulates), or None."""
 
-    def __init__(self, weights: dict, device: str = "auto", half: bool = False, fold_bn: bool = True):
+    def __init__(self, weights: dict, device: str = "auto", precision: str = "fp32", fold_bn: bool = True):
         import torch
 
-        from dbcli.device import pick_device
+        from dbcli.device import autocast_dtype, pick_device
         from dbcli.weights import build_model
 
         self.torch = torch
         self.device = pick_device(device)
+        self.autocast_dtype, self.note = autocast_dtype(precision, self.device)
+        self.precision = precision.lower()
         self.model = build_model(weights, self.device)
         if fold_bn:
             from dbcli.export import fold_batchnorm
 
             fold_batchnorm(self.model)
-        self.half = half and self.device.type == "cuda"
         # Channels-last is faster on CUDA and on CPU (oneDNN): ~1.6x on this project's 2-core CPU,
         # same outputs to ~1e-7.
         self.model = self.model.to(memory_format=torch.channels_last)
 
+    def _autocast(self):
+        return self.torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                   enabled=self.autocast_dtype is not None)
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+        with torch.inference_mode(), self._autocast():
             x = torch.from_numpy(batch).to(self.device, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)
             prob = self.model(x)["prob"][:, 0]
@@ -78,6 +85,7 @@ class TorchBackend:
     def thresh_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(prob, thresh) maps ``(N, H, W)`` each, for visualisation."""
         torch = self.torch
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(batch).to(self.device), with_thresh=True)
+        with torch.inference_mode(), self._autocast():
+            x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
+            out = self.model(x, with_thresh=True)
             return out["prob"][:, 0].float().cpu().numpy(), out["thresh"][:, 0].float().cpu().numpy()

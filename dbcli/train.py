@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dbcli.augment import AugmentConfig, augment
 from dbcli.datasets import Sample, load_samples, split_holdout
+from dbcli.cpu import cpu_supports_bf16, tune_malloc
 from dbcli.device import init_distributed, pick_device, world
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_torch_save
@@ -141,29 +142,6 @@ def poly_lr(base_lr: float, progress: float, power: float) -> float:
     """Poly decay on training progress in [0, 1] (the authors step it per epoch; we step it per
     iteration, which is smoother): lr = base_lr * (1 - progress) ** power."""
     return base_lr * max(0.0, 1.0 - progress) ** power
-
-
-def cpu_supports_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def tune_malloc() -> None:
-    """Keep freed large blocks in glibc's heap instead of returning them to the OS: CPU training
-    otherwise spends much of its time in page faults re-mapping the same activation buffers."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD (max allowed is 32 MiB on 64-bit; clamps)
-    except (OSError, AttributeError):
-        pass
 
 
 def decode_all(samples: list[Sample], log) -> tuple[list[Sample], list[np.ndarray]]:

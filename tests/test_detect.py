@@ -365,6 +365,75 @@ def test_torch_and_onnx_backends_agree(model_files, tmp_path):
         assert total >= 15
 
 
+def _assert_close_detections(a, b, max_dp: float, max_dscore: float) -> int:
+    total = 0
+    for x, y in zip(a, b, strict=True):
+        assert len(x.detections) == len(y.detections) >= 3, (x.file, len(x.detections), len(y.detections))
+        for dx, dy in zip(x.detections, y.detections):
+            assert dx.points.shape == dy.points.shape
+            assert np.abs(dx.points - dy.points).max() < max_dp
+            assert abs(dx.score - dy.score) < max_dscore
+        total += len(x.detections)
+    return total
+
+
+def test_bf16_precision_is_close_to_fp32(model_files, tmp_path):
+    """--precision bf16 (autocast on the CPU): the same regions, corners within 1 px and scores within
+    0.01 of fp32 (bf16 keeps 8 bits of mantissa: the maps move by ~1e-3, not the boxes)."""
+    paths = _parity_images(tmp_path)
+    fp32 = load_model(model_files["pt"], "torch", "cpu")
+    bf16 = load_model(model_files["pt"], "torch", "cpu", precision="bf16")
+    assert (fp32.info["dtype"], bf16.info["dtype"]) == ("fp32", "bf16")
+    batch = np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32)
+    p32, p16 = fp32.prob_fn(batch), bf16.prob_fn(batch)
+    assert p16.dtype == np.float32 and p16.shape == p32.shape
+    assert 0 < np.abs(p16 - p32).max() < 0.02  # it does run in bf16, and stays close
+    settings = resolve_settings(fp32, batch_size=2)
+    total = _assert_close_detections(list(run_pipeline(paths, fp32, settings)),
+                                     list(run_pipeline(paths, bf16, settings)), 1.0, 0.01)
+    assert total >= 15
+
+
+def test_precision_is_recorded_and_bad_requests_fail_cleanly(model_files, image_dir, tmp_path, monkeypatch):
+    out = tmp_path / "bf16.json"
+    result = invoke("detect", image_dir / "a.png", "--weights", model_files["pt"], "--device", "cpu",
+                    "--precision", "BF16", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["model"]["dtype"] == "bf16"
+    _, _, rects = expected()["a.png"]
+    assert match_rects(data["images"][0]["detections"], rects)
+    for args, words in [(["--precision", "fp16", "--device", "cpu"], "CUDA"),
+                        (["--precision", "int8"], "unknown --precision"),
+                        (["--precision", "bf16", "--weights", model_files["onnx"]], "torch backend")]:
+        weights = [] if "--weights" in args else ["--weights", model_files["pt"]]
+        result = invoke("detect", image_dir / "a.png", *weights, *args)
+        assert result.exit_code == 1 and words in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1  # one line, no traceback
+    # a CPU without native bfloat16 still runs bf16, and says that it is slower there
+    import dbcli.device
+
+    monkeypatch.setattr(dbcli.device, "cpu_supports_bf16", lambda: False)
+    result = invoke("detect", image_dir / "a.png", "--weights", model_files["pt"], "--device", "cpu",
+                    "--precision", "bf16", "--out", tmp_path / "emulated.json")
+    assert result.exit_code == 0 and "emulated" in result.stderr, result.stderr
+
+
+def test_fp16_on_cuda_is_close_to_fp32(model_files, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    paths = _parity_images(tmp_path)
+    fp32 = load_model(model_files["pt"], "torch", "cuda")
+    settings = resolve_settings(fp32, batch_size=4)
+    reference = list(run_pipeline(paths, fp32, settings))
+    for precision in ("fp16", "bf16"):
+        half = load_model(model_files["pt"], "torch", "cuda", precision=precision)
+        assert half.info["dtype"] == precision
+        assert _assert_close_detections(reference, list(run_pipeline(paths, half, settings)), 1.0, 0.01) >= 15
+
+
 def test_batching_does_not_change_results(model_files, tmp_path):
     paths = _parity_images(tmp_path)
     model = load_model(model_files["onnx"], "onnx", "cpu")

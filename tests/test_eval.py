@@ -228,6 +228,26 @@ def test_eval_with_weights_writes_json(tmp_path, random_weights):
     assert "precision" in result.output and "hmean" in result.output
 
 
+def test_eval_precision_bf16_is_recorded(tmp_path, random_weights):
+    records = [(f"im{i}.png", gray(64, 96), [rect(10, 10, 60, 30)], [False]) for i in range(2)]
+    write_custom(tmp_path, "test", records)
+    out = tmp_path / "eval.json"
+    base = ["eval", "--dataset", "custom", "--data-root", str(tmp_path), "--weights", str(random_weights),
+            "--device", "cpu"]
+    result = runner.invoke(app, base + ["--precision", "bf16", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["dtype"] == "bf16" and 0 <= report["precision"] <= 1  # the metric keeps its name
+    assert "bf16" in result.output
+    result = runner.invoke(app, base + ["--precision", "fp16"])
+    assert result.exit_code == 1 and "CUDA" in result.output
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"images": []}))
+    result = runner.invoke(app, ["eval", "--dataset", "custom", "--data-root", str(tmp_path), "--pred", str(pred),
+                                 "--precision", "bf16"])
+    assert result.exit_code == 1 and "--precision" in result.output
+
+
 def test_eval_sweep_refuses_test_split_and_uses_the_training_holdout(tmp_path, random_weights):
     records = [(f"t{i}.png", gray(64, 64), [rect(8, 8, 50, 24)], [False]) for i in range(4)]
     write_custom(tmp_path, "train", records)
