@@ -1,0 +1,52 @@
+"""The bench scripts still run (tiny inputs, one pass each) and print their tables. Their figures are
+read by people (bench/README.md), never asserted: speed is not tested here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(script: str, *args: str, tmp_path: Path) -> str:
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))  # no RapidOCR copy: its rows skip
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_bench_postprocess_runs(tmp_path):
+    out = run_bench("bench_postprocess.py", "--maps", "2", "--repeats", "1", tmp_path=tmp_path)
+    for row in ("box: dbcli", "box: reference, authors", "polygon: dbcli", "floor: binarize + findContours",
+                "target: box mode < 3 ms/map", "cv2.findContours", "the whole box path"):
+        assert row in out, row
+
+
+def test_bench_labels_runs(tmp_path):
+    out = run_bench("bench_labels.py", "--crops", "2", "--repeats", "1", tmp_path=tmp_path)
+    for row in ("quads: dbcli", "quads: reference", "curved: dbcli", "dbcli labels", "reference labels"):
+        assert row in out, row
+
+
+def test_bench_detect_runs(tmp_path):
+    out = run_bench("bench_detect.py", "--count", "1", "--batches", "1", "--repeats", "1", "--short-side", "64",
+                    "--bf16", "yes", tmp_path=tmp_path)
+    for row in ("dbcli torch, batch 1", "dbcli onnx, batch 1", "dbcli torch bf16, batch 1",
+                "skipping the PP-OCR row", "network: dbcli torch bf16, batch 1", "post-processing: dbcli"):
+        assert row in out, row
+
+
+def test_bench_cuda_runs_or_skips(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the full CUDA bench is too long for the test suite")
+    assert "skipped: no CUDA device" in run_bench("bench_cuda.py", tmp_path=tmp_path)
+    out = run_bench("bench_cuda.py", "--device", "cpu", "--repeats", "1", "--iters", "1", tmp_path=tmp_path)
+    assert "inference, network only, batch 1, fp32" in out and "training, batch 2" in out
