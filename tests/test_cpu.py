@@ -35,7 +35,7 @@ def test_tune_malloc_keeps_large_buffers_mapped():
     default, tuned = faults("default"), faults("tuned")
     # glibc maps a 64 MiB block fresh every time and faults it in again (16k 4-KiB pages each time, or
     # fewer where the kernel maps larger folios); tuned, the heap keeps the block and reuses it
-    assert default > 100
+    assert default > 50  # (5 x 32 with 2 MiB transparent huge pages)
     assert tuned < default / 20
 
 
