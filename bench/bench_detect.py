@@ -318,7 +318,7 @@ def main(argv=None) -> int:
               f"({'from ' + args.images if args.images else 'synthetic'}, first {first.shape[1]}x{first.shape[0]}); "
               f"{threads} threads for torch and onnxruntime")
         models = load_backends(weights, onnx_path)
-        from dbcli.device import cpu_supports_bf16
+        from dbcli.cpu import cpu_supports_bf16
 
         if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_supports_bf16()):
             from dbcli.detect import load_model

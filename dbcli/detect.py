@@ -112,6 +112,14 @@ def default_weights(backend: str) -> Path:
     return path.with_suffix(".onnx") if backend == "onnx" else path
 
 
+def onnx_precision(precision: str | None) -> str:
+    """The ONNX backend runs in fp32 only: ``"fp32"``, or ``DBNetError`` for any other ``--precision``."""
+    precision = (precision or "fp32").lower()
+    if precision != "fp32":
+        raise DBNetError(f"--precision {precision} needs the torch backend (the ONNX model runs in fp32)")
+    return precision
+
+
 def load_model(weights: str | Path | None = None, backend: str | None = None, device: str = "auto",
                precision: str = "fp32") -> Model:
     """``backend`` None: ``onnx`` for a ``.onnx`` weights file, else ``torch``. ``precision`` (torch
@@ -119,10 +127,8 @@ def load_model(weights: str | Path | None = None, backend: str | None = None, de
     if backend is None:
         backend = "onnx" if weights is not None and Path(weights).suffix.lower() == ".onnx" else "torch"
     backend = backend.lower()
-    precision = (precision or "fp32").lower()
     if backend == "onnx":
-        if precision != "fp32":
-            raise DBNetError(f"--precision {precision} needs the torch backend (the ONNX model runs in fp32)")
+        onnx_precision(precision)
         from dbcli.onnx_backend import OnnxBackend
 
         path = Path(weights) if weights is not None else default_weights(backend)
@@ -138,7 +144,7 @@ def load_model(weights: str | Path | None = None, backend: str | None = None, de
         from dbcli.weights import load_weights
 
         data = load_weights(weights)
-        runner = TorchBackend(data, device, precision)
+        runner = TorchBackend(data, device, precision or "fp32")
         info = {"weights": data["path"], "backend": "torch", "device": str(runner.device),
                 "dtype": runner.precision, **data["model"]}
         return Model(runner, info, data.get("postprocess") or {}, data.get("short_side"),

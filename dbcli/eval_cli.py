@@ -138,10 +138,10 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
 
     precision = (precision or "fp32").lower()
     if weights_path is not None and Path(weights_path).suffix.lower() == ".onnx":
+        from dbcli.detect import onnx_precision
         from dbcli.onnx_backend import OnnxBackend  # torch-free, usually faster on CPU
 
-        if precision != "fp32":
-            raise DBNetError(f"--precision {precision} needs the torch backend (the ONNX model runs in fp32)")
+        onnx_precision(precision)
         backend = OnnxBackend(weights_path, device or "auto")
         weights = {"path": str(weights_path), "model": backend.model_config,
                    "postprocess": backend.postprocess, "short_side": backend.short_side}

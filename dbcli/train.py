@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dbcli.augment import AugmentConfig, augment
-from dbcli.datasets import Sample, load_samples, split_holdout
 from dbcli.cpu import cpu_supports_bf16, tune_malloc
+from dbcli.datasets import Sample, load_samples, split_holdout
 from dbcli.device import init_distributed, pick_device, world
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_torch_save
