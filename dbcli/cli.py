@@ -61,6 +61,8 @@ def train(
     val_short_side: int = typer.Option(736, help="Validation test scale: shorter side in pixels."),
     resume: Optional[Path] = typer.Option(None, help="Run folder or checkpoint to continue exactly."),
     pretrained_backbone: Optional[Path] = typer.Option(None, help="torchvision ImageNet ResNet state dict."),
+    init_weights: Optional[Path] = typer.Option(None, help="Fine-tune: start from this dbnet weights file "
+                                                "(e.g. the shipped one) with a new optimizer and schedule."),
     cache_images: bool = typer.Option(True, help="Decode all images once and keep them in memory."),
     max_steps: int = typer.Option(0, help="Stop after N optimizer steps in this run (0: no limit)."),
     time_limit: Optional[float] = typer.Option(None, show_default=False,
@@ -85,6 +87,7 @@ def train(
                          val_short_side=val_short_side,
                          resume=str(resume) if resume else None,
                          pretrained_backbone=str(pretrained_backbone) if pretrained_backbone else None,
+                         init_weights=str(init_weights) if init_weights else None,
                          cache_images=cache_images, max_steps=max_steps, time_limit=time_limit,
                          time_schedule=time_schedule,
                          post=asdict(PostConfig(box_thresh=box_thresh)))

@@ -32,7 +32,7 @@ from dbcli.labels import make_targets
 from dbcli.losses import LossConfig, db_loss
 from dbcli.model import DBNet, ModelConfig, count_parameters, load_backbone_state
 from dbcli.postprocess import PostConfig
-from dbcli.weights import make_weights
+from dbcli.weights import build_model, load_weights, make_weights
 
 
 @dataclass
@@ -65,6 +65,7 @@ class TrainConfig:
     log_every: int = 10  # steps between plain log lines
     resume: str | None = None
     pretrained_backbone: str | None = None
+    init_weights: str | None = None  # a dbnet weights file to fine-tune from (all layers; fresh optimizer)
     cache_images: bool = True
     max_steps: int = 0  # stop after this many optimizer steps in this run (0: no limit)
     # Budget: stop (with a checkpoint) after this many minutes of training in all, earlier sessions of
@@ -185,6 +186,18 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     return summarize(results).to_dict()
 
 
+def init_model(path: str, arch: str, dcn: bool) -> DBNet:
+    """A DBNet in training mode holding the weights of the dbnet weights file (or training checkpoint)
+    ``path``, whose architecture must be ``arch`` / ``dcn``. Raises ``DBNetError`` naming the file."""
+    weights = load_weights(path)
+    saved = ModelConfig(**weights["model"])
+    if (saved.arch, saved.dcn) != (arch, dcn):
+        raise DBNetError(f"{path}: a {saved.arch}{' dcn' if saved.dcn else ''} model, not the "
+                         f"{arch}{' dcn' if dcn else ''} asked for (pass --arch {saved.arch} "
+                         f"{'--dcn' if saved.dcn else '--no-dcn'})")
+    return build_model(weights).train()
+
+
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -246,6 +259,13 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     random.seed(config.seed + rank)
     np.random.seed(config.seed + rank)
 
+    initial_model = None  # fine-tuning: checked before the (slow) image decoding
+    if config.init_weights and resume_state is None:
+        if config.pretrained_backbone:
+            raise DBNetError("--init-weights and --pretrained-backbone both set the starting weights: pass one")
+        initial_model = init_model(config.init_weights, config.arch, config.dcn)
+        log(f"starting from the weights in {config.init_weights} (fine-tuning: new optimizer and schedule)")
+
     samples = load_samples(config.dataset, config.data_root, "train")
     train_samples, val_samples = split_holdout(samples, config.val_fraction, config.seed)
     if config.val_limit:
@@ -266,7 +286,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                         pin_memory=device.type == "cuda", drop_last=True,
                         persistent_workers=config.workers > 0, prefetch_factor=4 if config.workers else None)
 
-    model = DBNet(ModelConfig(config.arch, config.dcn))
+    model = initial_model if initial_model is not None else DBNet(ModelConfig(config.arch, config.dcn))
     if config.pretrained_backbone and resume_state is None:
         missing, unexpected = load_backbone_state(model, config.pretrained_backbone)
         log(f"backbone from {config.pretrained_backbone}: {len(missing)} missing keys "

@@ -224,3 +224,42 @@ def test_undecodable_image_without_cache_is_replaced(dataset, tmp_path, capsys):
     assert _state(run / "latest.pt")["epoch"] == 1
     err = capsys.readouterr().err
     assert "s1.png" in err and "another image in its place" in err
+
+
+def test_init_weights_fine_tunes_from_a_weights_file(dataset, tmp_path):
+    """--init-weights starts from every layer of a weights file (not a fresh init), with a new
+    optimizer and step count; a file of another architecture is refused before any image is read."""
+    first = tmp_path / "first"
+    train(small_config(dataset, first, max_steps=2, val_fraction=0.0))
+    start = load_weights(first / "weights.pt")["state_dict"]
+
+    # lr 0: the optimizer cannot move the parameters, so they must still be the file's
+    tuned = tmp_path / "tuned"
+    result = runner.invoke(app, ["train", "--dataset", "custom", "--data-root", str(dataset), "--out", str(tuned),
+                                 "--init-weights", str(first / "weights.pt"), "--lr", "0", "--max-steps", "1",
+                                 "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--val-fraction", "0",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    state = _state(tuned / "latest.pt")
+    assert state["step"] == 1 and state["config"]["init_weights"] == str(first / "weights.pt")
+    from dbcli.model import DBNet, ModelConfig
+
+    params = [name for name, _ in DBNet(ModelConfig()).named_parameters()]
+    assert all(torch.equal(state["model_state"][k].half(), start[k]) for k in params)
+    torch.manual_seed(0)  # (the file is not what the run's seed would have initialised anyway)
+    fresh = DBNet(ModelConfig()).state_dict()
+    assert sum(not torch.equal(fresh[k].half(), start[k]) for k in params) > len(params) // 2
+    assert "starting from the weights in" in (tuned / "train.log").read_text()
+
+    # the file's architecture must be the one asked for; both starting points at once are refused
+    for extra, message in ((["--arch", "resnet34"], "a resnet18 model, not the resnet34 asked for"),
+                           (["--pretrained-backbone", str(first / "weights.pt")], "pass one")):
+        bad = runner.invoke(app, ["train", "--dataset", "custom", "--data-root", str(tmp_path / "no-such-data"),
+                                  "--out", str(tmp_path / "bad"), "--init-weights", str(first / "weights.pt"),
+                                  "--device", "cpu", *extra])
+        assert bad.exit_code != 0 and message in bad.output, bad.output
+        assert "Traceback" not in bad.output
+    missing = runner.invoke(app, ["train", "--dataset", "custom", "--data-root", str(dataset), "--out",
+                                  str(tmp_path / "bad"), "--init-weights", str(tmp_path / "none.pt"),
+                                  "--device", "cpu"])
+    assert missing.exit_code != 0 and "none.pt: weights file not found" in missing.output
