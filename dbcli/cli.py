@@ -213,7 +213,8 @@ def _polygon_opt():
 def _batch_opt():
     return typer.Option(None, "--batch-size", "-b", min=1, show_default=False,
                         help="Images per forward pass (images of the same input size are batched). "
-                             "Default: 8 on CUDA, 1 on a CPU (larger batches are no faster there and hold more memory).")
+                             "Default: 8 on CUDA, 1 on a CPU (larger batches are no faster there and hold "
+                             "more memory).")
 
 
 def _no_exif_opt():
