@@ -9,7 +9,6 @@ exact ``--resume``, NaN/inf guard, rich progress + ``train.log`` + ``metrics.jso
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sys
