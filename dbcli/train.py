@@ -48,6 +48,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    warmup_steps: int = 0  # linear lr warm-up over the run's first N optimizer steps (0: none)
     crop_size: int = 640
     scale_min: float = 0.5
     scale_max: float = 3.0
@@ -142,6 +143,15 @@ def poly_lr(base_lr: float, progress: float, power: float) -> float:
     """Poly decay on training progress in [0, 1] (the authors step it per epoch; we step it per
     iteration, which is smoother): lr = base_lr * (1 - progress) ** power."""
     return base_lr * max(0.0, 1.0 - progress) ** power
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up multiplier for optimizer step ``step`` (0-based, counted over the whole run):
+    (step + 1) / warmup_steps for the first ``warmup_steps`` steps, then 1. Fine-tuning needs it:
+    a fresh AdamW's first updates move every weight by about lr, whatever its gradient's size."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / warmup_steps)
 
 
 def decode_all(samples: list[Sample], log) -> tuple[list[Sample], list[np.ndarray]]:
@@ -369,7 +379,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                 if config.time_limit and config.time_schedule:
                     # The schedule ends at whichever comes first: the last step or the time limit.
                     progress_frac = max(progress_frac, (time.time() - started) / (config.time_limit * 60))
-                lr = poly_lr(config.lr, progress_frac, config.poly_power)
+                lr = poly_lr(config.lr, progress_frac, config.poly_power) * warmup_factor(step, config.warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -263,3 +263,23 @@ def test_init_weights_fine_tunes_from_a_weights_file(dataset, tmp_path):
                                   str(tmp_path / "bad"), "--init-weights", str(tmp_path / "none.pt"),
                                   "--device", "cpu"])
     assert missing.exit_code != 0 and "none.pt: weights file not found" in missing.output
+
+
+def test_warmup_raises_the_lr_linearly_then_hands_over_to_poly(dataset, tmp_path):
+    """--warmup-steps N: step k (0-based) trains at lr * (k + 1) / N * poly(k) for k < N, then at the
+    plain poly lr; without it the first step already runs at the full lr."""
+    assert [train_module.warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert train_module.warmup_factor(0, 0) == 1.0
+
+    def logged_lrs(out: Path) -> list[float]:
+        lines = [line for line in (out / "train.log").read_text().splitlines() if " step " in line]
+        return [float(line.split(" lr ")[1].split()[0]) for line in lines]
+
+    for warmup in (4, 0):
+        out = tmp_path / f"warm{warmup}"
+        train(small_config(dataset, out, lr=0.01, epochs=100, max_steps=6, val_fraction=0.0, warmup_steps=warmup))
+        total = 100 * 2  # 5 images, batch 2, the last partial batch dropped: 2 steps per epoch
+        expected = [train_module.poly_lr(0.01, k / (total + 1), 0.9) * train_module.warmup_factor(k, warmup)
+                    for k in range(6)]
+        assert logged_lrs(out) == pytest.approx(expected, abs=1e-5)
+    assert logged_lrs(tmp_path / "warm4")[0] == pytest.approx(0.0025, abs=1e-5)
