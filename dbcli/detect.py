@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_json, atomic_write_text
+from dbcli.fileio import atomic_write_json, atomic_write_text, check_writable
 from dbcli.imaging import IMAGE_EXTENSIONS, prepare, read_image
 from dbcli.postprocess import Detection, PostConfig, boxes_from_prob_map
 
@@ -333,8 +333,11 @@ class Writer:
 
 
 class JsonWriter(Writer):
+    """The whole file at the end (atomically); its folder is made and probed for writing up front,
+    so that a long job does not fail only after its last image."""
+
     def __init__(self, path: Path):
-        self.path, self.images = path, []
+        self.path, self.images = check_writable(path), []
 
     def add(self, result: ImageResult) -> None:
         self.images.append(result.to_dict())

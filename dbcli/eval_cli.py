@@ -122,6 +122,13 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
         threshes = parse_grid(sweep_thresh, "sweep-thresh")
         box_threshes = parse_grid(sweep_box_thresh, "sweep-box-thresh")
 
+    if json_path is not None:
+        from dbcli.fileio import check_writable
+
+        try:
+            check_writable(json_path)
+        except OSError as exc:
+            raise DBNetError(f"{json_path}: cannot write --json ({exc.strerror or exc})") from None
     samples, description = select_samples(dataset, data_root, split, holdout_from_train, seed, limit)
     header = f"{dataset} {description}: {len(samples)} images"
 
@@ -259,5 +266,8 @@ def _write_json(path, report: dict, console) -> None:
         return
     from dbcli.fileio import atomic_write_json
 
-    atomic_write_json(Path(path), report)
+    try:
+        atomic_write_json(Path(path), report)
+    except OSError as exc:
+        raise DBNetError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
     console.print(f"figures written to {path}")

@@ -142,7 +142,7 @@ def test_settings_resolution_order():
 
 
 # --- other formats --------------------------------------------------------------------------------
-def test_icdar_and_jsonl_match_json(model_files, image_dir, tmp_path):
+def test_icdar_and_jsonl_match_json(model_files, image_dir, tmp_path, monkeypatch):
     common = ["--weights", model_files["onnx"], "--device", "cpu", "--short-side", "192"]
     assert invoke("detect", image_dir, "--out", tmp_path / "p.json", *common).exit_code == 0
     reference = json.loads((tmp_path / "p.json").read_text())["images"]
@@ -183,6 +183,17 @@ def test_icdar_and_jsonl_match_json(model_files, image_dir, tmp_path):
     blocker.write_text("x")
     result = invoke("detect", image_dir / "a.png", "--out", blocker / "sub" / "p.json", *common)
     assert result.exit_code == 1 and "cannot write" in result.stderr and "Traceback" not in result.output
+    # ... found before any image is processed, in every format (a long job must not fail at its end)
+    import dbcli.detect as detect_module
+
+    def no_images(*args, **kwargs):
+        raise AssertionError("images were processed before the output was checked")
+
+    monkeypatch.setattr(detect_module, "run_pipeline", no_images)
+    for fmt in ("json", "jsonl", "icdar"):
+        result = invoke("detect", image_dir / "a.png", "--format", fmt, "--out", blocker / "sub" / f"p.{fmt}",
+                        *common)
+        assert result.exit_code == 1 and "cannot write" in result.stderr, (fmt, result.output)
 
 
 def test_summary_table_without_out(model_files, image_dir):

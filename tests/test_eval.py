@@ -104,6 +104,13 @@ def test_eval_pred_equals_metrics(tmp_path, box_thresh):
     jsonl.write_text("".join(json.dumps(e) + "\n" for e in json.loads(pred.read_text())["images"]))
     samples = load_samples("custom", tmp_path / "data", "test")
     assert evaluate_predictions(samples, jsonl, box_thresh).scores == direct
+    # a --json that cannot be written: one line naming it, said before any image is scored
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    for where in (blocker / "scores.json", tmp_path):
+        bad = runner.invoke(app, [str(where) if a == str(out) else a for a in args])
+        assert bad.exit_code != 0 and f"{where}: cannot write --json" in bad.output, bad.output
+        assert "Traceback" not in bad.output and "hmean" not in bad.output
 
 
 def test_eval_pred_bad_files(tmp_path):
