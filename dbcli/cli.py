@@ -44,7 +44,7 @@ def train(
     epochs: int = typer.Option(1200, help="Passes over the training images (paper: 1200)."),
     batch_size: int = typer.Option(16, help="Images per step per process (paper: 16)."),
     lr: float = typer.Option(0.007, help="Initial learning rate, poly decay with power 0.9."),
-    warmup_steps: int = typer.Option(0, help="Raise the lr linearly from ~0 over the first N steps "
+    warmup_steps: int = typer.Option(0, min=0, help="Raise the lr linearly from ~0 over the first N steps "
                                      "(fine-tuning with --init-weights: a few hundred; paper: none)."),
     optimizer: str = typer.Option("sgd", help="sgd (paper: momentum 0.9) or adamw (from-scratch runs on a "
                                   "small budget leave the constant-map plateau sooner; use --lr 0.001)."),
@@ -83,7 +83,8 @@ def train(
 
     config = TrainConfig(dataset=dataset, data_root=str(data_root) if data_root else None,
                          out=str(out) if out else None, arch=arch, dcn=dcn, epochs=epochs,
-                         batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, optimizer=optimizer, crop_size=crop_size, scale_min=scale_min,
+                         batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, optimizer=optimizer,
+                         crop_size=crop_size, scale_min=scale_min,
                          scale_max=scale_max, workers=workers, seed=seed, device=device, amp=amp,
                          val_fraction=val_fraction, val_every=val_every, val_limit=val_limit,
                          val_short_side=val_short_side,
