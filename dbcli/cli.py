@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -75,10 +74,14 @@ def train(
                                                  help="With --time-limit: the poly lr decay ends at the time "
                                                       "limit instead of the last epoch (for compute-budgeted "
                                                       "runs). Default: off; with --resume: the run's."),
-    box_thresh: float = typer.Option(0.6, help="Post-processing box threshold used for validation."),
+    thresh: Optional[float] = typer.Option(None, min=0.0, max=1.0, show_default=False,
+                                           help="Binarisation threshold for validation (default: the "
+                                                "--init-weights file's or a resumed run's, else 0.3)."),
+    box_thresh: Optional[float] = typer.Option(None, min=0.0, max=1.0, show_default=False,
+                                               help="Box score threshold for validation (default: the "
+                                                    "--init-weights file's or a resumed run's, else 0.6)."),
 ) -> None:
     """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
-    from dbcli.postprocess import PostConfig
     from dbcli.train import TrainConfig, train as run_training
 
     config = TrainConfig(dataset=dataset, data_root=str(data_root) if data_root else None,
@@ -93,7 +96,7 @@ def train(
                          init_weights=str(init_weights) if init_weights else None,
                          cache_images=cache_images, max_steps=max_steps, time_limit=time_limit,
                          time_schedule=time_schedule,
-                         post=asdict(PostConfig(box_thresh=box_thresh)))
+                         post={k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh)) if v is not None})
     try:
         run_training(config, command_line=shlex.join(["dbnet", *sys.argv[1:]]))
     except DBNetError as exc:

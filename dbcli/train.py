@@ -13,7 +13,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,10 @@ class TrainConfig:
     time_limit: float | None = None
     time_schedule: bool | None = None
     loss: dict = field(default_factory=lambda: asdict(LossConfig()))
-    post: dict = field(default_factory=lambda: asdict(PostConfig(box_thresh=0.6)))
+    # Post-processing for validation (also stored in the run's weights): the values given here, then
+    # (a new run) the --init-weights file's thresholds or (--resume) the run's own, then thresh 0.3 /
+    # box_thresh 0.6.
+    post: dict = field(default_factory=dict)
 
 
 class EpochSampler(Sampler[int]):
@@ -195,10 +198,20 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     return summarize(results).to_dict()
 
 
-def init_model(path: str, arch: str, dcn: bool) -> DBNet:
-    """A DBNet in training mode holding the weights of the dbnet weights file (or training checkpoint)
-    ``path``, whose architecture must be ``arch`` / ``dcn``. Raises ``DBNetError`` naming the file."""
-    weights = load_weights(path)
+def run_post_config(given: dict, init_weights: dict | None) -> PostConfig:
+    """A run's validation post-processing: the values ``given``, then the ``postprocess`` entry of
+    the ``--init-weights`` file (thresholds tuned for the weights being fine-tuned), then thresh 0.3 /
+    box_thresh 0.6."""
+    known = {f.name for f in fields(PostConfig)}
+    inherited = {k: v for k, v in ((init_weights or {}).get("postprocess") or {}).items() if k in known}
+    return PostConfig(**{**asdict(PostConfig(box_thresh=0.6)), **inherited,
+                         **{k: v for k, v in given.items() if k in known}})
+
+
+def init_model(weights: dict, path: str, arch: str, dcn: bool) -> DBNet:
+    """A DBNet in training mode holding ``weights``, loaded from the dbnet weights file (or training
+    checkpoint) ``path``, whose architecture must be ``arch`` / ``dcn``. Raises ``DBNetError`` naming
+    the file."""
     saved = ModelConfig(**weights["model"])
     if (saved.arch, saved.dcn) != (arch, dcn):
         raise DBNetError(f"{path}: a {saved.arch}{' dcn' if saved.dcn else ''} model, not the "
@@ -248,7 +261,8 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
         keep = {"resume", "device", "workers", "max_steps", "time_limit", "time_schedule", "val_limit",
                 "data_root"}
         config = TrainConfig(**{k: (getattr(config, k) if k in keep and getattr(config, k) is not None else v)
-                                for k, v in asdict(saved).items()})
+                                for k, v in asdict(saved).items() if k != "post"},
+                             post={**saved.post, **config.post})
         config.out = str(resume_path.parent)
     config = replace(config, val_limit=config.val_limit or 0, time_limit=config.time_limit or 0.0,
                      time_schedule=bool(config.time_schedule))
@@ -268,12 +282,14 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     random.seed(config.seed + rank)
     np.random.seed(config.seed + rank)
 
-    initial_model = None  # fine-tuning: checked before the (slow) image decoding
+    initial_model = init_weights = None  # fine-tuning: checked before the (slow) image decoding
     if config.init_weights and resume_state is None:
         if config.pretrained_backbone:
             raise DBNetError("--init-weights and --pretrained-backbone both set the starting weights: pass one")
-        initial_model = init_model(config.init_weights, config.arch, config.dcn)
+        init_weights = load_weights(config.init_weights)
+        initial_model = init_model(init_weights, config.init_weights, config.arch, config.dcn)
         log(f"starting from the weights in {config.init_weights} (fine-tuning: new optimizer and schedule)")
+    config = replace(config, post=asdict(run_post_config(config.post, init_weights)))
 
     samples = load_samples(config.dataset, config.data_root, "train")
     train_samples, val_samples = split_holdout(samples, config.val_fraction, config.seed)
@@ -434,7 +450,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                 last_val = validate(model, val_samples, val_images, device, config.val_short_side, post, amp_dtype)
                 record.update({f"val_{k}": v for k, v in last_val.items()}, val_s=time.time() - t_val)
                 log(f"epoch {epoch + 1}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
-                    f"hmean {last_val['hmean']:.3f}")
+                    f"hmean {last_val['hmean']:.3f} (thresh {post.thresh:g}, box_thresh {post.box_thresh:g})")
                 if last_val["hmean"] > best_hmean:
                     best_hmean = last_val["hmean"]
                     checkpoint(out / "best.pt", finished_epoch, last_val)

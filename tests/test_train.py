@@ -265,6 +265,40 @@ def test_init_weights_fine_tunes_from_a_weights_file(dataset, tmp_path):
     assert missing.exit_code != 0 and "none.pt: weights file not found" in missing.output
 
 
+def test_validation_thresholds_come_from_the_options_then_init_weights_then_the_run(dataset, tmp_path):
+    """A fine-tuning run validates (and stores in its weights) the --init-weights file's thresholds
+    unless --thresh / --box-thresh say otherwise; --resume keeps the run's unless told; a plain new
+    run uses thresh 0.3 / box_thresh 0.6."""
+    first = tmp_path / "first"
+    train(small_config(dataset, first, max_steps=1, val_fraction=0.0))
+    assert _state(first / "latest.pt")["config"]["post"]["thresh"] == 0.3
+    assert load_weights(first / "weights.pt")["postprocess"]["box_thresh"] == 0.6
+    tuned_file = tmp_path / "tuned.pt"  # a released file carries thresholds picked for it
+    weights = load_weights(first / "weights.pt")
+    weights["postprocess"].update(thresh=0.45, box_thresh=0.7)
+    torch.save(weights, tuned_file)
+
+    common = ["train", "--dataset", "custom", "--data-root", str(dataset), "--crop-size", "64", "--batch-size",
+              "2", "--workers", "0", "--val-fraction", "0.25", "--val-short-side", "64", "--val-every", "1", "--epochs",
+              "2", "--max-steps", "2", "--device", "cpu", "--init-weights", str(tuned_file)]
+    for run, extra, expected in ((tmp_path / "inherit", [], (0.45, 0.7)),
+                                 (tmp_path / "override", ["--box-thresh", "0.5"], (0.45, 0.5))):
+        result = runner.invoke(app, [*common, "--out", str(run), *extra])
+        assert result.exit_code == 0, result.output
+        post = load_weights(run / "weights.pt")["postprocess"]
+        assert (post["thresh"], post["box_thresh"]) == expected
+        assert f"(thresh {expected[0]:g}, box_thresh {expected[1]:g})" in (run / "train.log").read_text()
+
+    run = tmp_path / "inherit"
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "1", "--workers", "0",
+                                  "--device", "cpu", "--thresh", "0.2"])
+    assert resumed.exit_code == 0, resumed.output
+    config = _state(run / "latest.pt")["config"]
+    assert (config["post"]["thresh"], config["post"]["box_thresh"]) == (0.2, 0.7)
+    bad = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--thresh", "1.5"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+
+
 def test_warmup_raises_the_lr_linearly_then_hands_over_to_poly(dataset, tmp_path):
     """--warmup-steps N: step k (0-based) trains at lr * (k + 1) / N * poly(k) for k < N, then at the
     plain poly lr; without it the first step already runs at the full lr."""
