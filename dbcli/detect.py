@@ -22,7 +22,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ import numpy as np
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_write_json, atomic_write_text, check_writable
 from dbcli.imaging import IMAGE_EXTENSIONS, prepare, read_image
-from dbcli.postprocess import Detection, PostConfig, boxes_from_prob_map
+from dbcli.postprocess import Detection, PostConfig, boxes_from_prob_map, post_config_from
 
 ProbFn = Callable[[np.ndarray], np.ndarray]
 MapsFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -172,11 +172,8 @@ def resolve_settings(model: Model, short_side: int | None = None, max_side: int 
     """Options given on the command line win; else the weights file's stored values; else the
     library defaults (``PostConfig``, short side 736). ``batch_size`` None: 8 on CUDA, 1 elsewhere
     (on a CPU a larger batch only adds memory traffic: batch 4 is ~20% slower per image)."""
-    known = {f.name for f in fields(PostConfig)}
-    post = {k: v for k, v in (model.postprocess or {}).items() if k in known}
-    given = {"thresh": thresh, "box_thresh": box_thresh, "unclip_ratio": unclip_ratio, "polygon": polygon}
-    post.update({k: v for k, v in given.items() if v is not None})
-    config = PostConfig(**post)
+    config = post_config_from(model.postprocess, thresh=thresh, box_thresh=box_thresh,
+                              unclip_ratio=unclip_ratio, polygon=polygon)
     side = short_side if short_side is not None else (model.short_side or DEFAULT_SHORT_SIDE)
     for name, value in (("thresh", config.thresh), ("box-thresh", config.box_thresh)):
         if not 0.0 <= value <= 1.0:

@@ -4,12 +4,11 @@ post-processing settings, run ``dbcli.evaluate``, print rich tables and write ``
 from __future__ import annotations
 
 import sys
-from dataclasses import fields, replace
 from pathlib import Path
 
 from dbcli.datasets import DATASETS, load_samples, split_holdout
 from dbcli.errors import DBNetError
-from dbcli.postprocess import PostConfig
+from dbcli.postprocess import PostConfig, post_config_from
 
 CURVED_DATASETS = ("totaltext", "ctw1500")
 
@@ -63,14 +62,10 @@ def select_samples(dataset: str, data_root, split: str | None, holdout_from_trai
 def post_config(weights: dict | None, dataset: str, thresh, box_thresh, unclip_ratio, polygon) -> PostConfig:
     """The weights file's ``postprocess`` entry, overridden by the options given. ``polygon``
     defaults to True on the curved-text datasets."""
-    known = {f.name for f in fields(PostConfig)}
-    saved = {k: v for k, v in ((weights or {}).get("postprocess") or {}).items() if k in known}
-    post = PostConfig(**saved)
-    overrides = {k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh),
-                                   ("unclip_ratio", unclip_ratio), ("polygon", polygon)) if v is not None}
     if polygon is None and dataset in CURVED_DATASETS:
-        overrides["polygon"] = True
-    return replace(post, **overrides)
+        polygon = True
+    return post_config_from((weights or {}).get("postprocess"), thresh=thresh, box_thresh=box_thresh,
+                            unclip_ratio=unclip_ratio, polygon=polygon)
 
 
 def _overlap_warning(weights: dict, dataset: str, split: str | None, holdout: float | None, seed: int) -> str | None:

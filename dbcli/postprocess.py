@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from itertools import chain
 from operator import itemgetter
 
@@ -27,6 +27,15 @@ class PostConfig:
     max_candidates: int = 1000
     min_size: float = 3.0  # minimum short side (pixels of the network input) before unclipping
     polygon: bool = False  # polygons (curved text) instead of 4-point rotated boxes
+
+
+def post_config_from(saved: dict | None, base: PostConfig = PostConfig(), **given) -> PostConfig:
+    """``base`` updated with the ``PostConfig`` entries of ``saved`` (a weights file's ``postprocess``
+    dict; unknown keys are ignored), then with the ``given`` values that are not None."""
+    known = {f.name for f in fields(PostConfig)}
+    entries = {k: v for k, v in (saved or {}).items() if k in known}
+    entries.update((k, v) for k, v in given.items() if v is not None)
+    return replace(base, **entries)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from dbcli.imaging import normalize, read_image
 from dbcli.labels import make_targets
 from dbcli.losses import LossConfig, db_loss
 from dbcli.model import DBNet, ModelConfig, count_parameters, load_backbone_state
-from dbcli.postprocess import PostConfig
+from dbcli.postprocess import PostConfig, post_config_from
 from dbcli.weights import build_model, load_weights, make_weights
 
 
@@ -202,10 +202,8 @@ def run_post_config(given: dict, init_weights: dict | None) -> PostConfig:
     """A run's validation post-processing: the values ``given``, then the ``postprocess`` entry of
     the ``--init-weights`` file (thresholds tuned for the weights being fine-tuned), then thresh 0.3 /
     box_thresh 0.6."""
-    known = {f.name for f in fields(PostConfig)}
-    inherited = {k: v for k, v in ((init_weights or {}).get("postprocess") or {}).items() if k in known}
-    return PostConfig(**{**asdict(PostConfig(box_thresh=0.6)), **inherited,
-                         **{k: v for k, v in given.items() if k in known}})
+    inherited = post_config_from((init_weights or {}).get("postprocess"), PostConfig(box_thresh=0.6))
+    return post_config_from(given, inherited)
 
 
 def init_model(weights: dict, path: str, arch: str, dcn: bool) -> DBNet:
