@@ -38,8 +38,12 @@ def train(
     dataset: str = typer.Option("icdar15", help="icdar15, td500, totaltext, ctw1500 or custom."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<dataset>-<arch>-<time>)."),
-    arch: str = typer.Option("resnet18", help="resnet18, resnet34 or resnet50."),
-    dcn: bool = typer.Option(False, help="Deformable convolution in stages 3-5."),
+    arch: Optional[str] = typer.Option(None, show_default=False,
+                                       help="resnet18, resnet34, resnet50 or mobilenet_v3 (default: the "
+                                            "--init-weights file's, else resnet18)."),
+    dcn: Optional[bool] = typer.Option(None, "--dcn/--no-dcn", show_default=False,
+                                       help="Deformable convolution in stages 3-5 (ResNets; default: the "
+                                            "--init-weights file's, else off)."),
     epochs: int = typer.Option(1200, help="Passes over the training images (paper: 1200)."),
     batch_size: int = typer.Option(16, help="Images per step per process (paper: 16)."),
     lr: float = typer.Option(0.007, help="Initial learning rate, poly decay with power 0.9."),

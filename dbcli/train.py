@@ -29,7 +29,7 @@ from dbcli.fileio import atomic_torch_save
 from dbcli.imaging import normalize, read_image
 from dbcli.labels import make_targets
 from dbcli.losses import LossConfig, db_loss
-from dbcli.model import DBNet, ModelConfig, count_parameters, load_backbone_state
+from dbcli.models import DBNet, ModelConfig, count_parameters, load_backbone_state
 from dbcli.postprocess import PostConfig, post_config_from
 from dbcli.weights import build_model, load_weights, make_weights
 
@@ -39,8 +39,8 @@ class TrainConfig:
     dataset: str = "icdar15"
     data_root: str | None = None
     out: str | None = None
-    arch: str = "resnet18"
-    dcn: bool = False
+    arch: str | None = None  # None: the --init-weights file's, else resnet18
+    dcn: bool | None = None  # None: the --init-weights file's, else False
     epochs: int = 1200
     batch_size: int = 16
     lr: float = 0.007
@@ -206,16 +206,16 @@ def run_post_config(given: dict, init_weights: dict | None) -> PostConfig:
     return post_config_from(given, inherited)
 
 
-def init_model(weights: dict, path: str, arch: str, dcn: bool) -> DBNet:
-    """A DBNet in training mode holding ``weights``, loaded from the dbnet weights file (or training
-    checkpoint) ``path``, whose architecture must be ``arch`` / ``dcn``. Raises ``DBNetError`` naming
-    the file."""
-    saved = ModelConfig(**weights["model"])
-    if (saved.arch, saved.dcn) != (arch, dcn):
-        raise DBNetError(f"{path}: a {saved.arch}{' dcn' if saved.dcn else ''} model, not the "
-                         f"{arch}{' dcn' if dcn else ''} asked for (pass --arch {saved.arch} "
-                         f"{'--dcn' if saved.dcn else '--no-dcn'})")
-    return build_model(weights).train()
+def adopt_architecture(config: TrainConfig, weights: dict) -> TrainConfig:
+    """``config`` with the architecture of the ``--init-weights`` file ``weights``; ``DBNetError``
+    naming the file when ``--arch`` / ``--dcn`` were given and differ."""
+    saved = weights["model"]
+    arch, dcn = saved.get("arch", "resnet18"), bool(saved.get("dcn", False))
+    if (config.arch is not None and config.arch != arch) or (config.dcn is not None and config.dcn != dcn):
+        raise DBNetError(f"{config.init_weights}: a {arch}{' dcn' if dcn else ''} model, not the "
+                         f"{config.arch or 'resnet18'}{' dcn' if config.dcn else ''} asked for "
+                         f"(leave out --arch / --dcn to fine-tune it as it is)")
+    return replace(config, arch=arch, dcn=dcn)
 
 
 def _rng_state() -> dict:
@@ -265,6 +265,14 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     config = replace(config, val_limit=config.val_limit or 0, time_limit=config.time_limit or 0.0,
                      time_schedule=bool(config.time_schedule))
 
+    init_weights = None  # fine-tuning: read (and its architecture adopted) before the slow decoding
+    if config.init_weights and resume_state is None:
+        if config.pretrained_backbone:
+            raise DBNetError("--init-weights and --pretrained-backbone both set the starting weights: pass one")
+        init_weights = load_weights(config.init_weights)
+        config = adopt_architecture(config, init_weights)
+    config = replace(config, arch=config.arch or "resnet18", dcn=bool(config.dcn))
+
     out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -280,12 +288,9 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     random.seed(config.seed + rank)
     np.random.seed(config.seed + rank)
 
-    initial_model = init_weights = None  # fine-tuning: checked before the (slow) image decoding
-    if config.init_weights and resume_state is None:
-        if config.pretrained_backbone:
-            raise DBNetError("--init-weights and --pretrained-backbone both set the starting weights: pass one")
-        init_weights = load_weights(config.init_weights)
-        initial_model = init_model(init_weights, config.init_weights, config.arch, config.dcn)
+    initial_model = None
+    if init_weights is not None:
+        initial_model = build_model(init_weights).train()
         log(f"starting from the weights in {config.init_weights} (fine-tuning: new optimizer and schedule)")
     config = replace(config, post=asdict(run_post_config(config.post, init_weights)))
 
@@ -309,7 +314,12 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                         pin_memory=device.type == "cuda", drop_last=True,
                         persistent_workers=config.workers > 0, prefetch_factor=4 if config.workers else None)
 
-    model = initial_model if initial_model is not None else DBNet(ModelConfig(config.arch, config.dcn))
+    if initial_model is not None:
+        model = initial_model
+    elif resume_state is not None:  # the run's own architecture, input convention included
+        model = DBNet(ModelConfig.from_dict(resume_state["weights"]["model"]))
+    else:
+        model = DBNet(ModelConfig(config.arch, config.dcn))
     if config.pretrained_backbone and resume_state is None:
         missing, unexpected = load_backbone_state(model, config.pretrained_backbone)
         log(f"backbone from {config.pretrained_backbone}: {len(missing)} missing keys "

@@ -21,7 +21,7 @@ from dbcli.fileio import atomic_torch_save
 if TYPE_CHECKING:  # torch is imported lazily: the ONNX detect path uses this module without torch
     import torch
 
-    from dbcli.model import DBNet
+    from dbcli.models import DBNet
 
 FORMAT = "dbnet-weights"
 DEFAULT_WEIGHTS_NAME = "dbnet_resnet18_icdar15.pt"
@@ -72,9 +72,13 @@ def load_weights(path: str | Path | None) -> dict:
 
 def build_model(weights: dict, device: str | torch.device = "cpu") -> DBNet:
     """A DBNet in eval mode with the weights loaded, in float32 on ``device``."""
-    from dbcli.model import DBNet, ModelConfig
+    from dbcli.models import DBNet, ModelConfig
 
-    model = DBNet(ModelConfig(**weights["model"]))
+    try:
+        config = ModelConfig.from_dict(weights["model"])
+    except (TypeError, ValueError) as exc:
+        raise DBNetError(f"{weights.get('path', 'weights')}: bad model entry ({exc})") from None
+    model = DBNet(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in weights["state_dict"].items()}
     try:
         model.load_state_dict(state)

@@ -32,7 +32,7 @@ def planted_model():
     from torch import nn
 
     from dbcli.imaging import MEAN, STD
-    from dbcli.model import DBNet
+    from dbcli.models import DBNet
 
     torch.manual_seed(0)
     model = DBNet().eval()

@@ -207,7 +207,7 @@ def test_sweep_and_evaluate_model_with_a_backend(tmp_path):
 def random_weights(tmp_path_factory):
     import torch
 
-    from dbcli.model import DBNet, ModelConfig
+    from dbcli.models import DBNet, ModelConfig
     from dbcli.weights import save_weights
 
     torch.manual_seed(0)

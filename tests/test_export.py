@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dbcli.cli import app
 from dbcli.export import ProbMapModel, count_batchnorm, fold_batchnorm, inference_module
-from dbcli.model import DBNet, ModelConfig
+from dbcli.models import DBNet, ModelConfig
 from dbcli.weights import build_model, load_weights, save_weights
 
 runner = CliRunner()

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dbcli.deform_conv import DeformConv2d, deform_conv2d_reference
+from dbcli.models.deform_conv import DeformConv2d, deform_conv2d_reference
 from dbcli.errors import DBNetError
 from dbcli.imaging import normalize
 from dbcli.labels import make_targets
 from dbcli.losses import db_loss
-from dbcli.model import DBNet, ModelConfig, ResNet, count_parameters, load_backbone_state
+from dbcli.models import DBNet, ModelConfig, ResNet, count_parameters, load_backbone_state
 
 from synth import random_rects, render
 

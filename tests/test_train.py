@@ -154,12 +154,12 @@ def test_nan_loss_is_skipped_then_stops(dataset, tmp_path, monkeypatch):
     with pytest.raises(DBNetError, match="not finite 10 steps in a row"):
         train(config)
     # no optimizer step was taken: the parameters are still their initial values
-    from dbcli.model import DBNet, ModelConfig
+    from dbcli.models import DBNet, ModelConfig
 
     torch.manual_seed(config.seed)
-    initial = DBNet(ModelConfig(config.arch)).state_dict()
+    initial = DBNet(ModelConfig()).state_dict()
     final = load_weights(tmp_path / "nan" / "weights.pt")["state_dict"]
-    params = {name for name, _ in DBNet(ModelConfig(config.arch)).named_parameters()}
+    params = {name for name, _ in DBNet(ModelConfig()).named_parameters()}
     assert all(torch.equal(final[k], initial[k].half()) for k in params)
 
 
@@ -242,7 +242,7 @@ def test_init_weights_fine_tunes_from_a_weights_file(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     state = _state(tuned / "latest.pt")
     assert state["step"] == 1 and state["config"]["init_weights"] == str(first / "weights.pt")
-    from dbcli.model import DBNet, ModelConfig
+    from dbcli.models import DBNet, ModelConfig
 
     params = [name for name, _ in DBNet(ModelConfig()).named_parameters()]
     assert all(torch.equal(state["model_state"][k].half(), start[k]) for k in params)

@@ -1,22 +1,23 @@
-"""DBNet model: ResNet backbone (torchvision parameter names), FPN neck, DB heads.
+"""ResNet backbones with torchvision's parameter names (the paper's DB-ResNet-18/50), optionally
+with deformable convolution in stages conv3-conv5 (the paper's "+DCN").
 
-Shapes: the model takes a normalised image batch ``(N, 3, H, W)`` of any H, W; it pads to a multiple
-of 32 inside and crops its outputs back, so every map it returns is ``(N, 1, H, W)``.
+``ResNet.forward`` maps ``(N, 3, H, W)`` to C2..C5 at strides 4, 8, 16, 32.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from dbcli.deform_conv import DeformConv2d
 from dbcli.errors import DBNetError
+from dbcli.models.deform_conv import DeformConv2d
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+if TYPE_CHECKING:
+    from dbcli.models.dbnet import DBNet
+
+RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
 _BLOCKS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
            "resnet50": ("bottleneck", (3, 4, 6, 3))}
 
@@ -81,7 +82,7 @@ class ResNet(nn.Module):
     def __init__(self, arch: str = "resnet18", dcn: bool = False):
         super().__init__()
         if arch not in _BLOCKS:
-            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(RESNET_ARCHS)}")
         kind, layers = _BLOCKS[arch]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.in_ch = 64
@@ -130,96 +131,6 @@ class ResNet(nn.Module):
         return [c2, c3, c4, c5]
 
 
-class FPN(nn.Module):
-    """DBNet's neck: lateral 1x1 to ``inner`` channels, top-down sum, 3x3 to ``inner/4``, concat."""
-
-    def __init__(self, in_channels: list[int], inner: int = 256):
-        super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, inner, 1, bias=False) for c in in_channels)
-        self.smooth = nn.ModuleList(nn.Conv2d(inner, inner // 4, 3, padding=1, bias=False)
-                                    for _ in in_channels)
-
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        lat = [conv(f) for conv, f in zip(self.lateral, feats)]
-        for i in range(len(lat) - 1, 0, -1):  # top-down: C5 -> C2
-            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[-2:], mode="nearest")
-        size = lat[0].shape[-2:]
-        outs = [F.interpolate(conv(x), size=size, mode="nearest") if i else conv(x)
-                for i, (conv, x) in enumerate(zip(self.smooth, lat))]
-        return torch.cat(outs[::-1], dim=1)  # (N, inner, H/4, W/4), coarse-to-fine like the authors
-
-
-class DBHead(nn.Module):
-    """conv3x3 + BN + ReLU, two stride-2 transposed convs, sigmoid: a map at 4x the input size."""
-
-    def __init__(self, in_ch: int = 256, mid: int = 64, prior_bias: float = 0.0):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_ch, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(mid, mid, 2, stride=2), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(mid, 1, 2, stride=2))
-        nn.init.constant_(self.body[-1].bias, prior_bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.body(x))
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model from a weights file."""
-
-    arch: str = "resnet18"
-    dcn: bool = False
-    k: float = 50.0  # DB amplifying factor, paper value
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class DBNet(nn.Module):
-    """Backbone + FPN + probability/threshold heads + differentiable binarization.
-
-    ``forward(images)`` with images ``(N, 3, H, W)`` returns a dict of ``(N, 1, H, W)`` maps in [0, 1]:
-    ``prob`` always; ``thresh`` and ``binary`` too in training mode or when ``with_thresh=True``.
-    """
-
-    def __init__(self, config: ModelConfig = ModelConfig()):
-        super().__init__()
-        self.config = config
-        self.backbone = ResNet(config.arch, dcn=config.dcn)
-        self.neck = FPN(self.backbone.out_channels)
-        # Prior so the initial P is ~0.01 (few text pixels): stabilises early training from scratch.
-        self.prob_head = DBHead(prior_bias=-math.log(99.0))
-        self.thresh_head = DBHead()
-        for module in (self.neck, self.prob_head, self.thresh_head):
-            for m in module.modules():
-                # Authors' init: kaiming for convs; transposed convs keep PyTorch's default (kaiming's
-                # fan-in is wrong for their (in, out, k, k) weights and saturates the sigmoid).
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.constant_(m.bias, 1e-4)
-
-    def step_function(self, prob: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
-        """DB: B = 1 / (1 + exp(-k (P - T)))."""
-        return torch.sigmoid(self.config.k * (prob - thresh))
-
-    def forward(self, images: torch.Tensor, with_thresh: bool | None = None) -> dict[str, torch.Tensor]:
-        h, w = images.shape[-2:]
-        pad_h, pad_w = (-h) % 32, (-w) % 32
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h))
-        fused = self.neck(self.backbone(images))
-        prob = self.prob_head(fused)[..., :h, :w]
-        out = {"prob": prob}
-        if self.training if with_thresh is None else with_thresh:
-            thresh = self.thresh_head(fused)[..., :h, :w]
-            out["thresh"] = thresh
-            out["binary"] = self.step_function(prob, thresh)
-        return out
-
-
 def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
     """Load a torchvision-style ImageNet ResNet checkpoint into ``model.backbone``.
 
@@ -239,6 +150,9 @@ def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
         raise DBNetError(f"{path}: not a state dict of tensors (a torchvision ResNet checkpoint)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = model.backbone.state_dict()
+    if not isinstance(model.backbone, ResNet):
+        raise DBNetError(f"{path}: --pretrained-backbone loads torchvision ResNet weights; the "
+                         f"{model.config.arch} backbone takes none (start from --init-weights instead)")
     if not expected.keys() & state.keys():
         raise DBNetError(f"{path}: none of its {len(state)} keys is a {model.config.arch} backbone "
                          "parameter (expected torchvision names: conv1.weight, layer1.0.conv1.weight ...)")
@@ -249,7 +163,3 @@ def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
                          "(a checkpoint of another ResNet depth?)")
     result = model.backbone.load_state_dict(state, strict=False)
     return list(result.missing_keys), list(result.unexpected_keys)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
