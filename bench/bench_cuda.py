@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     from dbcli.export import fold_batchnorm
     from dbcli.losses import db_loss
-    from dbcli.model import DBNet, ModelConfig
+    from dbcli.models import DBNet, ModelConfig
     from dbcli.postprocess import boxes_from_prob_map
 
     device = torch.device(args.device)

@@ -83,7 +83,7 @@ def resolve_weights(path: str | None, tmp: Path) -> tuple[Path, str]:
         return default, f"weights {default}"
     import torch
 
-    from dbcli.model import DBNet, ModelConfig
+    from dbcli.models import DBNet, ModelConfig
     from dbcli.weights import save_weights
 
     torch.manual_seed(0)
