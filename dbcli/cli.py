@@ -67,7 +67,8 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Run folder or checkpoint to continue exactly."),
     pretrained_backbone: Optional[Path] = typer.Option(None, help="torchvision ImageNet ResNet state dict."),
     init_weights: Optional[Path] = typer.Option(None, help="Fine-tune: start from this dbnet weights file "
-                                                "(e.g. the shipped one) with a new optimizer and schedule."),
+                                                "or shipped name (general, icdar15, icdar15-r18) with a new "
+                                                "optimizer and schedule; its architecture is used."),
     cache_images: bool = typer.Option(True, help="Decode all images once and keep them in memory."),
     max_steps: int = typer.Option(0, help="Stop after N optimizer steps in this run (0: no limit)."),
     time_limit: Optional[float] = typer.Option(None, show_default=False,
@@ -113,7 +114,10 @@ def eval_command(
     dataset: str = typer.Option("icdar15", help="icdar15, td500, totaltext, ctw1500 or custom."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
     split: Optional[str] = typer.Option(None, help="train or test (default: test)."),
-    weights: Optional[Path] = typer.Option(None, help="Weights file (default: the shipped weights)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", show_default=False,
+                                           help="Weights: a shipped name (general, icdar15, icdar15-r18), a "
+                                                "dbnet .pt or an exported .onnx (default: icdar15 for "
+                                                "--dataset icdar15, else general)."),
     pred: Optional[Path] = typer.Option(None, help="Score this predictions file (dbnet detect's JSON or JSONL) "
                                                    "instead of running a model."),
     short_side: Optional[int] = typer.Option(None, help="Test scale: shorter side in pixels "
@@ -161,10 +165,16 @@ def _inputs_arg():
                           help="Image files, folders (searched recursively for image files) or glob patterns.")
 
 
+def _shipped_help() -> str:
+    from dbcli.weights import SHIPPED
+
+    return "; ".join(f"{w.name}: {w.use}" for w in SHIPPED)
+
+
 def _weights_opt():
     return typer.Option(None, "--weights", "-w", show_default=False,
-                        help="Weights file: a dbnet .pt, or a .onnx from `dbnet export` "
-                             "(default: weights/dbnet_resnet18_icdar15.pt, or .onnx with --backend onnx).")
+                        help="Weights: a shipped name, a dbnet .pt file, or a .onnx from `dbnet export` "
+                             f"(default: general). Shipped: {_shipped_help()}.")
 
 
 def _backend_opt():
@@ -343,7 +353,7 @@ def visualize(
 @app.command()
 def export(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", show_default=False,
-                                           help="dbnet weights file (default: weights/dbnet_resnet18_icdar15.pt)."),
+                                           help="dbnet weights file or shipped name (default: general)."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
                                        help="Output file (default: the weights file's name with .onnx or .ts)."),
@@ -358,10 +368,10 @@ def export(
     from dbcli.export import export as run_export
 
     try:
-        from dbcli.weights import default_weights_path
+        from dbcli.weights import resolve_weights
 
         if out is None:
-            source = weights if weights is not None else default_weights_path()
+            source = resolve_weights(weights)
             out = source.with_suffix(".onnx" if fmt.lower() == "onnx" else ".ts")
         result = run_export(weights, fmt, out, opset=opset, tolerance=tolerance)
     except DBNetError as exc:
@@ -371,6 +381,41 @@ def export(
     typer.echo(f"wrote {result.path} ({label}{opset_note}, {result.size_bytes / 1e6:.1f} MB)")
     typer.echo(f"verified: max |P_{result.format} - P_torch| = {result.max_diff:.3g} on a "
                f"{'x'.join(map(str, result.input_shape))} input (limit {tolerance:g})")
+
+
+@app.command()
+def convert(
+    source: Path = typer.Argument(..., metavar="MODEL.onnx", show_default=False,
+                                  help="A PaddleOCR DB detector exported to ONNX with its BatchNorm layers "
+                                       "(PP-OCRv3 det: MobileNetV3 + RSE-FPN), e.g. ch_PP-OCRv3_det_infer.onnx."),
+    out: Path = typer.Option(..., "--out", "-o", show_default=False, help="The dbnet weights file to write."),
+    licence: str = typer.Option("Apache-2.0", help="The source model's licence, recorded in the file."),
+    origin: str = typer.Option("", help="Where the source came from (URL, package), recorded in the file."),
+    tolerance: float = typer.Option(1e-4, help="Largest allowed max |P_dbnet - P_source| in the check."),
+) -> None:
+    """Convert a PaddleOCR DB text detector (ONNX) into a dbnet weights file.
+
+    Layers are matched by execution order with every shape checked; the converted model is then
+    compared with onnxruntime on the source (PP-OCR's own BGR input convention) and nothing is written
+    unless the probability maps agree within --tolerance. Other model families get an error.
+    """
+    from dbcli.convert import convert as run_convert
+
+    try:
+        with _status(f"converting {source} ..."):
+            result = run_convert(source, out, licence=licence, origin=origin, tolerance=tolerance)
+    except DBNetError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {result.path} (DB-MobileNetV3 x{result.config['scale']}, "
+               f"{result.parameters / 1e6:.2f}M parameters, licence {licence})")
+    typer.echo(f"verified: max |P_dbnet - P_source| = {result.max_diff:.3g} (limit {tolerance:g})")
+
+
+def _status(message: str):
+    """A spinner on stderr while a silent step runs (only on a terminal)."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
 
 
 def run() -> None:

@@ -106,22 +106,23 @@ def onnx_layers(graph, source: str) -> list[OnnxLayer]:
     return layers
 
 
-def check_family(graph, layers: list[OnnxLayer], source: str) -> None:
-    """``DBNetError`` unless ``graph`` looks like a PP-OCRv3-style DB detector (one 3-channel input,
-    BatchNorm kept, the RSE-FPN's hard-sigmoid attention, two transposed convs, a sigmoid output)."""
-    ops = {node.op_type for node in graph.node}
-    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
-    if len(inputs) != 1 or len(dims) != 4 or dims[1] != 3:
-        raise DBNetError(f"{source}: not an image model (expected one (N, 3, H, W) input)")
-    if not any(layer.op == "bn" for layer in layers):
+def check_family(graph, source: str) -> None:
+    """``DBNetError`` unless ``graph`` looks like a PP-OCRv3-style DB detector: BatchNorm kept, the
+    squeeze-excite pooling of MobileNetV3 / RSE-FPN, the DB head's two transposed convs, a sigmoid,
+    and one (N, 3, H, W) input."""
+    ops = [node.op_type for node in graph.node]
+    if "GlobalAveragePool" not in ops or ops.count("ConvTranspose") != 2 or "Sigmoid" not in ops:
+        raise DBNetError(f"{source}: not a PP-OCRv3-style DB detector (MobileNetV3 backbone, RSE-FPN "
+                         "neck, DB head); other families do not convert")
+    if "BatchNormalization" not in ops:
         raise DBNetError(f"{source}: no BatchNormalization layers (an export with BN folded, e.g. "
                          "PP-OCRv4/v5 or a dbnet export); only the PP-OCRv3-style DB detector "
                          "(MobileNetV3 + RSE-FPN, BN kept) converts")
-    if "HardSigmoid" not in ops or sum(layer.op == "conv_transpose" for layer in layers) != 2 \
-            or "Sigmoid" not in ops:
-        raise DBNetError(f"{source}: not a PP-OCRv3-style DB detector (MobileNetV3 backbone, RSE-FPN "
-                         "neck, DB head); other families do not convert")
+    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
+    if len(inputs) != 1 or len(dims) != 4 or dims[1] != 3:
+        raise DBNetError(f"{source}: not an inference export of an image model (expected one "
+                         "(N, 3, H, W) input)")
 
 
 def torch_layers(model) -> list[tuple[str, object]]:
@@ -208,7 +209,7 @@ def build_converted(layers: list[OnnxLayer], source: str):
             with torch.no_grad():
                 for layer, (_, module) in zip(layers, targets):
                     for key, value in layer.tensors.items():
-                        getattr(module, key).copy_(torch.from_numpy(np.ascontiguousarray(value, np.float32)))
+                        getattr(module, key).copy_(torch.from_numpy(np.array(value, np.float32)))
             model.thresh_head.load_state_dict(model.prob_head.state_dict())
             return model.eval()
         if len(targets) != len(layers) and best[0] < 0:
@@ -295,8 +296,8 @@ def convert(source: str | Path, out: str | Path, *, licence: str = "Apache-2.0",
         proto = onnx.load_from_string(data)
     except Exception as exc:
         raise DBNetError(f"{source}: not an ONNX model ({exc.__class__.__name__})") from None
+    check_family(proto.graph, str(source))
     layers = onnx_layers(proto.graph, str(source))
-    check_family(proto.graph, layers, str(source))
     model = build_converted(layers, str(source))
     max_diff = verify(model, data)
     if not np.isfinite(max_diff) or max_diff >= tolerance:

@@ -112,6 +112,13 @@ def default_weights(backend: str) -> Path:
     return path.with_suffix(".onnx") if backend == "onnx" else path
 
 
+def weights_path(weights: str | Path | None, backend: str) -> Path:
+    """The file behind ``--weights`` (a path or a shipped short name) for ``backend``."""
+    from dbcli.weights import resolve_weights
+
+    return Path(resolve_weights(weights)) if weights is not None else default_weights(backend)
+
+
 def onnx_precision(precision: str | None) -> str:
     """The ONNX backend runs in fp32 only: ``"fp32"``, or ``DBNetError`` for any other ``--precision``."""
     precision = (precision or "fp32").lower()
@@ -131,7 +138,7 @@ def load_model(weights: str | Path | None = None, backend: str | None = None, de
         onnx_precision(precision)
         from dbcli.onnx_backend import OnnxBackend
 
-        path = Path(weights) if weights is not None else default_weights(backend)
+        path = weights_path(weights, backend)
         if path.suffix.lower() == ".pt":
             raise DBNetError(f"{path}: a PyTorch weights file; export it first "
                              f"(dbnet export --weights {path} --format onnx --out model.onnx)")

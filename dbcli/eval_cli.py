@@ -3,6 +3,8 @@ post-processing settings, run ``dbcli.evaluate``, print rich tables and write ``
 
 from __future__ import annotations
 
+import os
+
 import sys
 from pathlib import Path
 
@@ -149,8 +151,10 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
                    "postprocess": backend.postprocess, "short_side": backend.short_side}
     else:
         from dbcli.inference import TorchBackend
-        from dbcli.weights import load_weights
+        from dbcli.weights import DEFAULT_ICDAR15_WEIGHTS, load_weights
 
+        if weights_path is None and dataset == "icdar15" and not os.environ.get("DBNET_WEIGHTS"):
+            weights_path = DEFAULT_ICDAR15_WEIGHTS  # the shipped file trained for it
         weights = load_weights(weights_path)
         overlap = _overlap_warning(weights, dataset, split, holdout_from_train, seed)
         if overlap:

@@ -12,6 +12,7 @@ A weights file is a plain dict saved with ``torch.save`` and loadable with ``wei
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,18 +25,63 @@ if TYPE_CHECKING:  # torch is imported lazily: the ONNX detect path uses this mo
     from dbcli.models import DBNet
 
 FORMAT = "dbnet-weights"
-DEFAULT_WEIGHTS_NAME = "dbnet_resnet18_icdar15.pt"
+
+
+@dataclass(frozen=True)
+class ShippedWeights:
+    """A weights file in ``weights/``, selectable by a short name (``--weights general``)."""
+
+    name: str
+    file: str
+    use: str  # what it is for, one line (shown in --help and the README)
+
+
+SHIPPED = (
+    ShippedWeights("general", "dbnet_mobilenetv3_general.pt",
+                   "text lines in documents, receipts, screenshots, signs and photos: PaddleOCR's "
+                   "PP-OCRv3 detector, converted (the default)"),
+    ShippedWeights("icdar15", "dbnet_mobilenetv3_icdar15.pt",
+                   "words in street-level photos: the general model fine-tuned on ICDAR 2015 (the "
+                   "default of `dbnet eval --dataset icdar15`)"),
+    ShippedWeights("icdar15-r18", "dbnet_resnet18_icdar15.pt",
+                   "words in street-level photos: DB-ResNet-18 trained here from scratch on ICDAR 2015"),
+)
+DEFAULT_WEIGHTS = "general"
+DEFAULT_ICDAR15_WEIGHTS = "icdar15"
+DEFAULT_WEIGHTS_NAME = next(w.file for w in SHIPPED if w.name == DEFAULT_WEIGHTS)
+
+
+def weights_dir() -> Path:
+    """``weights/`` beside the package (a source checkout or an editable install)."""
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def shipped_names() -> str:
+    """``general, icdar15, icdar15-r18``: the short names, for messages and --help."""
+    return ", ".join(w.name for w in SHIPPED)
+
+
+def resolve_weights(value: str | Path | None, default: str = DEFAULT_WEIGHTS) -> Path:
+    """The weights file meant by ``value``: an existing path as it is, a short name of ``SHIPPED``
+    (``general``) as its file in ``weights/``, anything else as a path (which the loader reports as
+    missing). ``None``: ``$DBNET_WEIGHTS`` if set, else the shipped file named ``default``."""
+    import os
+
+    if value is None:
+        env = os.environ.get("DBNET_WEIGHTS")
+        value = env if env else default
+    path = Path(value)
+    if path.exists():
+        return path
+    for shipped in SHIPPED:
+        if str(value) == shipped.name:
+            return weights_dir() / shipped.file
+    return path
 
 
 def default_weights_path() -> Path:
-    """``weights/`` beside the package (a source checkout or an editable install); ``$DBNET_WEIGHTS``
-    overrides it."""
-    import os
-
-    env = os.environ.get("DBNET_WEIGHTS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
+    """The file ``dbnet detect`` uses without ``--weights`` (``$DBNET_WEIGHTS`` overrides it)."""
+    return resolve_weights(None)
 
 
 def make_weights(model: DBNet, half: bool = True, **meta) -> dict:
@@ -49,11 +95,12 @@ def save_weights(path: str | Path, model: DBNet, half: bool = True, **meta) -> P
 
 
 def load_weights(path: str | Path | None) -> dict:
-    """Read and check a weights file (``None``: the default one). Raises ``DBNetError``."""
-    path = Path(path) if path is not None else default_weights_path()
+    """Read and check a weights file: a path or a shipped short name (``None``: the default one).
+    Raises ``DBNetError``."""
+    path = resolve_weights(path)
     if not path.exists():
-        hint = " (train one with `dbnet train`, or pass --weights)" if path == default_weights_path() else ""
-        raise DBNetError(f"{path}: weights file not found{hint}")
+        raise DBNetError(f"{path}: weights file not found (pass a file or one of the shipped names: "
+                         f"{shipped_names()})")
     if path.suffix == ".onnx":
         raise DBNetError(f"{path}: an ONNX model; use --backend onnx")
     import torch

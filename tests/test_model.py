@@ -11,7 +11,7 @@ from dbcli.errors import DBNetError
 from dbcli.imaging import normalize
 from dbcli.labels import make_targets
 from dbcli.losses import db_loss
-from dbcli.models import DBNet, ModelConfig, ResNet, count_parameters, load_backbone_state
+from dbcli.models import DBNet, MobileNetV3, ModelConfig, ResNet, count_parameters, load_backbone_state
 
 from synth import random_rects, render
 
@@ -334,3 +334,53 @@ def test_tiny_model_overfits_one_synthetic_image():
         prob = model(x)["prob"][0, 0]
     gt = batch["gt"][0]
     assert prob[gt == 1].mean() > 0.5 > prob[gt == 0].mean()
+
+
+# --- DB-MobileNetV3 (PaddleOCR's PP-OCRv3 detector layout) ----------------------------------------
+def test_mobilenet_v3_layout_of_pp_ocr_v3():
+    """Scale 0.5 without SE: the stage widths and parameter count of PP-OCRv3's detector (its ONNX
+    export, probability branch only, has 0.58M parameters in 49 BatchNorm layers)."""
+    model = DBNet(ModelConfig("mobilenet_v3", scale=0.5, se=False)).eval()
+    assert model.backbone.out_channels == [16, 24, 56, 480]
+    prob_branch = count_parameters(model) - count_parameters(model.thresh_head)
+    assert prob_branch == 580_161
+    bn_in_prob_branch = sum(isinstance(m, torch.nn.BatchNorm2d) for name, m in model.named_modules()
+                            if not name.startswith("thresh_head"))
+    assert bn_in_prob_branch == 49
+    feats = model.backbone(torch.zeros(1, 3, 64, 96))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    out = model(torch.zeros(2, 3, 50, 70), with_thresh=True)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: (2, 1, 50, 70) for k in ("prob", "thresh", "binary")}
+
+
+@pytest.mark.parametrize("scale, channels", [(0.35, [8, 16, 40, 336]), (1.0, [24, 40, 112, 960])])
+def test_mobilenet_v3_widths(scale, channels):
+    from dbcli.models.mobilenetv3 import make_divisible
+
+    assert MobileNetV3(scale).out_channels == channels
+    assert [make_divisible(v) for v in (12, 20, 36, 60, 92)] == [16, 24, 40, 64, 96]
+
+
+def test_mobilenet_v3_gradients_reach_every_parameter():
+    model = DBNet(ModelConfig("mobilenet_v3", se=True)).train()
+    out = model(torch.rand(2, 3, 64, 64))
+    (out["prob"].mean() + out["thresh"].mean() + out["binary"].mean()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_model_config_rejects_unknown_entries():
+    with pytest.raises(ValueError, match="unknown architecture 'vgg16'"):
+        ModelConfig("vgg16")
+    with pytest.raises(ValueError, match="unknown model setting"):
+        ModelConfig.from_dict({"arch": "resnet18", "colour": "blue"})
+    with pytest.raises(ValueError, match="dcn"):
+        ModelConfig("mobilenet_v3", dcn=True)
+    assert ModelConfig.from_dict({"arch": "resnet18", "dcn": False, "k": 50.0}) == ModelConfig()
+
+
+def test_pretrained_resnet_backbone_into_mobilenet_is_refused(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(ResNet("resnet18").state_dict(), path)
+    with pytest.raises(DBNetError, match="takes none"):
+        load_backbone_state(DBNet(ModelConfig("mobilenet_v3")), str(path))

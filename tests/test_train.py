@@ -317,3 +317,28 @@ def test_warmup_raises_the_lr_linearly_then_hands_over_to_poly(dataset, tmp_path
                     for k in range(6)]
         assert logged_lrs(out) == pytest.approx(expected, abs=1e-5)
     assert logged_lrs(tmp_path / "warm4")[0] == pytest.approx(0.0025, abs=1e-5)
+
+
+def test_fine_tuning_a_mobilenet_v3_file_keeps_its_architecture_and_input_order(dataset, tmp_path):
+    """--init-weights without --arch takes the file's architecture (here a PP-OCR-style BGR
+    DB-MobileNetV3); --resume of that run rebuilds the same model, input convention included."""
+    from dbcli.models import DBNet, ModelConfig
+    from dbcli.weights import save_weights
+
+    torch.manual_seed(0)
+    source = tmp_path / "mv3.pt"
+    save_weights(source, DBNet(ModelConfig("mobilenet_v3", input_order="bgr")), half=False)
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "custom", "--data-root", str(dataset), "--out", str(run), "--init-weights",
+            str(source), "--optimizer", "adamw", "--lr", "1e-4", "--max-steps", "1", "--crop-size", "64",
+            "--batch-size", "2", "--workers", "0", "--val-fraction", "0", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert _state(run / "latest.pt")["config"]["arch"] == "mobilenet_v3"
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "1", "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    state = _state(run / "latest.pt")
+    assert state["step"] == 2
+    assert load_weights(run / "weights.pt")["model"] == ModelConfig("mobilenet_v3", input_order="bgr").to_dict()
+    bad = runner.invoke(app, [*args[:-2], "--device", "cpu", "--arch", "resnet18"])
+    assert bad.exit_code != 0 and "a mobilenet_v3 model, not the resnet18 asked for" in bad.output
