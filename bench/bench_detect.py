@@ -1,6 +1,6 @@
 """End-to-end ``detect`` throughput (decode -> polygons) vs the PP-OCR DB detector of RapidOCR.
 
-    python bench/bench_detect.py [--count 8] [--repeats 3] [--images DIR] [--weights FILE]
+    python bench/bench_detect.py [--count 8] [--repeats 3] [--images DIR] [--weights FILE ...]
                                  [--rapidocr DIR] [--fetch-rapidocr]
 
 Inputs: ``--count`` synthetic 1280x720 JPEGs (bench/synthetic.py), or the first ``--count`` images
@@ -21,10 +21,11 @@ Contenders (interleaved in the same run, median of ``--repeats`` passes over all
   ``--fetch-rapidocr`` fills with ``pip download`` + unzip, no install) and skips that row otherwise.
 Then a per-stage breakdown (decode, resize + normalise, network, post-processing), run sequentially.
 
-Weights: ``--weights``, else ``weights/dbnet_resnet18_icdar15.pt``, else a randomly initialised
-DB-ResNet-18 (said in the output: speed does not depend on the weights, but with random weights the
-probability map is empty and post-processing has nothing to do; the breakdown therefore also times
-both post-processors on the same ICDAR-like synthetic map).
+Weights: ``--weights`` (one or more files or shipped names), else the shipped ``general``
+(DB-MobileNetV3) and ``icdar15-r18`` (DB-ResNet-18) files, the last being the baseline of the ratio
+column; else a randomly initialised DB-ResNet-18 (said in the output: speed does not depend on the
+weights, but with random weights the probability map is empty and post-processing has nothing to do;
+the breakdown therefore also times both post-processors on the same ICDAR-like synthetic map).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -73,14 +73,20 @@ def list_images(folder: Path, count: int) -> list[Path]:
     return found[:count]
 
 
-def resolve_weights(path: str | None, tmp: Path) -> tuple[Path, str]:
-    from dbcli.weights import default_weights_path
+def resolve_weights(names: list[str] | None, tmp: Path) -> list[tuple[str, Path, str]]:
+    """``(label, file, note)`` per weights to time: ``names`` (files or shipped names), else the shipped
+    ``general`` (DB-MobileNetV3) and ``icdar15-r18`` (DB-ResNet-18) files, else a random DB-ResNet-18."""
+    from dbcli.weights import resolve_weights as resolve
 
-    if path:
-        return Path(path), f"weights {path}"
-    default = default_weights_path()
-    if default.exists():
-        return default, f"weights {default}"
+    found = []
+    for name in names or ["general", "icdar15-r18"]:
+        path = resolve(name)
+        if path.exists():
+            found.append((Path(name).stem if Path(name).suffix else name, path, f"weights {path}"))
+        elif names:
+            raise SystemExit(f"{name}: weights file not found")
+    if found:
+        return found
     import torch
 
     from dbcli.models import DBNet, ModelConfig
@@ -88,60 +94,23 @@ def resolve_weights(path: str | None, tmp: Path) -> tuple[Path, str]:
 
     torch.manual_seed(0)
     out = save_weights(tmp / "random_resnet18.pt", DBNet(ModelConfig("resnet18")).eval())
-    return Path(out), f"RANDOM-INIT DB-ResNet-18 ({default} not found; speed does not depend on the weights)"
+    return [("random-r18", Path(out), "RANDOM-INIT DB-ResNet-18 (no shipped weights found; speed does not "
+                                       "depend on the weights)")]
 
 
-def export_onnx(weights: Path, tmp: Path) -> Path:
-    out = tmp / "dbnet.onnx"
-    try:
-        from dbcli.export import export
-    except ImportError:  # library not there yet: a plain legacy export of P
-        import torch
+def export_onnx(weights: Path, out: Path) -> Path:
+    from dbcli.export import export
 
-        from dbcli.weights import build_model, load_weights
-
-        model = build_model(load_weights(weights), "cpu")
-
-        class Prob(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, x):
-                return self.m(x, with_thresh=False)["prob"]
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(Prob(model).eval(), (torch.zeros(1, 3, 224, 288),), str(out),
-                              input_names=["images"], output_names=["prob"], opset_version=17,
-                              dynamic_axes={"images": {0: "n", 2: "h", 3: "w"}, "prob": {0: "n", 2: "h", 3: "w"}},
-                              dynamo=False)
-        return out
     export(weights, "onnx", out)
     return out
 
 
-def load_backends(weights: Path, onnx_path: Path):
-    """``{"torch": model, "onnx": model}`` as ``dbcli.detect.load_model`` gives them (or, before the
-    detect library exists, bare prob_fns)."""
-    try:
-        from dbcli.detect import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        return {"torch": load_model(weights, "torch", device="cpu"), "onnx": load_model(onnx_path, "onnx", device="cpu")}
-    from dbcli.inference import TorchBackend
-    from dbcli.weights import load_weights
+def load_backends(label: str, weights: Path, onnx_path: Path) -> dict:
+    """``{"<label> torch": model, "<label> onnx": model}`` as ``dbcli.detect.load_model`` gives them."""
+    from dbcli.detect import load_model
 
-    try:
-        from dbcli.onnx_backend import OnnxBackend
-        onnx_fn = OnnxBackend(onnx_path, "cpu")
-    except ImportError:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        onnx_fn = lambda b: sess.run(None, {"images": b})[0][:, 0]  # noqa: E731
-    return {"torch": TorchBackend(load_weights(weights), "cpu"), "onnx": onnx_fn}
+    return {f"{label} torch": load_model(weights, "torch", device="cpu"),
+            f"{label} onnx": load_model(onnx_path, "onnx", device="cpu")}
 
 
 def prob_fn_of(model):
@@ -150,17 +119,8 @@ def prob_fn_of(model):
 
 def run_dbcli(model, paths: list[Path], short_side: int, batch: int):
     """All images through dbnet detect's pipeline; returns the detections per image."""
-    try:
-        from dbcli.detect import Settings, run_pipeline
-    except ImportError:
-        from dbcli.imaging import read_image
-        from dbcli.inference import detect_batch
+    from dbcli.detect import Settings, run_pipeline
 
-        out = []
-        for i in range(0, len(paths), batch):
-            images = [read_image(p) for p in paths[i:i + batch]]
-            out.extend(detect_batch(prob_fn_of(model), images, short_side))
-        return out
     settings = Settings(short_side=short_side, batch_size=batch)
     return [r.detections for r in run_pipeline(paths, model, settings)]
 
@@ -288,7 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--short-side", type=int, default=736)
     ap.add_argument("--images", help="a folder of real images instead of synthetic 1280x720 JPEGs")
-    ap.add_argument("--weights", help="a dbnet .pt weights file (default: the shipped one, else random)")
+    ap.add_argument("--weights", nargs="+", help="dbnet .pt files or shipped names (default: general and "
+                    "icdar15-r18; the last is the speed-ratio baseline)")
     ap.add_argument("--rapidocr", help="the unpacked rapidocr_onnxruntime package folder (or its det .onnx)")
     ap.add_argument("--fetch-rapidocr", action="store_true",
                     help=f"pip-download rapidocr-onnxruntime=={RAPIDOCR_VERSION} into {RAPIDOCR_CACHE} first")
@@ -311,19 +272,22 @@ def main(argv=None) -> int:
         tmp = Path(tmp_name)
         paths = list_images(Path(args.images), args.count) if args.images else make_images(tmp, args.count, args.seed)
         first = cv2.imread(str(paths[0]))
-        weights, weights_note = resolve_weights(args.weights, tmp)
-        t0 = time.perf_counter()
-        onnx_path = export_onnx(weights, tmp)
-        print(f"# {weights_note}; ONNX export {time.perf_counter() - t0:.1f} s; {len(paths)} images "
-              f"({'from ' + args.images if args.images else 'synthetic'}, first {first.shape[1]}x{first.shape[0]}); "
-              f"{threads} threads for torch and onnxruntime")
-        models = load_backends(weights, onnx_path)
         from dbcli.cpu import cpu_supports_bf16
+        from dbcli.detect import load_model
 
-        if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_supports_bf16()):
-            from dbcli.detect import load_model
-
-            models["torch bf16"] = load_model(weights, "torch", device="cpu", precision="bf16")
+        print(f"# {len(paths)} images ({'from ' + args.images if args.images else 'synthetic'}, first "
+              f"{first.shape[1]}x{first.shape[0]}); {threads} threads for torch and onnxruntime")
+        models = {}
+        weights_list = resolve_weights(args.weights, tmp)
+        for label, weights, weights_note in weights_list:
+            t0 = time.perf_counter()
+            onnx_path = export_onnx(weights, tmp / f"{label}.onnx")
+            print(f"# {label}: {weights_note} ({load_model(weights, 'torch', device='cpu').info['arch']}); "
+                  f"ONNX export {time.perf_counter() - t0:.1f} s")
+            models.update(load_backends(label, weights, onnx_path))
+            if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_supports_bf16()):
+                models[f"{label} torch bf16"] = load_model(weights, "torch", device="cpu", precision="bf16")
+        baseline = f"{weights_list[-1][0]} torch"  # the ratio column's reference: the last weights, fp32
         rapid_pkg, why = find_rapidocr(args.rapidocr)
         rapid = None
         if rapid_pkg is not None:
@@ -351,11 +315,13 @@ def main(argv=None) -> int:
         for name in contenders:
             b = name.rsplit(" ", 1)[1]
             ref = ips.get(f"PP-OCRv4 det (RapidOCR), batch {b}")
+            base = ips.get(f"dbcli {baseline}, batch {b}")
             rows.append([name, f"{ips[name]:.2f}", f"{1e3 / ips[name]:.0f}", spread(times[name]),
-                         f"{counts[name]:.1f}",
+                         f"{counts[name]:.1f}", f"{ips[name] / base:.2f}x" if base else "",
                          f"{ips[name] / ref:.2f}x" if ref and not name.startswith("PP-OCR") else ""])
         print_table(f"end-to-end images/s ({len(paths)} images, median of {args.repeats} interleaved passes)",
-                    ["pipeline", "images/s", "ms/image", "spread", "dets/image", "speed vs PP-OCR"], rows)
+                    ["pipeline", "images/s", "ms/image", "spread", "dets/image", f"vs {baseline}",
+                     "speed vs PP-OCR"], rows)
 
         breakdown(paths, models, rapid, args, threads)
     return 0
@@ -380,8 +346,9 @@ def breakdown(paths, models, rapid, args, threads) -> None:
             stages[f"network: dbcli {backend}, batch {b}"] = (
                 lambda fn=fn, batches=batches: [fn(x) for x in batches])
         maps[backend] = [fn(x[None])[0] for x in inputs]
-    stages["post-processing: dbcli, this model's maps"] = lambda: [
-        boxes_from_prob_map(m, img.shape[1], img.shape[0]) for m, img in zip(maps["onnx"], images)]
+    first_onnx = next(name for name in maps if name.endswith("onnx"))
+    stages[f"post-processing: dbcli, {first_onnx} maps"] = lambda: [
+        boxes_from_prob_map(m, img.shape[1], img.shape[0]) for m, img in zip(maps[first_onnx], images)]
     icdar_like = [synthetic.prob_map(np.random.default_rng([args.seed, 9, i]), 736, 1312)[0] for i in range(len(paths))]
     stages["post-processing: dbcli, ICDAR-like map"] = lambda: [boxes_from_prob_map(m, 1280, 720) for m in icdar_like]
     if rapid is not None:
