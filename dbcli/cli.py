@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +36,18 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _max_megapixels_opt():
+    return typer.Option(200.0, "--max-megapixels", show_default=True,
+                        help="Refuse (warn and skip) images of more million pixels than this before "
+                             "decoding them: a small file can hold a huge image (decompression bomb).")
+
+
+def _max_candidates_opt():
+    return typer.Option(None, "--max-candidates", min=1, show_default=False,
+                        help="Most candidate regions post-processed per image (default 1000; the rest "
+                             "are dropped with a warning).")
+
+
 @app.command()
 def train(
     dataset: str = typer.Option("icdar15", help="icdar15, td500, totaltext, ctw1500 or custom."),
@@ -54,7 +69,9 @@ def train(
     crop_size: int = typer.Option(640, help="Square training crop side in pixels."),
     scale_min: float = typer.Option(0.5, help="Smallest random rescale factor."),
     scale_max: float = typer.Option(3.0, help="Largest random rescale factor."),
-    workers: int = typer.Option(4, help="DataLoader worker processes (labels are made there)."),
+    workers: Optional[int] = typer.Option(None, min=0, show_default=False,
+                                          help="DataLoader worker processes (labels are made there). Default: "
+                                               "4, or the CPUs available if fewer; with --resume: the run's."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     amp: bool = typer.Option(True, help="Mixed precision (fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX)."),
@@ -122,13 +139,16 @@ def eval_command(
                                                    "instead of running a model."),
     short_side: Optional[int] = typer.Option(None, help="Test scale: shorter side in pixels "
                                                         "(default: the weights file's, else 736)."),
-    max_side: Optional[int] = typer.Option(None, help="Cap on the longer side in pixels."),
+    max_side: Optional[int] = typer.Option(None, show_default=False,
+                                           help="Cap on the network input's longer side in pixels (default 4096)."),
     thresh: Optional[float] = typer.Option(None, help="Binarization threshold (default: the weights file's)."),
     box_thresh: Optional[float] = typer.Option(None, help="Minimum region score (default: the weights "
                                                           "file's); with --pred, drops lower-scored predictions."),
     unclip_ratio: Optional[float] = typer.Option(None, help="Region expansion ratio (default: the weights file's)."),
     polygon: Optional[bool] = typer.Option(None, "--polygon/--box", help="Polygons (curved text) or "
                                            "4-point boxes (default: polygons on totaltext and ctw1500)."),
+    max_candidates: Optional[int] = _max_candidates_opt(),
+    max_megapixels: float = _max_megapixels_opt(),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: auto)."),
     precision: Optional[str] = typer.Option(None, show_default=False,
                                             help="fp32 (default), bf16 or fp16 (CUDA): the torch backend's "
@@ -154,7 +174,7 @@ def eval_command(
     try:
         run_eval(dataset, data_root, split, weights, pred, short_side, max_side, thresh, box_thresh,
                  unclip_ratio, polygon, device, precision, batch_size, limit, holdout_from_train, seed, sweep,
-                 sweep_thresh, sweep_box_thresh, allow_test_sweep, json_path)
+                 sweep_thresh, sweep_box_thresh, allow_test_sweep, json_path, max_candidates, max_megapixels)
     except DBNetError as exc:
         fail(str(exc))
 
@@ -202,7 +222,9 @@ def _short_side_opt():
 
 def _max_side_opt():
     return typer.Option(None, "--max-side", show_default=False,
-                        help="Cap on the longer side after resizing (for panoramas and long receipts).")
+                        help="Cap on the network input's longer side in pixels (default 4096, with a note "
+                             "when it shrinks an image; at most 16384): bounds the memory of panoramas "
+                             "and long receipts.")
 
 
 def _thresh_opt():
@@ -243,13 +265,31 @@ def _no_exif_opt():
                              "MSRA-TD500 whose boxes are in stored-pixel coordinates).")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler stopping the job) ends the command like Ctrl-C: the work done is kept and
+    said, instead of the process vanishing mid-write. Main thread only; restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh, unclip_ratio,
-          polygon, batch_size, no_exif):
+          polygon, batch_size, no_exif, max_megapixels, max_candidates):
     from dbcli.detect import load_model, resolve_settings
 
     model = load_model(weights, backend, device, precision)
     settings = resolve_settings(model, short_side, max_side, thresh, box_thresh, unclip_ratio, polygon,
-                                batch_size, not no_exif)
+                                batch_size, not no_exif, max_megapixels, max_candidates)
     return model, settings
 
 
@@ -276,14 +316,21 @@ def detect(
     polygon: Optional[bool] = _polygon_opt(),
     batch_size: Optional[int] = _batch_opt(),
     no_exif: bool = _no_exif_opt(),
+    max_megapixels: float = _max_megapixels_opt(),
+    max_candidates: Optional[int] = _max_candidates_opt(),
+    resume: bool = typer.Option(False, "--resume",
+                                help="--format jsonl: skip the images already in --out (or in the "
+                                     "<out>.partial file an interrupted run left) and append the others."),
 ) -> None:
     """Detect text in images and write polygons in original-image pixel coordinates.
 
-    Unreadable files are skipped with a warning; the exit status is non-zero only when no image could be processed.
+    Unreadable, truncated and oversized files are skipped with a warning; the exit status is non-zero only
+    when no image could be processed. With --format jsonl, an interrupted run leaves the images done in
+    <out>.partial, and --resume continues it.
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
     from dbcli.cpu import tune_malloc
-    from dbcli.detect import FORMATS, detect as run_detect
+    from dbcli.detect import FORMATS, DetectInterrupted, detect as run_detect
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
     if fmt is None:
@@ -292,13 +339,18 @@ def detect(
         fail(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
     try:
         model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh,
-                                unclip_ratio, polygon, batch_size, no_exif)
-        summary = run_detect(inputs, out, fmt, model, settings)
+                                unclip_ratio, polygon, batch_size, no_exif, max_megapixels, max_candidates)
+        with _sigterm_as_interrupt():
+            summary = run_detect(inputs, out, fmt, model, settings, resume=resume)
+    except DetectInterrupted as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(130) from None
     except DBNetError as exc:
         fail(str(exc))
     if summary.lead:
         where = f"wrote {summary.out}: " if summary.out is not None else ""
         skipped = f", {summary.failed} skipped" if summary.failed else ""
+        skipped += f", {summary.resumed} done before" if summary.resumed else ""
         rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0
         typer.echo(f"{where}{summary.images} images, {summary.detections} text regions{skipped} "
                    f"in {summary.seconds:.1f} s ({rate:.1f} images/s)", err=True)
@@ -327,6 +379,8 @@ def visualize(
     polygon: Optional[bool] = _polygon_opt(),
     batch_size: Optional[int] = _batch_opt(),
     no_exif: bool = _no_exif_opt(),
+    max_megapixels: float = _max_megapixels_opt(),
+    max_candidates: Optional[int] = _max_candidates_opt(),
 ) -> None:
     """Draw detected polygons with their scores over each image and save PNGs.
 
@@ -340,9 +394,10 @@ def visualize(
     try:
         if pred is None or maps:
             model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh,
-                                    unclip_ratio, polygon, batch_size, no_exif)
+                                    unclip_ratio, polygon, batch_size, no_exif, max_megapixels, max_candidates)
         else:
-            model, settings = None, Settings(batch_size=batch_size or 1, exif=not no_exif)
+            model, settings = None, Settings(batch_size=batch_size or 1, exif=not no_exif,
+                                             max_megapixels=max_megapixels)
         summary = run_visualize(inputs, out, pred, maps, model, settings)
     except DBNetError as exc:
         fail(str(exc))

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's share), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers(limit: int = 4) -> int:
+    """Worker processes or threads to start by default: ``limit``, or fewer on a smaller machine (so
+    that PyTorch's DataLoader does not warn about more workers than CPUs)."""
+    return max(1, min(limit, available_cpus()))
 
 
 def cpu_supports_bf16() -> bool:

@@ -293,6 +293,8 @@ def _parse_ctw1500_xml(path: Path) -> tuple[list[np.ndarray], list[bool]]:
                 raise DBNetError(f"{where}: non-numeric <segs>") from None
             if len(coords) % 2 or len(coords) < 6:
                 raise DBNetError(f"{where}: <segs> needs an even number (>= 6) of coordinates")
+            if not all(math.isfinite(v) for v in coords):
+                raise DBNetError(f"{where}: non-finite coordinate in <segs>")
             poly = np.asarray(coords, np.float64).reshape(-1, 2)
         else:
             try:
@@ -300,6 +302,8 @@ def _parse_ctw1500_xml(path: Path) -> tuple[list[np.ndarray], list[bool]]:
                 width, height = float(box.get("width")), float(box.get("height"))
             except (TypeError, ValueError):
                 raise DBNetError(f"{where}: neither <segs> nor left/top/width/height") from None
+            if not all(math.isfinite(v) for v in (left, top, width, height)):
+                raise DBNetError(f"{where}: non-finite left/top/width/height")
             poly = np.array([[left, top], [left + width, top], [left + width, top + height],
                              [left, top + height]], np.float64)
         polygons.append(poly)

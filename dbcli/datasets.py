@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,8 @@ def parse_icdar_gt(path: Path, num_coords: int | None = 8) -> tuple[list[np.ndar
             rest = fields[num_coords:]
         if len(coords) < 6:
             raise DBNetError(f"{path}:{lineno}: a polygon needs at least 3 points")
+        if not all(math.isfinite(v) for v in coords):  # float() reads "nan" and "inf"
+            raise DBNetError(f"{path}:{lineno}: non-finite coordinate in {line[:60]!r}")
         text = ",".join(rest).strip()
         polygons.append(np.array(coords, np.float64).reshape(-1, 2))
         ignore.append(text == "###")
@@ -132,6 +135,8 @@ def load_custom(root: Path, split: str) -> list[Sample]:
                 arr = np.asarray(points, dtype=np.float64)
                 if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 3:
                     raise ValueError("a polygon needs at least 3 [x, y] points")
+                if not np.isfinite(arr).all():
+                    raise ValueError(f"non-finite coordinate in {points}")
                 polygons.append(arr)
                 ignore.append(bool(poly.get("ignore", False)) if isinstance(poly, dict) else False)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dbcli.datasets import DATASETS, load_samples, split_holdout
 from dbcli.errors import DBNetError
+from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS, check_sides
 from dbcli.postprocess import PostConfig, post_config_from
 
 CURVED_DATASETS = ("totaltext", "ctw1500")
@@ -61,13 +62,14 @@ def select_samples(dataset: str, data_root, split: str | None, holdout_from_trai
     return samples, description
 
 
-def post_config(weights: dict | None, dataset: str, thresh, box_thresh, unclip_ratio, polygon) -> PostConfig:
+def post_config(weights: dict | None, dataset: str, thresh, box_thresh, unclip_ratio, polygon,
+                max_candidates: int | None = None) -> PostConfig:
     """The weights file's ``postprocess`` entry, overridden by the options given. ``polygon``
     defaults to True on the curved-text datasets."""
     if polygon is None and dataset in CURVED_DATASETS:
         polygon = True
     return post_config_from((weights or {}).get("postprocess"), thresh=thresh, box_thresh=box_thresh,
-                            unclip_ratio=unclip_ratio, polygon=polygon)
+                            unclip_ratio=unclip_ratio, polygon=polygon, max_candidates=max_candidates)
 
 
 def _overlap_warning(weights: dict, dataset: str, split: str | None, holdout: float | None, seed: int) -> str | None:
@@ -88,7 +90,8 @@ def _overlap_warning(weights: dict, dataset: str, split: str | None, holdout: fl
 
 def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side, thresh, box_thresh,
         unclip_ratio, polygon, device, precision, batch_size, limit, holdout_from_train, seed, sweep,
-        sweep_thresh, sweep_box_thresh, allow_test_sweep, json_path) -> dict:
+        sweep_thresh, sweep_box_thresh, allow_test_sweep, json_path, max_candidates=None,
+        max_megapixels=DEFAULT_MAX_MEGAPIXELS) -> dict:
     from rich.console import Console
 
     out = Console(highlight=False)
@@ -101,7 +104,7 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
         model_only = {"--weights": weights_path, "--short-side": short_side, "--max-side": max_side,
                       "--thresh": thresh, "--unclip-ratio": unclip_ratio, "--polygon/--box": polygon,
                       "--device": device, "--precision": precision, "--batch-size": batch_size,
-                      "--sweep": sweep or None}
+                      "--sweep": sweep or None, "--max-candidates": max_candidates}
         given = [name for name, value in model_only.items() if value is not None]
         if given:
             raise DBNetError(f"--pred scores a predictions file without a model; {', '.join(given)} "
@@ -162,8 +165,11 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
         backend = TorchBackend(weights, device or "auto", precision)
         if backend.note:
             warn(backend.note)
-    post = post_config(weights, dataset, thresh, box_thresh, unclip_ratio, polygon)
+    post = post_config(weights, dataset, thresh, box_thresh, unclip_ratio, polygon, max_candidates)
     short_side = short_side or int(weights.get("short_side") or 736)
+    check_sides(short_side, max_side)
+    if not max_megapixels > 0:
+        raise DBNetError(f"--max-megapixels must be positive, got {max_megapixels}")
     batch_size = batch_size or 1
     settings_line = (f"weights {weights['path']} ({weights['model'].get('arch')}) on {backend.device}"
                      f"{'' if precision == 'fp32' else ', ' + precision}; "
@@ -179,9 +185,10 @@ def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side
 
         if sweep:
             result = sweep_model(samples, backend, short_side, max_side, post, box_threshes, threshes,
-                                 batch_size, warn, advance)
+                                 batch_size, warn, advance, max_megapixels=max_megapixels)
         else:
-            result = evaluate_model(samples, backend, short_side, max_side, post, batch_size, warn, advance)
+            result = evaluate_model(samples, backend, short_side, max_side, post, batch_size, warn, advance,
+                                    max_megapixels=max_megapixels)
 
     common = {"dataset": dataset, "split": description, "weights": weights["path"], "device": str(backend.device),
               "dtype": precision}

@@ -15,6 +15,7 @@ counted); the result lists them in ``skipped``.
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,10 +27,10 @@ import numpy as np
 
 from dbcli.datasets import Sample
 from dbcli.errors import DBNetError
-from dbcli.imaging import inference_size, read_image
+from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image, inference_size
 from dbcli.inference import ProbFn, detect_batch
 from dbcli.metrics import ImageResult, Scores, evaluate_image, summarize
-from dbcli.postprocess import Detection, PostConfig, boxes_from_prob_map
+from dbcli.postprocess import CandidateCapWarning, Detection, PostConfig, boxes_from_prob_map
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]  # called with the number of images just finished
@@ -64,9 +65,9 @@ class EvalResult:
 
 
 # --- running a backend ----------------------------------------------------------------------------
-def _decode(sample: Sample) -> np.ndarray | DBNetError:
+def _decode(sample: Sample, max_megapixels: float | None) -> tuple[np.ndarray, list[str]] | DBNetError:
     try:
-        return read_image(sample.image_path, sample.exif)
+        return decode_image(sample.image_path, sample.exif, max_megapixels)
     except DBNetError as exc:
         return exc
 
@@ -74,7 +75,7 @@ def _decode(sample: Sample) -> np.ndarray | DBNetError:
 def iter_prob_maps(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 736,
                    max_side: int | None = None, batch_size: int = 1, post: PostConfig = PostConfig(),
                    warn: Warn = _nowarn, skipped: list[str] | None = None, progress: Progress | None = None,
-                   prefetch_threads: int = 2
+                   prefetch_threads: int = 2, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
                    ) -> Iterator[tuple[Sample, np.ndarray, list[Detection], int, tuple[int, int]]]:
     """Yield ``(sample, prob_map, detections, capped, (height, width))`` per decodable image, in order.
 
@@ -83,8 +84,9 @@ def iter_prob_maps(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int =
     ``post`` in original-image pixels; ``capped`` counts the images of the batch that hit
     ``post.max_candidates`` (given with the batch's first image, 0 with the others: sums are exact).
     Images are decoded in background threads; a batch only holds images of the same network input
-    size, so results do not depend on ``batch_size``. Undecodable images are reported through
-    ``warn``, appended to ``skipped`` and not yielded."""
+    size, so results do not depend on ``batch_size``. Undecodable images (and those over
+    ``max_megapixels`` million pixels) are reported through ``warn``, appended to ``skipped`` and not
+    yielded."""
     batch_size = max(1, int(batch_size))
     window = max(2 * batch_size, 4)
 
@@ -106,17 +108,20 @@ def iter_prob_maps(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int =
         batch_key = None
         for i in range(len(samples)):
             while next_index < len(samples) and next_index < i + window:
-                futures.append(pool.submit(_decode, samples[next_index]))
+                futures.append(pool.submit(_decode, samples[next_index], max_megapixels))
                 next_index += 1
-            image = futures[i].result()
+            decoded = futures[i].result()
             futures[i] = None  # release the decoded image once consumed
-            if isinstance(image, DBNetError):
-                warn(f"skipping {image}")
+            if isinstance(decoded, DBNetError):
+                warn(f"skipping {decoded}")
                 if skipped is not None:
                     skipped.append(str(samples[i].image_path))
                 if progress is not None:
                     progress(1)
                 continue
+            image, notes = decoded
+            for note in notes:
+                warn(note)
             key = inference_size(image.shape[0], image.shape[1], short_side, max_side)
             if batch and (key != batch_key or len(batch) >= batch_size):
                 yield from flush(batch)
@@ -128,8 +133,8 @@ def iter_prob_maps(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int =
 
 
 def _count_capped(caught) -> int:
-    """How many of the caught warnings are post-processing's max_candidates warning."""
-    return sum("max_candidates" in str(w.message) or "candidate regions" in str(w.message) for w in caught)
+    """How many of the caught warnings are post-processing's candidate-cap warning."""
+    return sum(issubclass(w.category, CandidateCapWarning) for w in caught)
 
 
 def _post(prob: np.ndarray, width: int, height: int, post: PostConfig) -> tuple[list[Detection], int]:
@@ -142,25 +147,41 @@ def _post(prob: np.ndarray, width: int, height: int, post: PostConfig) -> tuple[
 
 def evaluate_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 736,
                    max_side: int | None = None, post: PostConfig = PostConfig(), batch_size: int = 1,
-                   warn: Warn = _nowarn, progress: Progress | None = None) -> EvalResult:
+                   warn: Warn = _nowarn, progress: Progress | None = None,
+                   max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> EvalResult:
     """Detect with ``prob_fn`` on every sample and score against its ground truth."""
     started = time.perf_counter()
     skipped: list[str] = []
     results: list[ImageResult] = []
     capped = 0
     for sample, _, dets, hit, _ in iter_prob_maps(samples, prob_fn, short_side, max_side, batch_size,
-                                                   post, warn, skipped, progress):
+                                                   post, warn, skipped, progress,
+                                                   max_megapixels=max_megapixels):
         capped += hit
         results.append(evaluate_image(sample.polygons, sample.ignore, [d.points for d in dets]))
     if capped:
         warn(f"{capped} image(s) had more than {post.max_candidates} candidate regions; only the first "
-             f"{post.max_candidates} were kept")
+             f"{post.max_candidates} were kept (--max-candidates raises the cap)")
     settings = {"short_side": short_side, "max_side": max_side, "batch_size": batch_size, **asdict(post)}
     return EvalResult(summarize(results), time.perf_counter() - started, skipped, capped=capped,
                       settings=settings)
 
 
 # --- scoring a predictions file -------------------------------------------------------------------
+def _is_number(value) -> bool:
+    """A finite JSON number (``true`` and ``"12"`` are not; Python's json reads ``NaN`` as a float)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _points_array(points) -> np.ndarray | None:
+    """``(K, 2)`` float64 from a list of at least 3 ``[x, y]`` pairs of finite numbers, else None."""
+    if not isinstance(points, list) or len(points) < 3:
+        return None
+    if not all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in points):
+        return None
+    return np.asarray(points, dtype=np.float64)
+
+
 def load_predictions(path: str | Path) -> list[dict]:
     """Read a ``dbnet detect`` JSON file: ``{"images": [{"file": ..., "width": W, "height": H,
     "detections": [{"points": [[x, y], ...], "score": s}, ...]}, ...]}``. A bare list of image
@@ -201,16 +222,14 @@ def load_predictions(path: str | Path) -> list[dict]:
         polygons, scores = [], []
         for j, det in enumerate(dets):
             points = det.get("points") if isinstance(det, dict) else det
-            try:
-                arr = np.asarray(points, dtype=np.float64)
-            except (TypeError, ValueError):
-                arr = np.zeros((0,))
-            if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 3 or not np.isfinite(arr).all():
+            arr = _points_array(points)
+            if arr is None:
                 raise DBNetError(f"{where}.detections[{j}] ({entry['file']}): \"points\" must be a "
-                                 "list of at least 3 [x, y] pairs")
+                                 "list of at least 3 [x, y] pairs of finite numbers")
             score = det.get("score", 1.0) if isinstance(det, dict) else 1.0
-            if not isinstance(score, (int, float)):
-                raise DBNetError(f"{where}.detections[{j}] ({entry['file']}): \"score\" must be a number")
+            if not _is_number(score):
+                raise DBNetError(f"{where}.detections[{j}] ({entry['file']}): \"score\" must be a finite "
+                                 f"number, got {json.dumps(score)}")
             polygons.append(arr)
             scores.append(float(score))
         checked.append({"file": entry["file"], "width": entry.get("width"), "height": entry.get("height"),
@@ -388,7 +407,8 @@ def sweep_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 73
                 max_side: int | None = None, post: PostConfig = PostConfig(),
                 box_threshes: Iterable[float] = DEFAULT_BOX_THRESH_GRID,
                 threshes: Iterable[float] = DEFAULT_THRESH_GRID, batch_size: int = 1,
-                warn: Warn = _nowarn, progress: Progress | None = None) -> SweepResult:
+                warn: Warn = _nowarn, progress: Progress | None = None,
+                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> SweepResult:
     """Run the network once per image and score every (thresh, box_thresh) of the grid on its
     probability map. Meant for a validation split (e.g. the images ``split_holdout`` keeps out of
     training), never the test split."""
@@ -397,9 +417,10 @@ def sweep_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 73
     skipped: list[str] = []
     for sample, prob, dets, hit, (h, w) in iter_prob_maps(samples, prob_fn, short_side, max_side,
                                                           batch_size, acc.first_config(), warn, skipped,
-                                                          progress):
+                                                          progress, max_megapixels=max_megapixels):
         acc.add(sample.polygons, sample.ignore, prob, w, h, first=(dets, hit))
     if acc.capped:
-        warn(f"{acc.capped} post-processing pass(es) hit max_candidates ({post.max_candidates})")
+        warn(f"{acc.capped} post-processing pass(es) had more than {post.max_candidates} candidate regions; "
+             "only the first were kept (--max-candidates raises the cap)")
     settings = {"short_side": short_side, "max_side": max_side, **asdict(post)}
     return acc.finish(seconds=time.perf_counter() - started, skipped=skipped, settings=settings)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_bytes
+from dbcli.fileio import atomic_write_bytes, check_writable
 
 ONNX_FORMAT = "dbnet-onnx/1"
 TOLERANCE = 1e-4  # max |P_export - P_torch| allowed in fp32 (issue 4)
@@ -220,6 +220,10 @@ def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: in
     out = Path(out)
     if out.is_dir():
         raise DBNetError(f"{out}: is a directory; --out needs a file name")
+    try:  # said before the export (tens of seconds), not after it
+        check_writable(out)
+    except OSError as exc:
+        raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
     weights = load_weights(weights_path)
     reference = build_model(weights, "cpu")
     module = inference_module(reference)

@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from dbcli.errors import DBNetError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
@@ -55,3 +57,71 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def remove_stale_temps(folder: str | os.PathLike, names: list[str]) -> list[Path]:
+    """Delete the temp files that an interrupted ``atomic_write_bytes`` of ``folder / name`` left
+    behind (``.<name>.XXXX.tmp``, for each of ``names``). Call it only where no other process is
+    writing those files (e.g. the one process that owns a run folder). Returns the removed paths."""
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
+def lock_path(out: str | os.PathLike) -> Path:
+    """The lock file of an output ``out`` (a file or folder): ``<out>.lock`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def acquire_lock(out: str | os.PathLike) -> Path:
+    """Create ``<out>.lock`` holding this process's id, so that a second process writing the same
+    ``out`` is refused instead of both reporting success and one result being lost. A lock left by
+    a process that no longer runs (killed) is taken over. Raises ``DBNetError`` when another running
+    process holds it, ``OSError`` when the folder cannot be written. Release with ``release_lock``."""
+    lock = lock_path(out)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise DBNetError(f"{out}: another dbnet process (pid {pid}) is writing it; wait for it, "
+                                 f"or delete {lock} if that process is not dbnet") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        return lock
+    raise DBNetError(f"{out}: could not take the lock {lock}")
+
+
+def release_lock(lock: Path | None) -> None:
+    """Remove a lock made by ``acquire_lock`` in this process (``None``: nothing to do)."""
+    if lock is None:
+        return
+    try:
+        if int(lock.read_text().strip() or 0) == os.getpid():
+            lock.unlink()
+    except (OSError, ValueError):
+        pass

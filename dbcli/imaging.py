@@ -38,53 +38,181 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
-def read_image(path: str | Path, exif: bool = True) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB.
+# Pillow's own bomb guard (a raw DecompressionBombWarning at 89 MP, an error at 179 MP) is replaced
+# by one policy, ``check_pixels``, applied to every decoder and said in the file's own warning.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_MEGAPIXELS = 200.0  # decoded images above this are refused (--max-megapixels raises it)
+# Formats Pillow reads in full: when it cannot, the file is damaged, and OpenCV would decode it anyway
+# (a truncated JPEG comes back grey-filled) while libjpeg / libpng print their own lines on stderr.
+_PILLOW_ONLY_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+_PILLOW_ONLY_FORMATS = {"JPEG", "MPO", "PNG", "GIF"}
+
+
+def check_pixels(path: str | Path, width: int, height: int, max_megapixels: float | None) -> None:
+    """Refuse an image of more than ``max_megapixels`` million pixels (``None``: no limit) before it is
+    decoded: a small file can hold a huge image (a decompression bomb). Raises ``DBNetError``."""
+    if max_megapixels is not None and width * height > max_megapixels * 1e6:
+        raise DBNetError(f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is over "
+                         f"the {max_megapixels:g}-megapixel limit (a decompression bomb?); "
+                         "--max-megapixels raises the limit")
+
+
+def _is_truncation(exc: Exception) -> bool:
+    """Pillow's complaint about a file that ends before its image data does."""
+    return "truncated" in str(exc).lower() or isinstance(exc, EOFError)
+
+
+LARGE_PIXELS = 1 << 25  # (33.5 MP) larger images are copied out of Pillow in strips ...
+STRIP_PIXELS = 1 << 22  # ... of about this many pixels
+
+
+def pillow_to_numpy(img: Image.Image, large: int = LARGE_PIXELS, strip_pixels: int = STRIP_PIXELS) -> np.ndarray:
+    """``np.asarray(img)`` for an 8-bit ``L``, ``RGB`` or ``RGBA`` image; one of more than ``large``
+    pixels is copied in horizontal strips of about ``strip_pixels`` pixels: ``np.asarray`` goes
+    through ``tobytes``, whose chunks and joined copy cost twice the image's size on top of Pillow's
+    own (850 MB more for a 12000x12000 photo)."""
+    width, height = img.size
+    if width * height <= large:
+        return np.asarray(img)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[img.mode]
+    out = np.empty((height, width, channels) if channels > 1 else (height, width), np.uint8)
+    rows = max(1, strip_pixels // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        out[top:bottom] = np.asarray(img.crop((0, top, width, bottom)))
+    return out
+
+
+def _pillow_array(img: Image.Image, exif: bool) -> np.ndarray:
+    """The pixels of an open Pillow image (EXIF orientation applied when ``exif``): ``(H, W)``,
+    ``(H, W, 3)`` or ``(H, W, 4)``, uint8 except float32 for mode F."""
+    if exif and img.getexif().get(0x0112, 1) in range(2, 9):  # (exif_transpose copies even when upright)
+        img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(img, dtype=np.uint32)
+        return (array >> 8).astype(np.uint8) if array.max(initial=0) > 255 else array.astype(np.uint8)
+    if img.mode in ("RGB", "L", "RGBA"):
+        return pillow_to_numpy(img)
+    if img.mode in ("LA", "PA", "P") and ("transparency" in img.info or img.mode != "P"):
+        return pillow_to_numpy(img.convert("RGBA"))
+    return pillow_to_numpy(img.convert("RGB"))
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's own log lines (e.g. "can't read header") would stand beside our one warning."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # an OpenCV build without the logging module
+        pass
+
+
+def _opencv_array(path: Path, reason: str, max_megapixels: float | None) -> np.ndarray:
+    """OpenCV's decoding of ``path`` (formats Pillow cannot read, e.g. float or some 16-bit TIFFs),
+    RGB(A) channel order. ``reason``: why Pillow failed, for the error message."""
+    _quiet_opencv()
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise DBNetError(f"{path}: cannot decode image ({reason})")
+    check_pixels(path, array.shape[1], array.shape[0], max_megapixels)
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return array
+
+
+def _signature(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError:
+        return b""
+
+
+def decode_image(path: str | Path, exif: bool = True, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+                 ) -> tuple[np.ndarray, list[str]]:
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB, with notes for the user (an animated or
+    multi-page file, of which the first frame is used).
 
     ``exif=True`` applies the EXIF orientation (what a viewer shows); ``exif=False`` keeps the stored
-    pixels (for datasets whose boxes are in stored-pixel coordinates, e.g. MSRA-TD500).
-    Raises ``DBNetError`` naming the file when it cannot be decoded.
+    pixels (for datasets whose boxes are in stored-pixel coordinates, e.g. MSRA-TD500). Images over
+    ``max_megapixels`` million pixels are refused before decoding (``None``: no limit).
+    Raises ``DBNetError`` naming the file when it is empty, truncated, too large or undecodable;
+    damaged data is never decoded in part.
     """
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise DBNetError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as img:
-            if exif:
-                img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img, dtype=np.uint32)
-                array = (array >> 8).astype(np.uint8) if array.max(initial=0) > 255 else array.astype(np.uint8)
-            elif img.mode in ("RGB", "L", "RGBA"):
-                array = np.asarray(img)
-            elif img.mode in ("LA", "PA", "P") and ("transparency" in img.info or img.mode != "P"):
-                array = np.asarray(img.convert("RGBA"))
-            else:
-                array = np.asarray(img.convert("RGB"))
+        img = Image.open(path)
     except FileNotFoundError:
         raise DBNetError(f"{path}: no such file") from None
-    except Exception as exc:  # PIL raises many types for corrupt data
-        # OpenCV reads a few formats PIL does not (e.g. some 16-bit TIFFs).
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise DBNetError(f"{path}: cannot decode image ({exc.__class__.__name__}: {exc})") from None
-        if array.ndim == 3:
-            array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    except Exception as exc:  # PIL raises many types for unknown or corrupt data
+        reason = f"{exc.__class__.__name__}: {exc}"
+        if _signature(path).startswith(_PILLOW_ONLY_SIGNATURES):
+            raise DBNetError(f"{path}: cannot decode image ({reason})") from None
+        return to_rgb_uint8(_opencv_array(path, reason, max_megapixels)), []
+    notes = []
+    with img:
+        check_pixels(path, img.width, img.height, max_megapixels)
+        try:
+            if img.format != "MPO" and getattr(img, "is_animated", False):  # (MPO: a photo + previews)
+                notes.append(f"{path}: an animated or multi-page {img.format} file; only its first frame "
+                             "is used")
+            array = _pillow_array(img, exif)
+        except Exception as exc:
+            reason = f"{exc.__class__.__name__}: {exc}"
+            if _is_truncation(exc):
+                raise DBNetError(f"{path}: truncated image file (the data ends early: {exc})") from None
+            if img.format in _PILLOW_ONLY_FORMATS:
+                raise DBNetError(f"{path}: cannot decode image ({reason})") from None
+            array = _opencv_array(path, reason, max_megapixels)
     if array.size == 0:
         raise DBNetError(f"{path}: empty image")
-    return to_rgb_uint8(array)
+    return to_rgb_uint8(array), notes
+
+
+def read_image(path: str | Path, exif: bool = True, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+               ) -> np.ndarray:
+    """``decode_image`` without its notes: ``(H, W, 3)`` uint8 RGB. Raises ``DBNetError``."""
+    return decode_image(path, exif, max_megapixels)[0]
+
+
+DEFAULT_MAX_SIDE = 4096  # the network input's longer side when no max_side is given (bounded memory)
+MAX_SHORT_SIDE = 4096  # the largest --short-side accepted
+MAX_MAX_SIDE = 16384  # the largest --max-side accepted
+
+
+def check_sides(short_side: int, max_side: int | None) -> None:
+    """Refuse a test scale outside ``[32, MAX_SHORT_SIDE]`` or a longer-side cap outside
+    ``[32, MAX_MAX_SIDE]`` pixels (the network input of a 100000-pixel short side would need tens of
+    GB). Raises ``DBNetError``."""
+    if not 32 <= short_side <= MAX_SHORT_SIDE:
+        raise DBNetError(f"--short-side must lie in [32, {MAX_SHORT_SIDE}] pixels, got {short_side}")
+    if max_side is not None and not 32 <= max_side <= MAX_MAX_SIDE:
+        raise DBNetError(f"--max-side must lie in [32, {MAX_MAX_SIDE}] pixels, got {max_side}")
 
 
 def inference_size(height: int, width: int, short_side: int = 736, max_side: int | None = None
                    ) -> tuple[int, int]:
-    """Network input size: shorter side scaled to ``short_side``, longer side capped at ``max_side``,
-    both rounded to multiples of 32 (at least 32). Returns ``(new_height, new_width)``."""
+    """Network input size: shorter side scaled to ``short_side``, longer side capped at ``max_side``
+    (``None``: ``DEFAULT_MAX_SIDE``), both rounded to multiples of 32 (at least 32), in pixels.
+    Returns ``(new_height, new_width)``."""
+    cap = DEFAULT_MAX_SIDE if max_side is None else max_side
     scale = short_side / min(height, width)
-    if max_side is not None and max(height, width) * scale > max_side:
-        scale = max_side / max(height, width)
+    if max(height, width) * scale > cap:
+        scale = cap / max(height, width)
     new_h = max(32, int(round(height * scale / 32)) * 32)
     new_w = max(32, int(round(width * scale / 32)) * 32)
     return new_h, new_w
+
+
+def default_cap_note(height: int, width: int, short_side: int, max_side: int | None) -> str | None:
+    """A note when the default cap (``max_side`` None) shrinks an image's network input below
+    ``short_side`` on its shorter side (a long strip or panorama), else None."""
+    if max_side is not None or max(height, width) * short_side / min(height, width) <= DEFAULT_MAX_SIDE:
+        return None
+    new_h, new_w = inference_size(height, width, short_side, None)
+    return (f"{width}x{height} pixels: the network input is capped at {new_w}x{new_h} (longer side "
+            f"{DEFAULT_MAX_SIDE}, the default --max-side), so small text may be missed")
 
 
 def normalize(image: np.ndarray) -> np.ndarray:

@@ -90,6 +90,11 @@ class OnnxBackend:
             self.short_side = int(meta["dbnet.short_side"]) if "dbnet.short_side" in meta else None
         except (ValueError, TypeError) as exc:
             raise DBNetError(f"{path}: bad dbnet metadata ({exc})") from None
+        from dbcli.postprocess import post_entries_problem
+
+        problem = post_entries_problem(self.postprocess)
+        if problem:
+            raise DBNetError(f"{path}: bad dbnet metadata ({problem})")
         self.metadata = dict(meta)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

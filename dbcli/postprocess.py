@@ -38,6 +38,35 @@ def post_config_from(saved: dict | None, base: PostConfig = PostConfig(), **give
     return replace(base, **entries)
 
 
+class CandidateCapWarning(UserWarning):
+    """A probability map had more candidate regions than ``PostConfig.max_candidates``: the rest were
+    dropped. Callers catch it and say it in their own words (it is never meant to reach a user raw)."""
+
+
+def post_entries_problem(saved) -> str | None:
+    """What is wrong with a weights file's ``postprocess`` entry (a setting of the wrong type, such
+    as a threshold given as text), or None. Unknown keys are allowed (``post_config_from`` skips
+    them)."""
+    if saved is None:
+        return None
+    if not isinstance(saved, dict):
+        return "the postprocess entry is not a table of settings"
+    for f in fields(PostConfig):
+        if f.name not in saved:
+            continue
+        value, kind = saved[f.name], f.type if isinstance(f.type, str) else f.type.__name__
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok:
+            want = {"bool": "true or false", "int": "a whole number"}.get(kind, "a number")
+            return f"postprocess {f.name} must be {want}, got {value!r}"
+    return None
+
+
 @dataclass
 class Detection:
     points: np.ndarray  # (K, 2) float64, original-image pixels, clockwise from top-left for boxes
@@ -150,8 +179,8 @@ def boxes_from_prob_map(prob_map: np.ndarray, orig_width: int, orig_height: int,
     bitmap = np.greater(prob_map, config.thresh).view(np.uint8)
     contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     if len(contours) > config.max_candidates:
-        warnings.warn(f"{len(contours)} candidate regions, only the first {config.max_candidates} are "
-                      "kept (raise max_candidates)", stacklevel=2)
+        warnings.warn(CandidateCapWarning(f"{len(contours)} candidate regions, only the first "
+                                          f"{config.max_candidates} are kept (--max-candidates raises the cap)"))
         contours = contours[: config.max_candidates]
     sx, sy = orig_width / w, orig_height / h
     min_size, box_thresh, unclip_ratio = config.min_size, config.box_thresh, config.unclip_ratio

@@ -21,16 +21,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dbcli.augment import AugmentConfig, augment
-from dbcli.cpu import cpu_supports_bf16, tune_malloc
+from dbcli.cpu import cpu_supports_bf16, default_workers, tune_malloc
 from dbcli.datasets import Sample, load_samples, split_holdout
 from dbcli.device import init_distributed, pick_device, world
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_torch_save
+from dbcli.fileio import atomic_torch_save, remove_stale_temps
 from dbcli.imaging import normalize, read_image
 from dbcli.labels import make_targets
 from dbcli.losses import LossConfig, db_loss
 from dbcli.models import DBNet, ModelConfig, count_parameters, load_backbone_state
-from dbcli.postprocess import PostConfig, post_config_from
+from dbcli.postprocess import CandidateCapWarning, PostConfig, post_config_from
 from dbcli.weights import build_model, load_weights, make_weights
 
 
@@ -53,7 +53,7 @@ class TrainConfig:
     scale_min: float = 0.5
     scale_max: float = 3.0
     max_angle: float = 10.0
-    workers: int = 4
+    workers: int | None = None  # DataLoader workers (None: a resumed run's, else cpu.default_workers())
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -172,12 +172,17 @@ def decode_all(samples: list[Sample], log) -> tuple[list[Sample], list[np.ndarra
 
 def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | None, device: torch.device,
              short_side: int, post: PostConfig, amp_dtype) -> dict:
-    """P/R/hmean on held-out samples (ICDAR 2015 protocol) at ``short_side``."""
+    """P/R/hmean on held-out samples (ICDAR 2015 protocol) at ``short_side``, and ``capped_images``:
+    how many had more candidate regions than ``post.max_candidates`` (an undertrained model's noisy
+    map; said by the caller in its log, never as a raw Python warning)."""
+    import warnings
+
     from dbcli.inference import detect_batch
     from dbcli.metrics import evaluate_image, summarize
 
     model.eval()
     results = []
+    capped = 0
 
     def prob_fn(batch):
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -192,10 +197,16 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
         except DBNetError as exc:  # (only without the in-memory cache, which skips them up front)
             print(f"warning: validation skips {exc}", file=sys.stderr)
             continue
-        dets = detect_batch(prob_fn, [image], short_side, None, post)[0]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CandidateCapWarning)
+            dets = detect_batch(prob_fn, [image], short_side, None, post)[0]
+        capped += any(issubclass(w.category, CandidateCapWarning) for w in caught)
+        for w in caught:  # anything else goes on as it came
+            if not issubclass(w.category, CandidateCapWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         results.append(evaluate_image(s.polygons, s.ignore, [d.points for d in dets]))
     model.train()
-    return summarize(results).to_dict()
+    return {**summarize(results).to_dict(), "capped_images": capped}
 
 
 def run_post_config(given: dict, init_weights: dict | None) -> PostConfig:
@@ -218,8 +229,60 @@ def adopt_architecture(config: TrainConfig, weights: dict) -> TrainConfig:
     return replace(config, arch=arch, dcn=dcn)
 
 
+CHECKPOINT_KEYS = ("config", "model_state", "optimizer", "scaler", "epoch", "step", "rng")
+
+
+def _torch_load_checkpoint(path: Path):
+    """``torch.load`` with ``weights_only=True``: tensors and plain Python values only, so that a
+    checkpoint from elsewhere cannot run code. Checkpoints written before the RNG state was stored
+    as plain lists hold numpy's state as an array: those numpy types (and only those) are allowed."""
+    allowed = [np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
+    with torch.serialization.safe_globals([reconstruct, *allowed]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(resume: str | Path) -> tuple[Path, dict]:
+    """The checkpoint ``resume`` names (a run folder: its ``latest.pt``) and its contents. Raises
+    ``DBNetError`` naming the file when it is missing, corrupt, not a checkpoint or holds objects
+    other than tensors and plain values."""
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "latest.pt"
+    if not path.is_file():
+        raise DBNetError(f"{path}: no checkpoint to resume from")
+    try:
+        state = _torch_load_checkpoint(path)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        if "Weights only load failed" in str(exc) or "weights_only" in str(exc):
+            reason = "it holds objects other than tensors and plain values, which are not loaded"
+        raise DBNetError(f"{path}: not a loadable dbnet checkpoint ({reason})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DBNetError(f"{path}: not a dbnet training checkpoint (no {', '.join(missing)}); --resume "
+                         "takes a run folder or its latest.pt / best.pt (for a weights file, use "
+                         "--init-weights)")
+    if not isinstance(state["config"], dict):
+        raise DBNetError(f"{path}: not a dbnet training checkpoint (bad config entry)")
+    return path, state
+
+
+def saved_config(state: dict, path: Path) -> TrainConfig:
+    """The ``TrainConfig`` stored in a checkpoint; ``DBNetError`` for settings this dbnet lacks."""
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(state["config"]) - known)
+    if unknown:
+        raise DBNetError(f"{path}: unknown training setting(s) {', '.join(unknown)} (a checkpoint from a "
+                         "newer dbnet?)")
+    return TrainConfig(**state["config"])
+
+
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state in plain types and tensors (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -248,13 +311,8 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
 
     resume_state = None
     if config.resume:
-        resume_path = Path(config.resume)
-        if resume_path.is_dir():
-            resume_path = resume_path / "latest.pt"
-        if not resume_path.exists():
-            raise DBNetError(f"{resume_path}: no checkpoint to resume from")
-        resume_state = torch.load(resume_path, map_location="cpu", weights_only=False)
-        saved = TrainConfig(**resume_state["config"])
+        resume_path, resume_state = load_checkpoint(config.resume)
+        saved = saved_config(resume_state, resume_path)
         # Continue exactly: the saved recipe (and budget) wins, except what this process is told.
         keep = {"resume", "device", "workers", "max_steps", "time_limit", "time_schedule", "val_limit",
                 "data_root"}
@@ -262,6 +320,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                                 for k, v in asdict(saved).items() if k != "post"},
                              post={**saved.post, **config.post})
         config.out = str(resume_path.parent)
+    config = replace(config, workers=default_workers() if config.workers is None else config.workers)
     config = replace(config, val_limit=config.val_limit or 0, time_limit=config.time_limit or 0.0,
                      time_schedule=bool(config.time_schedule))
 
@@ -277,6 +336,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
     log_file = open(out / "train.log", "a", encoding="utf-8") if is_main else None
+    stale = remove_stale_temps(out, ["latest.pt", "best.pt", "weights.pt"]) if is_main else []
 
     def log(message: str) -> None:
         if is_main:
@@ -284,6 +344,8 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
             log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             log_file.flush()
 
+    for tmp in stale:
+        log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")
     torch.manual_seed(config.seed + rank)
     random.seed(config.seed + rank)
     np.random.seed(config.seed + rank)
@@ -352,9 +414,13 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     trained_before_s = 0.0  # training wall time of the earlier sessions of this run (--resume)
     skip_batches = 0  # batches of start_epoch already trained on (a run stopped mid-epoch)
     if resume_state is not None:
-        model.load_state_dict(resume_state["model_state"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scaler.load_state_dict(resume_state["scaler"])
+        try:
+            model.load_state_dict(resume_state["model_state"])
+            optimizer.load_state_dict(resume_state["optimizer"])
+            scaler.load_state_dict(resume_state["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise DBNetError(f"{config.resume}: the checkpoint does not match its own model settings "
+                             f"({str(exc).splitlines()[0][:160]})") from None
         start_epoch, step = resume_state["epoch"], resume_state["step"]
         skip_batches = resume_state.get("epoch_batches", 0)
         best_hmean = resume_state.get("best_hmean", -1.0)
@@ -459,6 +525,10 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                 record.update({f"val_{k}": v for k, v in last_val.items()}, val_s=time.time() - t_val)
                 log(f"epoch {epoch + 1}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
                     f"hmean {last_val['hmean']:.3f} (thresh {post.thresh:g}, box_thresh {post.box_thresh:g})")
+                if last_val["capped_images"]:
+                    log(f"epoch {epoch + 1}: {last_val['capped_images']} validation image(s) had more than "
+                        f"{post.max_candidates} candidate regions (a noisy probability map, usual early in "
+                        f"training); only the first {post.max_candidates} were scored")
                 if last_val["hmean"] > best_hmean:
                     best_hmean = last_val["hmean"]
                     checkpoint(out / "best.pt", finished_epoch, last_val)

@@ -187,6 +187,8 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
                 failed += 1
                 warn(console, f"{item.message}; skipped")
                 continue
+            for note in item.notes:
+                warn(console, note)
             dets = [(d.points, d.score) for d in item.detections]
             if index is not None:
                 entry = index.find(Path(item.file))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch is imported lazily: the ONNX detect path uses this mo
     from dbcli.models import DBNet
 
 FORMAT = "dbnet-weights"
+VERSION = 1  # the newest format version this dbnet reads
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def default_weights_path() -> Path:
 def make_weights(model: DBNet, half: bool = True, **meta) -> dict:
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
              for k, v in model.state_dict().items()}
-    return {"format": FORMAT, "version": 1, "model": model.config.to_dict(), "state_dict": state, **meta}
+    return {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), "state_dict": state, **meta}
 
 
 def save_weights(path: str | Path, model: DBNet, half: bool = True, **meta) -> Path:
@@ -113,8 +114,48 @@ def load_weights(path: str | Path | None) -> dict:
         data = data["weights"]  # a training checkpoint carries its weights dict
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DBNetError(f"{path}: not a dbnet weights file (no format tag {FORMAT!r})")
+    problem = weights_problem(data)
+    if problem:
+        raise DBNetError(f"{path}: {problem}")
     data["path"] = str(path)
     return data
+
+
+def _is_number(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def weights_problem(data: dict) -> str | None:
+    """What makes a loaded weights dict unusable (a file from a newer dbnet, an unknown architecture,
+    a non-numeric threshold, ...), or None. The architectures known are ``dbcli.models.ARCHS``."""
+    from dbcli.models import ModelConfig
+    from dbcli.postprocess import post_entries_problem
+
+    version = data.get("version", VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        return f"bad format version {version!r}"
+    if version > VERSION:
+        return f"format version {version}, newer than this dbnet reads ({VERSION}); update dbnet"
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return "no \"model\" entry (architecture settings)"
+    try:
+        ModelConfig.from_dict(model)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    if not isinstance(model.get("dcn", False), bool) or not _is_number(model.get("k", 1.0)):
+        return "bad model entry (dcn must be true/false, k a number)"
+    if not isinstance(data.get("state_dict"), dict):
+        return "no \"state_dict\" entry (the weights)"
+    post = post_entries_problem(data.get("postprocess"))
+    if post:
+        return post
+    side = data.get("short_side")
+    if side is not None and not (isinstance(side, int) and not isinstance(side, bool) and side >= 32):
+        return f"short_side must be a whole number of pixels >= 32, got {side!r}"
+    return None
 
 
 def build_model(weights: dict, device: str | torch.device = "cpu") -> DBNet:

@@ -507,7 +507,7 @@ def test_ranks_split_inputs_and_rank0_merges(model_files, image_dir, tmp_path, m
     settings = resolve_settings(model)
     shares = {}
 
-    def fake_gather(local, size):
+    def fake_gather(local, size, error=None):
         shares[rank] = local
         return [item for r in sorted(shares) for item in shares[r]]
 

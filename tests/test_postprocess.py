@@ -233,7 +233,7 @@ def test_max_candidates_warns_when_text_would_be_lost():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning under the cap
         assert len(boxes_from_prob_map(prob, W, H)) == 24
-    with pytest.warns(UserWarning, match="max_candidates"):
+    with pytest.warns(UserWarning, match="--max-candidates raises the cap"):
         dets = boxes_from_prob_map(prob, W, H, PostConfig(max_candidates=10))
     assert len(dets) == 10
 
