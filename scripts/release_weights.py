@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--unclip-ratio", type=float)
     parser.add_argument("--metrics", nargs="*", default=[], help="JSON files from `dbnet eval --json`")
     parser.add_argument("--note", default="")
+    parser.add_argument("--source-from", help="a weights file whose provenance (its `source` entry: origin, "
+                        "licence) this file inherits, e.g. the converted file a run fine-tuned")
     args = parser.parse_args()
 
     weights = load_weights(args.src)
@@ -44,6 +46,10 @@ def main() -> None:
     weights["metrics"] = metrics
     if args.note:
         weights["note"] = args.note
+    if args.source_from:
+        source = load_weights(args.source_from).get("source")
+        if source:
+            weights["source"] = {**source, "fine_tuned_from": Path(args.source_from).name}
     atomic_torch_save(weights, args.dst)
     check = torch.load(args.dst, map_location="cpu", weights_only=True)
     print(f"{args.dst}: {Path(args.dst).stat().st_size / 1e6:.1f} MB, postprocess {check['postprocess']}")
