@@ -30,7 +30,7 @@ from dbcli.imaging import normalize, read_image
 from dbcli.labels import make_targets
 from dbcli.losses import LossConfig, db_loss
 from dbcli.models import DBNet, ModelConfig, count_parameters, load_backbone_state
-from dbcli.postprocess import CandidateCapWarning, PostConfig, post_config_from
+from dbcli.postprocess import PostConfig, post_config_from
 from dbcli.weights import build_model, load_weights, make_weights
 
 
@@ -175,36 +175,23 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     """P/R/hmean on held-out samples (ICDAR 2015 protocol) at ``short_side``, and ``capped_images``:
     how many had more candidate regions than ``post.max_candidates`` (an undertrained model's noisy
     map; said by the caller in its log, never as a raw Python warning)."""
-    import warnings
-
-    from dbcli.inference import detect_batch
+    from dbcli.backends import Model
+    from dbcli.engine import Failure, FileImage, Settings, run_pipeline
+    from dbcli.inference import ModuleBackend
     from dbcli.metrics import evaluate_image, summarize
 
     model.eval()
     results = []
     capped = 0
-
-    def prob_fn(batch):
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            x = torch.from_numpy(batch).to(device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            return model(x)["prob"][:, 0].float().cpu().numpy()
-
-    for i, s in enumerate(samples):
-        try:
-            image = images[i] if images is not None else read_image(s.image_path, s.exif)
-        except DBNetError as exc:  # (only without the in-memory cache, which skips them up front)
-            print(f"warning: validation skips {exc}", file=sys.stderr)
+    backend = Model(ModuleBackend(model, device, amp_dtype), {})
+    sources = images if images is not None else [FileImage(Path(s.image_path), s.exif) for s in samples]
+    for item in run_pipeline(sources, backend, Settings(short_side, None, post)):
+        if isinstance(item, Failure):  # (only without the in-memory cache, which skips them up front)
+            print(f"warning: validation skips {item.message}", file=sys.stderr)
             continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CandidateCapWarning)
-            dets = detect_batch(prob_fn, [image], short_side, None, post)[0]
-        capped += any(issubclass(w.category, CandidateCapWarning) for w in caught)
-        for w in caught:  # anything else goes on as it came
-            if not issubclass(w.category, CandidateCapWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        results.append(evaluate_image(s.polygons, s.ignore, [d.points for d in dets]))
+        capped += item.capped
+        s = samples[item.index]
+        results.append(evaluate_image(s.polygons, s.ignore, [d.points for d in item.detections]))
     model.train()
     return {**summarize(results).to_dict(), "capped_images": capped}
 

@@ -7,7 +7,6 @@ one, from running the model (the same pipeline as ``dbnet detect``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +15,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dbcli.detect import Failure, Model, Settings, _progress, expand_inputs, run_pipeline, warn
+from dbcli.backends import Model
+from dbcli.engine import Failure, Settings, run_pipeline
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_write_bytes
+from dbcli.inputs import expand_inputs
+from dbcli.predictions import PredictionIndex, load_predictions  # noqa: F401 (public here too)
+from dbcli.progress import progress_bar, warn
 
 BOX_COLOUR = (0, 255, 0)  # RGB
 TEXT_COLOUR = (0, 0, 0)
@@ -86,55 +89,6 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
         raise DBNetError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-def load_predictions(path: str | Path) -> list[dict]:
-    """The ``images`` of a ``dbnet detect`` JSON file, or the lines of a JSONL one."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("images"), list):
-        images = data["images"]
-    elif isinstance(data, dict) and "file" in data:  # a JSONL file of one line
-        images = [data]
-    else:
-        images = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    images.append(json.loads(line))
-                except (json.JSONDecodeError, RecursionError) as exc:
-                    raise DBNetError(f"{path}:{n}: neither a dbnet detect JSON file nor JSONL "
-                                     f"({getattr(exc, 'msg', exc)})") from None
-    if not all(isinstance(e, dict) and "file" in e for e in images):
-        raise DBNetError(f"{path}: not a dbnet detect predictions file (entries without 'file')")
-    return images
-
-
-class PredictionIndex:
-    """Finds a predictions entry for an image: same path, else same resolved path, else the same
-    file name when only one entry has it."""
-
-    def __init__(self, entries: list[dict]):
-        self.by_path, self.by_abs, self.by_name = {}, {}, {}
-        for e in entries:
-            f = str(e.get("file", ""))
-            self.by_path.setdefault(f, e)
-            self.by_abs.setdefault(os.path.abspath(f), e)
-            self.by_name.setdefault(Path(f).name, []).append(e)
-
-    def find(self, path: Path) -> dict | None:
-        entry = self.by_path.get(str(path)) or self.by_abs.get(os.path.abspath(path))
-        if entry is None:
-            same = self.by_name.get(path.name, [])
-            entry = same[0] if len(same) == 1 else None
-        return entry
-
-
 @dataclass
 class VisualizeSummary:
     written: list[Path]
@@ -166,7 +120,7 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
         raise DBNetError("visualize needs a model (--weights) without --pred or with --maps")
     if maps and model.maps_fn is None:
         raise DBNetError("--maps needs the torch backend (an ONNX export holds only the probability map)")
-    index = PredictionIndex(load_predictions(pred)) if pred is not None else None
+    index = PredictionIndex(load_predictions(pred), str(pred)) if pred is not None else None
 
     paths, problems = expand_inputs(inputs)
     for problem in problems:
@@ -179,7 +133,7 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
         raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
     run_model = model if (pred is None or maps) else None
     written, failed, used = [], len(problems), set()
-    with _progress(console, len(paths)) as bar:
+    with progress_bar(console, "visualize", len(paths)) as bar:
         task = bar.add_task("visualize", total=len(paths))
         for item in run_pipeline(paths, run_model, settings, keep_images=True, with_maps=maps,
                                  on_done=lambda: bar.advance(task)):
@@ -187,11 +141,16 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
                 failed += 1
                 warn(console, f"{item.message}; skipped")
                 continue
-            for note in item.notes:
+            for note in item.messages():
                 warn(console, note)
             dets = [(d.points, d.score) for d in item.detections]
             if index is not None:
-                entry = index.find(Path(item.file))
+                try:
+                    entry = index.find(Path(item.file))
+                except DBNetError as exc:
+                    failed += 1
+                    warn(console, f"{item.file}: {exc}; skipped")
+                    continue
                 if entry is None:
                     failed += 1
                     warn(console, f"{item.file}: no entry in {pred}; skipped")
@@ -200,13 +159,7 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
                     warn(console, f"{item.file}: {pred} gives {entry.get('width')}x{entry.get('height')} "
                                   f"but the image is {item.width}x{item.height} (EXIF orientation? see "
                                   "--no-exif); drawn as they are")
-                try:
-                    dets = [(np.asarray(d["points"], np.float64), float(d.get("score", 1.0)))
-                            for d in entry.get("detections", [])]
-                except (TypeError, ValueError, KeyError) as exc:
-                    failed += 1
-                    warn(console, f"{item.file}: bad detections in {pred} ({exc}); skipped")
-                    continue
+                dets = list(zip(entry["polygons"], entry["scores"]))  # checked by load_predictions
             overlay = draw_detections(item.image, dets)
             stem = Path(item.file).stem
             target = _unique_name(out_dir, stem, used)

@@ -608,16 +608,15 @@ def test_default_workers_fit_the_machine():
 def test_validation_reports_the_candidate_cap_in_its_result_not_as_a_warning(tiny_data, monkeypatch):
     import warnings
 
-    import dbcli.inference as inference
+    import dbcli.engine as engine
     from dbcli.models import DBNet
-    from dbcli.postprocess import CandidateCapWarning, PostConfig
+    from dbcli.postprocess import PostConfig
     from dbcli.train import validate
 
-    def capped(prob_fn, images, *args, **kwargs):
-        warnings.warn(CandidateCapWarning("5000 candidate regions, only the first 1000 are kept"))
-        return [[] for _ in images]
+    def capped(prob, width, height, config):
+        return [], 5000  # 5000 candidate regions, more than max_candidates (1000)
 
-    monkeypatch.setattr(inference, "detect_batch", capped)
+    monkeypatch.setattr(engine, "detections_and_candidates", capped)
     samples = load_samples("custom", tiny_data, "train")[:2]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
