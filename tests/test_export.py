@@ -149,6 +149,8 @@ def test_export_torchscript(weights_file, tmp_path):
         got = loaded(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 1, 90, 130)
     assert np.abs(got - reference_prob(weights_file, x)).max() < 1e-4
+    refused = runner.invoke(app, ["detect", str(out), "--weights", str(out)])  # the .ts given as weights
+    assert refused.exit_code == 1 and "a TorchScript file; dbnet loads .pt weights files or .onnx" in refused.stderr
 
 
 def test_export_fails_loudly(weights_file, tmp_path):
