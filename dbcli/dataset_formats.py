@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbcli.datasets import Sample, _list_images, leading_numbers, parse_icdar_gt, read_text_lines
+from dbcli.dataset_common import Sample, leading_numbers, list_images, parse_icdar_gt, read_text_lines
 from dbcli.errors import DBNetError
 
 
@@ -125,7 +125,7 @@ def load_td500(root: Path, split: str) -> list[Sample]:
     in stored-pixel coordinates."""
     folder = _require_images(root, "MSRA-TD500", split, [split, f"MSRA-TD500/{split}"])
     samples = []
-    for image in _list_images(folder):
+    for image in list_images(folder):
         gt = _find_gt(image, [folder], [f"{image.stem}.gt", f"{image.name}.gt"])
         if gt is None:
             raise _missing_gt(image, [folder], [f"{image.stem}.gt"])
@@ -212,7 +212,7 @@ def load_totaltext(root: Path, split: str) -> list[Sample]:
         raise DBNetError(f"{root}: no Total-Text {split} ground-truth folder (looked for "
                          f"Groundtruth/Polygon/{s}/, Groundtruth/Text/{s}/, txt_format/{s}/, {s}_gts/)")
     samples = []
-    for image in _list_images(images):
+    for image in list_images(images):
         names = [f"gt_{image.stem}.txt", f"poly_gt_{image.stem}.txt", f"{image.name}.txt", f"{image.stem}.txt"]
         gt = _find_gt(image, gt_dirs, names)
         if gt is None:
@@ -327,7 +327,7 @@ def load_ctw1500(root: Path, split: str) -> list[Sample]:
         raise DBNetError(f"{root}: no CTW1500 {split} label folder (looked for {s}_gts/, {s}_labels/, "
                          f"ctw1500_{s}_labels/, {s}/text_label_curve/)")
     samples = []
-    for image in _list_images(images):
+    for image in list_images(images):
         names = [f"{image.stem}.txt", f"{image.name}.txt", f"gt_{image.stem}.txt", f"{image.stem}.xml"]
         gt = _find_gt(image, gt_dirs, names)
         if gt is None:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pyclipper
 
-from dbcli.labels import polygon_area, polygon_perimeter
+from dbcli.geometry import polygon_area, polygon_perimeter
 
 
 @dataclass(frozen=True)
