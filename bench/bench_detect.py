@@ -43,7 +43,6 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository root on sys.path)
 import cv2
 import numpy as np
-
 from bench import synthetic
 from bench.common import header, interleaved, median, print_table, spread
 
@@ -153,7 +152,8 @@ def find_rapidocr(arg: str | None) -> tuple[Path | None, str]:
     candidates.append(RAPIDOCR_CACHE / "rapidocr_onnxruntime")
     for c in candidates:
         for pkg in (c, c / "rapidocr_onnxruntime"):
-            if (pkg / "ch_ppocr_det" / "utils.py").exists() and (pkg / "models" / "ch_PP-OCRv4_det_infer.onnx").exists():
+            model = pkg / "models" / "ch_PP-OCRv4_det_infer.onnx"
+            if (pkg / "ch_ppocr_det" / "utils.py").exists() and model.exists():
                 return pkg, ""
     return None, ("RapidOCR not found (looked in --rapidocr, $DBNET_BENCH_RAPIDOCR, the Python path and "
                   f"{RAPIDOCR_CACHE}); run with --fetch-rapidocr to pip-download rapidocr-onnxruntime=="

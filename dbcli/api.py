@@ -14,9 +14,8 @@ detections as ``dbnet detect`` with the same options.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union, overload
+from typing import TYPE_CHECKING, Any, Union, overload
 
 import numpy as np
 
@@ -27,8 +26,11 @@ from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS
 
 __all__ = ["Detector", "ImageResult"]
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
 # One image: a file path, an (H, W, 3) uint8 RGB numpy array, or a PIL image.
-ImageInput = Union[str, "os.PathLike[str]", np.ndarray, Any]
+ImageInput = Union[str, "os.PathLike[str]", np.ndarray, "PILImage"]
 
 
 class Detector:
@@ -70,7 +72,7 @@ class Detector:
         return self.model.info
 
     @overload
-    def __call__(self, images: Sequence[ImageInput]) -> list[ImageResult]: ...
+    def __call__(self, images: list[ImageInput] | tuple[ImageInput, ...]) -> list[ImageResult]: ...
 
     @overload
     def __call__(self, images: ImageInput) -> ImageResult: ...
@@ -104,4 +106,5 @@ class Detector:
 
     def __repr__(self) -> str:
         info = self.model.info
-        return f"Detector(weights={info.get('weights')!r}, backend={info.get('backend')!r}, device={info.get('device')!r})"
+        return (f"Detector(weights={info.get('weights')!r}, backend={info.get('backend')!r}, "
+                f"device={info.get('device')!r})")

@@ -106,7 +106,8 @@ def train(
                                                     "--init-weights file's or a resumed run's, else 0.6)."),
 ) -> None:
     """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
-    from dbcli.train import TrainConfig, train as run_training
+    from dbcli.train import TrainConfig
+    from dbcli.train import train as run_training
 
     config = TrainConfig(dataset=dataset, data_root=str(data_root) if data_root else None,
                          out=str(out) if out else None, arch=arch, dcn=dcn, epochs=epochs,
@@ -172,7 +173,8 @@ def eval_command(
 ) -> None:
     """Evaluate on a dataset split (ICDAR 2015 IoU protocol): precision, recall, hmean, images/s."""
     from dbcli.cpu import tune_malloc
-    from dbcli.eval_cli import EvalOptions, run as run_eval
+    from dbcli.eval_cli import EvalOptions
+    from dbcli.eval_cli import run as run_eval
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
     try:
@@ -338,7 +340,8 @@ def detect(
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
     from dbcli.cpu import tune_malloc
-    from dbcli.detect import FORMATS, DetectInterrupted, detect as run_detect
+    from dbcli.detect import FORMATS, DetectInterrupted
+    from dbcli.detect import detect as run_detect
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
     if fmt is None:

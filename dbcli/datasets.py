@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dbcli import dataset_formats  # td500 / totaltext / ctw1500
-from dbcli.dataset_common import (Sample, leading_numbers, list_images, parse_icdar_gt,  # noqa: F401 (public here)
-                                  read_text_lines)
+from dbcli.dataset_common import Sample, leading_numbers, list_images, parse_icdar_gt, read_text_lines  # noqa: F401 (public here)
 from dbcli.errors import DBNetError
 
 DATASETS = ("icdar15", "td500", "totaltext", "ctw1500", "custom")

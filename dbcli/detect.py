@@ -19,15 +19,21 @@ from pathlib import Path
 import numpy as np
 
 from dbcli.backends import Model, default_weights, load_model, onnx_precision, weights_path  # noqa: F401
-from dbcli.engine import (DEFAULT_SHORT_SIDE, Failure, ImageResult, Settings, decode_workers,  # noqa: F401
-                          resolve_settings, run_pipeline)
+from dbcli.engine import (  # noqa: F401
+    DEFAULT_SHORT_SIDE,
+    Failure,
+    ImageResult,
+    Settings,
+    decode_workers,
+    resolve_settings,
+    run_pipeline,
+)
 from dbcli.errors import DBNetError
 from dbcli.fileio import acquire_lock, release_lock
 from dbcli.inputs import expand_inputs
 from dbcli.postprocess import Detection
 from dbcli.progress import progress_bar, warn
-from dbcli.writers import (FORMATS, JsonlWriter, Writer, done_files, file_key, icdar_name,  # noqa: F401
-                           make_writer, partial_path)
+from dbcli.writers import FORMATS, JsonlWriter, Writer, done_files, file_key, icdar_name, make_writer, partial_path  # noqa: F401
 
 
 def _world() -> tuple[int, int]:
@@ -123,6 +129,7 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
                 raise DBNetError(f"--format icdar: {other} and {p} would both write {icdar_name(p)}")
     n_resumed = 0
     if resume:
+        assert out is not None  # (_check_request)
         _, done = done_files(out)
         todo = [p for p in paths if file_key(p) not in done]
         n_resumed, paths = len(paths) - len(todo), todo

@@ -156,11 +156,9 @@ def as_rgb_array(image: Any) -> np.ndarray:
     """A numpy ``(H, W, 3)`` uint8 RGB array or a PIL image as ``(H, W, 3)`` uint8 RGB (PIL images
     are converted to RGB; a greyscale ``(H, W)`` array is repeated). Raises ``DBNetError``."""
     if not isinstance(image, np.ndarray):
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - Pillow is a dependency
-            Image = None
-        if Image is None or not isinstance(image, Image.Image):
+        from PIL import Image
+
+        if not isinstance(image, Image.Image):
             raise DBNetError(f"cannot detect in a {type(image).__name__}: give a file path, an (H, W, 3) "
                              "uint8 RGB numpy array or a PIL image")
         image = np.asarray(image.convert("RGB"))

@@ -187,7 +187,7 @@ def run(options: EvalOptions | None = None, **given) -> dict:
         _write_json(o.json_path, report, out)
         return report
 
-    from dbcli.evaluate import evaluate_model, sweep_model
+    from dbcli.evaluate import EvalResult, SweepResult, evaluate_model, sweep_model
 
     model, settings = _load_model(o, warn)
     post, info = settings.post, model.info
@@ -204,22 +204,23 @@ def run(options: EvalOptions | None = None, **given) -> dict:
         def advance(n: int) -> None:
             progress.update(task, advance=n)
 
+        scored: EvalResult | SweepResult
         if o.sweep:
-            result = sweep_model(samples, model, *common_args, box_threshes, threshes, settings.batch_size,
+            scored = sweep_model(samples, model, *common_args, box_threshes, threshes, settings.batch_size,
                                  warn, advance, max_megapixels=settings.max_megapixels)
         else:
-            result = evaluate_model(samples, model, *common_args, settings.batch_size, warn, advance,
+            scored = evaluate_model(samples, model, *common_args, settings.batch_size, warn, advance,
                                     max_megapixels=settings.max_megapixels)
 
     common = {"dataset": o.dataset, "split": description, "weights": info["weights"], "device": info["device"],
               "dtype": precision}
     if o.sweep:
-        report = {**common, "sweep": result.to_dict()}
-        _print_sweep(out, f"{header}; {settings_line}", result)
+        report = {**common, "sweep": scored.to_dict()}
+        _print_sweep(out, f"{header}; {settings_line}", scored)
     else:
-        report = {**common, **result.to_dict()}
+        report = {**common, **scored.to_dict()}
         _print_scores(out, f"{header}; {settings_line}; thresh {post.thresh:g}, box_thresh {post.box_thresh:g}",
-                      result)
+                      scored)
     _write_json(o.json_path, report, out)
     return report
 

@@ -1,7 +1,8 @@
 """Evaluation on a dataset split (SPEC: "Evaluation"), for ``dbnet eval`` and for scripts.
 
 * ``evaluate_model(samples, backend, ...)``: runs a backend (``dbcli.backends.Backend`` or a
-  loaded ``Model``) through the engine of ``dbnet detect`` over the images, post-processes and scores with the ICDAR 2015 IoU protocol.
+  loaded ``Model``) through the engine of ``dbnet detect`` over the images, post-processes and
+  scores with the ICDAR 2015 IoU protocol.
 * ``evaluate_predictions(samples, predictions)``: scores a predictions file in ``dbnet detect``'s
   JSON schema without a model.
 * ``sweep_model(samples, prob_fn, ...)`` / ``sweep_maps(items, ...)``: a grid over ``box_thresh``
@@ -194,7 +195,8 @@ class _SweepAccumulator:
         self.threshes = _check_grid(threshes, "thresh")
         self.box_threshes = _check_grid(box_threshes, "box_thresh")
         self.post = post
-        self.results = {(t, b): [] for t in self.threshes for b in self.box_threshes}
+        self.results: dict[tuple[float, float], list[ImageMatch]] = {
+            (t, b): [] for t in self.threshes for b in self.box_threshes}
         self.capped = 0
 
     def first_config(self) -> PostConfig:

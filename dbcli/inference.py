@@ -73,5 +73,5 @@ class TorchBackend(ModuleBackend):
             fold_batchnorm(model)
         # Channels-last is faster on CUDA and on CPU (oneDNN): ~1.6x on this project's 2-core CPU,
         # same outputs to ~1e-7.
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         super().__init__(model, torch_device, dtype, channels_last=True)

@@ -113,8 +113,8 @@ def mini_box(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _int_region_score(prob_map: np.ndarray, points: np.ndarray) -> float:
-    """Mean of ``prob_map`` inside the polygon given by integer ``(K, 2)`` or ``(K, 1, 2)`` int32 points inside the map (contours,
-    their approxPolyDP subsets): the same crop, mask and mean without the float round trips."""
+    """Mean of ``prob_map`` inside the polygon of integer ``(K, 2)`` or ``(K, 1, 2)`` int32 points
+    inside the map (contours, their approxPolyDP subsets): an exact fill of the bounding-box crop."""
     x0, y0, bw, bh = cv2.boundingRect(points)
     mask = np.zeros((bh, bw), np.uint8)
     cv2.fillPoly(mask, [points], 1, offset=(-x0, -y0))
@@ -164,7 +164,7 @@ def boxes_from_prob_map(prob_map: np.ndarray, orig_width: int, orig_height: int,
     ``detections_and_candidates`` and returns the count instead)."""
     detections, candidates = detections_and_candidates(prob_map, orig_width, orig_height, config)
     if candidates > config.max_candidates:
-        warnings.warn(CandidateCapWarning(cap_message(candidates, config.max_candidates)))
+        warnings.warn(CandidateCapWarning(cap_message(candidates, config.max_candidates)), stacklevel=2)
     return detections
 
 

@@ -25,8 +25,15 @@ def progress_bar(console: Any, label: str, total: int, *, unit: str | None = "im
     """A rich ``Progress`` with one bar: ``label``, the bar, done/total, a rate in ``unit``/s (None:
     no rate), elapsed time, eta, and (``info``) a ``{task.fields[info]}`` text column. Disabled when
     ``total`` is 0 or ``progress_enabled`` says no."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class Rate(ProgressColumn):

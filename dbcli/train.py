@@ -465,7 +465,8 @@ def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_w
     ddp: torch.nn.Module = model
     if distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = _make_optimizer(config, model)
     amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)

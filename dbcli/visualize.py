@@ -34,11 +34,11 @@ def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, fl
     h, w = out.shape[:2]
     thickness = max(1, round(min(h, w) / 300))
     font_scale = max(0.35, min(h, w) / 900)
-    for points, score in detections:
-        pts = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
-        if len(pts) < 2:
+    for points, _ in detections:
+        outline = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        if len(outline) < 2:
             continue
-        cv2.polylines(out, [pts], True, BOX_COLOUR, thickness, cv2.LINE_AA)
+        cv2.polylines(out, [outline], True, BOX_COLOUR, thickness, cv2.LINE_AA)
     for points, score in detections:  # labels over all outlines
         pts = np.asarray(points, np.float64).reshape(-1, 2)
         if len(pts) == 0:
@@ -118,7 +118,7 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
         raise DBNetError(f"{out_dir}: exists and is not a directory")
     if (pred is None or maps) and model is None:
         raise DBNetError("visualize needs a model (--weights) without --pred or with --maps")
-    if maps and model.maps_fn is None:
+    if maps and model is not None and model.maps_fn is None:
         raise DBNetError("--maps needs the torch backend (an ONNX export holds only the probability map)")
     index = PredictionIndex(load_predictions(pred), str(pred)) if pred is not None else None
 
@@ -132,7 +132,8 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
     except OSError as exc:
         raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
     run_model = model if (pred is None or maps) else None
-    written, failed, used = [], len(problems), set()
+    written: list[Path] = []
+    failed, used = len(problems), set[str]()
     with progress_bar(console, "visualize", len(paths)) as bar:
         task = bar.add_task("visualize", total=len(paths))
         for item in run_pipeline(paths, run_model, settings, keep_images=True, with_maps=maps,
@@ -160,11 +161,13 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
                                   f"but the image is {item.width}x{item.height} (EXIF orientation? see "
                                   "--no-exif); drawn as they are")
                 dets = list(zip(entry["polygons"], entry["scores"]))  # checked by load_predictions
+            assert item.image is not None  # (keep_images)
             overlay = draw_detections(item.image, dets)
             stem = Path(item.file).stem
             target = _unique_name(out_dir, stem, used)
             written.append(write_png(target, overlay))
             if maps:
+                assert item.prob is not None and item.thresh is not None  # (with_maps)
                 written.append(write_png(target.with_name(target.stem + "_maps.png"),
                                          maps_panel(overlay, item.prob, item.thresh)))
     if not written:

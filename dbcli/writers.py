@@ -37,7 +37,8 @@ class JsonWriter(Writer):
     so that a long job does not fail only after its last image."""
 
     def __init__(self, path: Path):
-        self.path, self.images = check_writable(path), []
+        self.path = check_writable(path)
+        self.images: list[dict] = []
 
     def add(self, result: ImageResult) -> None:
         self.images.append(result.to_dict())
@@ -166,7 +167,8 @@ class TableWriter(Writer):
     MAX_ROWS = 50
 
     def __init__(self, console: Any):
-        self.console, self.rows, self.total, self.count = console, [], 0, 0
+        self.console, self.total, self.count = console, 0, 0
+        self.rows: list[tuple[str, str, str, str]] = []
 
     def add(self, result: ImageResult) -> None:
         self.count += 1

@@ -11,12 +11,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli import DBNetError, Detector
 from dbcli.cli import app
-
-from planted_model import planted_files, rect_image
 
 ROOT = Path(__file__).resolve().parents[1]
 RECTS = [(20, 30, 140, 60), (60, 100, 230, 130)]

@@ -140,7 +140,8 @@ def test_export_onnx_dynamic_shapes_and_parity(weights_file, tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_export_torchscript(weights_file, tmp_path):
     out = tmp_path / "model.ts"
-    result = runner.invoke(app, ["export", "--weights", str(weights_file), "--format", "torchscript", "--out", str(out)])
+    result = runner.invoke(app, ["export", "--weights", str(weights_file), "--format", "torchscript",
+                                 "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert _reported_diff(result.stdout) < 1e-4
     loaded = torch.jit.load(str(out))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
-
-from dbcli.labels import (make_targets, offset_polygon, polygon_area, polygon_perimeter, shrink_distance,
-                          shrink_targets, threshold_targets)
-
 from synth import random_rects, rotated_rect
+
+from dbcli.labels import (
+    make_targets,
+    offset_polygon,
+    polygon_area,
+    polygon_perimeter,
+    shrink_distance,
+    shrink_targets,
+    threshold_targets,
+)
 
 
 def square(x0: float, y0: float, side: float) -> np.ndarray:

@@ -9,12 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
 from dbcli.visualize import BOX_COLOUR, load_predictions
-
-from planted_model import planted_files, rect_image
 
 runner = CliRunner()
 RECTS = {"one.png": (200, 150, [(30, 40, 150, 70)]), "two.jpg": (180, 220, [(40, 60, 140, 90), (50, 150, 120, 190)])}
