@@ -58,7 +58,8 @@ def _require_images(root: Path, dataset: str, split: str, candidates: list[str])
     return found[0]
 
 
-def _find_gt(image: Path, gt_dirs: list[Path], names: list[str]) -> Path | None:
+def _find_gt(gt_dirs: list[Path], names: list[str]) -> Path | None:
+    """The first of ``names`` found in ``gt_dirs`` (searched in order), or None."""
     for d in gt_dirs:
         for name in names:
             if (d / name).is_file():
@@ -126,7 +127,7 @@ def load_td500(root: Path, split: str) -> list[Sample]:
     folder = _require_images(root, "MSRA-TD500", split, [split, f"MSRA-TD500/{split}"])
     samples = []
     for image in list_images(folder):
-        gt = _find_gt(image, [folder], [f"{image.stem}.gt", f"{image.name}.gt"])
+        gt = _find_gt([folder], [f"{image.stem}.gt", f"{image.name}.gt"])
         if gt is None:
             raise _missing_gt(image, [folder], [f"{image.stem}.gt"])
         polygons, ignore = parse_td500_gt(gt)
@@ -214,9 +215,9 @@ def load_totaltext(root: Path, split: str) -> list[Sample]:
     samples = []
     for image in list_images(images):
         names = [f"gt_{image.stem}.txt", f"poly_gt_{image.stem}.txt", f"{image.name}.txt", f"{image.stem}.txt"]
-        gt = _find_gt(image, gt_dirs, names)
+        gt = _find_gt(gt_dirs, names)
         if gt is None:
-            if _find_gt(image, gt_dirs, [f"poly_gt_{image.stem}.mat", f"gt_{image.stem}.mat"]):
+            if _find_gt(gt_dirs, [f"poly_gt_{image.stem}.mat", f"gt_{image.stem}.mat"]):
                 raise DBNetError(f"{image}: only MATLAB .mat ground truth found; use Total-Text's txt "
                                  "ground truth (Groundtruth/Text or txt_format)")
             raise _missing_gt(image, gt_dirs, names[:2])
@@ -329,7 +330,7 @@ def load_ctw1500(root: Path, split: str) -> list[Sample]:
     samples = []
     for image in list_images(images):
         names = [f"{image.stem}.txt", f"{image.name}.txt", f"gt_{image.stem}.txt", f"{image.stem}.xml"]
-        gt = _find_gt(image, gt_dirs, names)
+        gt = _find_gt(gt_dirs, names)
         if gt is None:
             raise _missing_gt(image, gt_dirs, [names[0], names[3]])
         polygons, ignore = parse_ctw1500_gt(gt)
