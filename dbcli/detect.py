@@ -99,6 +99,59 @@ def _check_request(fmt: str, out: Path | None, resume: bool) -> None:
                          "written whole at the end)")
 
 
+def _images_to_do(inputs: Sequence[str | os.PathLike], fmt: str, out: Path | None, resume: bool
+                  ) -> tuple[list[Path], list[str], int]:
+    """The image files of ``inputs``, less those a resumed output holds: ``(paths, problems with the
+    inputs, images done before)``. Raises ``DBNetError`` when there is nothing to do or two images
+    would write the same ICDAR file."""
+    paths, problems = expand_inputs(inputs)
+    if not paths:
+        raise DBNetError("no image to process: " + "; ".join(problems or ["no INPUT given"]))
+    if fmt == "icdar":
+        names: dict[str, Path] = {}
+        for p in paths:
+            other = names.setdefault(icdar_name(p), p)
+            if other is not p:
+                raise DBNetError(f"--format icdar: {other} and {p} would both write {icdar_name(p)}")
+    n_resumed = 0
+    if resume:
+        assert out is not None  # (_check_request)
+        _, done = done_files(out)
+        todo = [p for p in paths if file_key(p) not in done]
+        n_resumed, paths = len(paths) - len(todo), todo
+    return paths, problems, n_resumed
+
+
+def _merge_ranks(results: list[ImageResult], failures: list[Failure], size: int, error: str | None
+                 ) -> tuple[list[ImageResult], int]:
+    """Under torchrun: every rank's results in input order, and how many images failed on any rank."""
+    merged = _gather([(r.index, r.to_dict()) for r in results] + [(f.index, f.message) for f in failures],
+                     size, error)
+    merged.sort(key=lambda t: t[0])
+    done = [ImageResult(i, d["file"], d["width"], d["height"], [
+        Detection(np.asarray(x["points"], np.float64), x["score"]) for x in d["detections"]])
+        for i, d in merged if isinstance(d, dict)]
+    return done, len(merged) - len(done)
+
+
+def _failure(exc: BaseException, writer: Writer | None, fmt: str, out: Path | None) -> BaseException:
+    """What ``detect`` raises for ``exc`` once its writer is aborted: where the work done is kept
+    (an interrupt), the output named (a write error), or ``exc`` itself."""
+    kept = writer.kept() if isinstance(writer, JsonlWriter) else None
+    if isinstance(exc, KeyboardInterrupt):
+        if fmt == "icdar":
+            where = f"the images done have their {icdar_name('<stem>')} files in {out}"
+        else:
+            where = (f"the images done are in {kept}; run the same command with --resume to continue"
+                     if kept else "nothing was written")
+        return DetectInterrupted(f"interrupted: {where}")
+    if isinstance(exc, OSError):  # decoding problems are per-file warnings: this is the output
+        return DBNetError(f"{out}: cannot write ({exc.strerror or exc})")
+    if kept and isinstance(exc, DBNetError):
+        return DBNetError(f"{exc}; the images done are in {kept} (--resume continues it)")
+    return exc
+
+
 def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, fmt: str = "json",
            model: Model | None = None, settings: Settings | None = None, *, console=None,
            out_console=None, progress: bool = True, resume: bool = False) -> DetectSummary:
@@ -118,22 +171,7 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
     out = Path(out) if out is not None else None
     _check_request(fmt, out, resume)
 
-    paths, problems = expand_inputs(inputs)
-    if not paths:
-        raise DBNetError("no image to process: " + "; ".join(problems or ["no INPUT given"]))
-    if fmt == "icdar":
-        names: dict[str, Path] = {}
-        for p in paths:
-            other = names.setdefault(icdar_name(p), p)
-            if other is not p:
-                raise DBNetError(f"--format icdar: {other} and {p} would both write {icdar_name(p)}")
-    n_resumed = 0
-    if resume:
-        assert out is not None  # (_check_request)
-        _, done = done_files(out)
-        todo = [p for p in paths if file_key(p) not in done]
-        n_resumed, paths = len(paths) - len(todo), todo
-
+    paths, problems, n_resumed = _images_to_do(inputs, fmt, out, resume)
     rank, size = _world()
     lead = rank == 0
     mine = list(range(rank, len(paths), size))  # torchrun: every rank takes every size-th image
@@ -180,17 +218,12 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
                 raise
             error = _describe(exc)
         if size > 1:  # rank 0 merges every rank's results and writes them in input order
-            merged = _gather([(r.index, r.to_dict()) for r in results]
-                             + [(f.index, f.message) for f in failures], size, error)
-            merged.sort(key=lambda t: t[0])
-            done_here = [(i, d) for i, d in merged if isinstance(d, dict)]
-            n_images, n_failed = len(done_here), len(merged) - len(done_here)
-            n_dets = sum(len(d["detections"]) for _, d in done_here)
+            done_here, n_failed = _merge_ranks(results, failures, size, error)
+            n_images, n_dets = len(done_here), sum(len(r.detections) for r in done_here)
             if (n_images or n_resumed) and lead:
                 writer = make_writer(out, fmt, out_console, resume)
-                for i, d in done_here:
-                    writer.add(ImageResult(i, d["file"], d["width"], d["height"], [
-                        Detection(np.asarray(x["points"], np.float64), x["score"]) for x in d["detections"]]))
+                for result in done_here:
+                    writer.add(result)
         else:
             n_images, n_failed = len(mine) - len(failures), len(failures)
         if n_images == 0 and n_resumed == 0:
@@ -200,19 +233,10 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
     except BaseException as exc:
         if writer is not None:
             writer.abort()
-        kept = writer.kept() if isinstance(writer, JsonlWriter) else None
-        if isinstance(exc, KeyboardInterrupt):
-            if fmt == "icdar":
-                where = f"the images done have their {icdar_name('<stem>')} files in {out}"
-            else:
-                where = (f"the images done are in {kept}; run the same command with --resume to continue"
-                         if kept else "nothing was written")
-            raise DetectInterrupted(f"interrupted: {where}") from None
-        if isinstance(exc, OSError):  # decoding problems are per-file warnings: this is the output
-            raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
-        if kept and isinstance(exc, DBNetError):
-            raise DBNetError(f"{exc}; the images done are in {kept} (--resume continues it)") from None
-        raise
+        replacement = _failure(exc, writer, fmt, out)
+        if replacement is exc:
+            raise
+        raise replacement from None
     finally:
         release_lock(lock)
     return DetectSummary(n_images, n_failed + len(problems), n_dets, out, time.perf_counter() - start, lead,
