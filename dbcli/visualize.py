@@ -27,29 +27,62 @@ BOX_COLOUR = (0, 255, 0)  # RGB
 TEXT_COLOUR = (0, 0, 0)
 
 
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (pixels, exclusive ends)
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_place(box: Rect, size: tuple[int, int], width: int, height: int, taken: list[Rect],
+                 others: list[Rect]) -> Rect | None:
+    """Where a label of ``size`` (w, h) goes for the detection whose bounding box is ``box``: just
+    above it, else just below it, never over another detection (whose text it would hide) nor over
+    a label already placed; None when neither spot is free (the outline is still drawn)."""
+    tw, th = size
+    x = min(max(box[0], 0), max(0, width - tw))
+    for y0 in (box[1] - th, box[3]):
+        spot = (x, y0, x + tw, y0 + th)
+        if y0 < 0 or spot[3] > height:
+            continue
+        if not any(_overlaps(spot, r) for r in taken) and not any(_overlaps(spot, r) for r in others):
+            return spot
+    return None
+
+
 def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
     """A copy of the ``(H, W, 3)`` RGB image with each closed polygon drawn and its score written
-    at its top-left corner."""
+    just above it (or below it). On a dense page a score that would cover another detection's text
+    or another score is left out."""
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     thickness = max(1, round(min(h, w) / 300))
     font_scale = max(0.35, min(h, w) / 900)
+    boxes: list[Rect | None] = []
     for points, _ in detections:
         outline = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
         if len(outline) < 2:
+            boxes.append(None)
             continue
         cv2.polylines(out, [outline], True, BOX_COLOUR, thickness, cv2.LINE_AA)
-    for points, score in detections:  # labels over all outlines
-        pts = np.asarray(points, np.float64).reshape(-1, 2)
-        if len(pts) == 0:
+        x0, y0 = outline.reshape(-1, 2).min(axis=0)
+        x1, y1 = outline.reshape(-1, 2).max(axis=0)
+        boxes.append((int(x0), int(y0), int(x1) + 1, int(y1) + 1))
+    taken: list[Rect] = []
+    for k, (box, (_, score)) in enumerate(zip(boxes, detections)):  # labels over all outlines
+        if box is None:
             continue
         label = f"{score:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        corner = pts[np.argmin(pts[:, 0] + pts[:, 1])]
-        x = int(np.clip(corner[0], 0, max(0, w - tw - 2)))
-        y = int(np.clip(corner[1] - 2, th + 2, h - base))
-        cv2.rectangle(out, (x, y - th - 2), (x + tw + 2, y + base), BOX_COLOUR, -1)
-        cv2.putText(out, label, (x + 1, y - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, TEXT_COLOUR, 1, cv2.LINE_AA)
+        scale = min(font_scale, max(0.3, (box[3] - box[1]) / 36))  # small text: a small label
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        others = [r for j, r in enumerate(boxes) if j != k and r is not None]
+        spot = _label_place(box, (tw + 2, th + base + 3), w, h, taken, others)
+        if spot is None:
+            continue
+        taken.append(spot)
+        cv2.rectangle(out, (spot[0], spot[1]), (spot[2] - 1, spot[3] - 1), BOX_COLOUR, -1)
+        cv2.putText(out, label, (spot[0] + 1, spot[1] + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    TEXT_COLOUR, 1, cv2.LINE_AA)
     return out
 
 
