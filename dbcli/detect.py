@@ -32,7 +32,7 @@ from dbcli.errors import DBNetError
 from dbcli.fileio import acquire_lock, release_lock
 from dbcli.inputs import expand_inputs
 from dbcli.postprocess import Detection
-from dbcli.progress import progress_bar, warn
+from dbcli.progress import plural, progress_bar, warn
 from dbcli.writers import FORMATS, JsonlWriter, Writer, done_files, file_key, icdar_name, make_writer, partial_path  # noqa: F401
 
 
@@ -227,7 +227,7 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
         else:
             n_images, n_failed = len(mine) - len(failures), len(failures)
         if n_images == 0 and n_resumed == 0:
-            raise DBNetError(f"no image could be processed ({n_failed + len(problems)} inputs failed)")
+            raise DBNetError(f"no image could be processed ({plural(n_failed + len(problems), 'input')} failed)")
         if writer is not None:
             writer.close(model.info, settings.to_dict())
     except BaseException as exc:

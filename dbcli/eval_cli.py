@@ -269,7 +269,7 @@ def _print_sweep(console, title: str, result) -> None:
     n = best["num_images"]
     console.print(f"best: thresh {best['thresh']:g}, box_thresh {best['box_thresh']:g}: precision "
                   f"{best['precision']:.4f}, recall {best['recall']:.4f}, hmean {best['hmean']:.4f} "
-                  f"({n} images, {result.seconds:.1f} s, {n / max(result.seconds, 1e-9):.2f} images/s)")
+                  f"({plural(n, 'image')}, {result.seconds:.1f} s, {n / max(result.seconds, 1e-9):.2f} images/s)")
     if best["num_matched"] == 0:
         console.print("no setting of the grid matched any ground truth: nothing to choose from")
     else:

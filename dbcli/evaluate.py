@@ -30,6 +30,7 @@ from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS
 from dbcli.metrics import ImageMatch, Scores, evaluate_image, summarize
 from dbcli.postprocess import Detection, PostConfig, detections_and_candidates
 from dbcli.predictions import _image_size, load_predictions, match_predictions  # noqa: F401 (public here too)
+from dbcli.progress import plural
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]  # called with the number of images just finished
@@ -118,7 +119,7 @@ def evaluate_model(samples: Sequence[Sample], prob_fn: Backend | Model, short_si
         capped += hit
         results.append(evaluate_image(sample.polygons, sample.ignore, [d.points for d in dets]))
     if capped:
-        warn(f"{capped} image(s) had more than {post.max_candidates} candidate regions; only the first "
+        warn(f"{plural(capped, 'image')} had more than {post.max_candidates} candidate regions; only the first "
              f"{post.max_candidates} were kept (--max-candidates raises the cap)")
     settings = {"short_side": short_side, "max_side": max_side, "batch_size": batch_size, **asdict(post)}
     return EvalResult(summarize(results), time.perf_counter() - started, skipped, capped=capped,
@@ -256,7 +257,8 @@ def sweep_model(samples: Sequence[Sample], prob_fn: Backend | Model, short_side:
                                                           progress, max_megapixels=max_megapixels):
         acc.add(sample.polygons, sample.ignore, prob, w, h, first=(dets, hit))
     if acc.capped:
-        warn(f"{acc.capped} post-processing pass(es) had more than {post.max_candidates} candidate regions; "
+        passes = plural(acc.capped, "post-processing pass", "post-processing passes")
+        warn(f"{passes} had more than {post.max_candidates} candidate regions; "
              "only the first were kept (--max-candidates raises the cap)")
     settings = {"short_side": short_side, "max_side": max_side, **asdict(post)}
     return acc.finish(seconds=time.perf_counter() - started, skipped=skipped, settings=settings)

@@ -35,7 +35,7 @@ from dbcli.labels import make_targets
 from dbcli.losses import LossConfig, db_loss
 from dbcli.models import DBNet, ModelConfig, count_parameters, load_backbone_state
 from dbcli.postprocess import PostConfig, post_config_from
-from dbcli.progress import progress_bar
+from dbcli.progress import plural, progress_bar
 from dbcli.weights import build_model, load_weights, make_weights
 
 
@@ -587,7 +587,7 @@ def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict)
     run.log(f"epoch {epoch + 1}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
             f"hmean {last_val['hmean']:.3f} (thresh {post.thresh:g}, box_thresh {post.box_thresh:g})")
     if last_val["capped_images"]:
-        run.log(f"epoch {epoch + 1}: {last_val['capped_images']} validation image(s) had more than "
+        run.log(f"epoch {epoch + 1}: {plural(last_val['capped_images'], 'validation image')} had more than "
                 f"{post.max_candidates} candidate regions (a noisy probability map, usual early in "
                 f"training); only the first {post.max_candidates} were scored")
     if last_val["hmean"] > state.best_hmean:

@@ -21,7 +21,7 @@ from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_write_bytes
 from dbcli.inputs import expand_inputs
 from dbcli.predictions import PredictionIndex, load_predictions  # noqa: F401 (public here too)
-from dbcli.progress import progress_bar, warn
+from dbcli.progress import plural, progress_bar, warn
 
 BOX_COLOUR = (0, 255, 0)  # RGB
 TEXT_COLOUR = (0, 0, 0)
@@ -204,5 +204,5 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
                 written.append(write_png(target.with_name(target.stem + "_maps.png"),
                                          maps_panel(overlay, item.prob, item.thresh)))
     if not written:
-        raise DBNetError(f"nothing could be drawn ({failed} inputs failed)")
+        raise DBNetError(f"nothing could be drawn ({plural(failed, 'input')} failed)")
     return VisualizeSummary(written, failed)
