@@ -19,7 +19,6 @@ import time
 
 import common  # noqa: F401  (puts the repository root on sys.path)
 import numpy as np
-
 from bench import synthetic
 from bench.common import header, median, print_table, spread
 

@@ -43,7 +43,6 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository root on sys.path)
 import cv2
 import numpy as np
-
 from bench import synthetic
 from bench.common import header, interleaved, median, print_table, spread
 
@@ -107,7 +106,7 @@ def export_onnx(weights: Path, out: Path) -> Path:
 
 def load_backends(label: str, weights: Path, onnx_path: Path) -> dict:
     """``{"<label> torch": model, "<label> onnx": model}`` as ``dbcli.detect.load_model`` gives them."""
-    from dbcli.detect import load_model
+    from dbcli.backends import load_model
 
     return {f"{label} torch": load_model(weights, "torch", device="cpu"),
             f"{label} onnx": load_model(onnx_path, "onnx", device="cpu")}
@@ -119,7 +118,7 @@ def prob_fn_of(model):
 
 def run_dbcli(model, paths: list[Path], short_side: int, batch: int):
     """All images through dbnet detect's pipeline; returns the detections per image."""
-    from dbcli.detect import Settings, run_pipeline
+    from dbcli.engine import Settings, run_pipeline
 
     settings = Settings(short_side=short_side, batch_size=batch)
     return [r.detections for r in run_pipeline(paths, model, settings)]
@@ -153,7 +152,8 @@ def find_rapidocr(arg: str | None) -> tuple[Path | None, str]:
     candidates.append(RAPIDOCR_CACHE / "rapidocr_onnxruntime")
     for c in candidates:
         for pkg in (c, c / "rapidocr_onnxruntime"):
-            if (pkg / "ch_ppocr_det" / "utils.py").exists() and (pkg / "models" / "ch_PP-OCRv4_det_infer.onnx").exists():
+            model = pkg / "models" / "ch_PP-OCRv4_det_infer.onnx"
+            if (pkg / "ch_ppocr_det" / "utils.py").exists() and model.exists():
                 return pkg, ""
     return None, ("RapidOCR not found (looked in --rapidocr, $DBNET_BENCH_RAPIDOCR, the Python path and "
                   f"{RAPIDOCR_CACHE}); run with --fetch-rapidocr to pip-download rapidocr-onnxruntime=="
@@ -272,8 +272,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp_name)
         paths = list_images(Path(args.images), args.count) if args.images else make_images(tmp, args.count, args.seed)
         first = cv2.imread(str(paths[0]))
+        from dbcli.backends import load_model
         from dbcli.cpu import cpu_supports_bf16
-        from dbcli.detect import load_model
 
         print(f"# {len(paths)} images ({'from ' + args.images if args.images else 'synthetic'}, first "
               f"{first.shape[1]}x{first.shape[0]}); {threads} threads for torch and onnxruntime")

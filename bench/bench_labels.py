@@ -21,10 +21,10 @@ import argparse
 
 import common  # noqa: F401  (puts the repository root on sys.path)
 import numpy as np
-
 from bench import synthetic
 from bench.common import header, interleaved, median, print_table, spread
 from bench.reference import ref_make_targets
+
 from dbcli.augment import augment
 from dbcli.imaging import normalize
 from dbcli.labels import make_targets

@@ -26,10 +26,10 @@ import argparse
 import common  # noqa: F401  (puts the repository root on sys.path)
 import cv2
 import numpy as np
-
 from bench import synthetic
 from bench.common import header, interleaved, median, print_table, spread
 from bench.reference import ref_boxes_from_prob_map
+
 from dbcli.postprocess import PostConfig, _corners, _int_region_score, _unclip_quad, boxes_from_prob_map
 
 W, H = 1280, 720  # original image size (the maps are at 736x1280, the network's input size)

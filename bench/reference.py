@@ -31,7 +31,6 @@ import numpy as np
 import pyclipper
 from shapely.geometry import Polygon
 
-
 # --------------------------------------------------------------------------- post-processing
 
 def get_mini_boxes(contour):

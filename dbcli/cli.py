@@ -14,8 +14,10 @@ import typer
 
 from dbcli import __version__
 from dbcli.errors import DBNetError
+from dbcli.progress import plural
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="DBNet scene-text detection: train, evaluate, detect, export, visualize.")
 
 
@@ -104,7 +106,8 @@ def train(
                                                     "--init-weights file's or a resumed run's, else 0.6)."),
 ) -> None:
     """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
-    from dbcli.train import TrainConfig, train as run_training
+    from dbcli.train import TrainConfig
+    from dbcli.train import train as run_training
 
     config = TrainConfig(dataset=dataset, data_root=str(data_root) if data_root else None,
                          out=str(out) if out else None, arch=arch, dcn=dcn, epochs=epochs,
@@ -150,9 +153,10 @@ def eval_command(
     max_candidates: Optional[int] = _max_candidates_opt(),
     max_megapixels: float = _max_megapixels_opt(),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: auto)."),
-    precision: Optional[str] = typer.Option(None, show_default=False,
-                                            help="fp32 (default), bf16 or fp16 (CUDA): the torch backend's "
-                                                 "arithmetic, as in dbnet detect --precision."),
+    precision: Optional[str] = typer.Option(None, "--dtype", "--precision", show_default=False,
+                                            help="fp32 (default), bf16 or fp16 (CUDA): the network's "
+                                                 "arithmetic (torch backend), as dbnet detect --precision; "
+                                                 "not the precision metric."),
     batch_size: Optional[int] = typer.Option(None, help="Images per forward pass (default: 1)."),
     limit: int = typer.Option(0, help="Score only the first N images (0: all)."),
     holdout_from_train: Optional[float] = typer.Option(
@@ -164,17 +168,23 @@ def eval_command(
     sweep_thresh: str = typer.Option("0.2,0.25,0.3,0.35", help="thresh grid: list or start:stop:step."),
     sweep_box_thresh: str = typer.Option("0.3:0.8:0.05", help="box_thresh grid: list or start:stop:step."),
     allow_test_sweep: bool = typer.Option(False, help="Allow --sweep on the test split."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+    json_path: Optional[Path] = typer.Option(None, "--json", "--out", "-o",
+                                             help="Also write the figures to this JSON file."),
 ) -> None:
     """Evaluate on a dataset split (ICDAR 2015 IoU protocol): precision, recall, hmean, images/s."""
     from dbcli.cpu import tune_malloc
+    from dbcli.eval_cli import EvalOptions
     from dbcli.eval_cli import run as run_eval
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
     try:
-        run_eval(dataset, data_root, split, weights, pred, short_side, max_side, thresh, box_thresh,
-                 unclip_ratio, polygon, device, precision, batch_size, limit, holdout_from_train, seed, sweep,
-                 sweep_thresh, sweep_box_thresh, allow_test_sweep, json_path, max_candidates, max_megapixels)
+        run_eval(EvalOptions(
+            dataset=dataset, data_root=data_root, split=split, weights=weights, pred=pred, short_side=short_side,
+            max_side=max_side, thresh=thresh, box_thresh=box_thresh, unclip_ratio=unclip_ratio, polygon=polygon,
+            device=device, precision=precision, batch_size=batch_size, limit=limit,
+            holdout_from_train=holdout_from_train, seed=seed, sweep=sweep, sweep_thresh=sweep_thresh,
+            sweep_box_thresh=sweep_box_thresh, allow_test_sweep=allow_test_sweep, json_path=json_path,
+            max_candidates=max_candidates, max_megapixels=max_megapixels))
     except DBNetError as exc:
         fail(str(exc))
 
@@ -330,7 +340,8 @@ def detect(
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
     from dbcli.cpu import tune_malloc
-    from dbcli.detect import FORMATS, DetectInterrupted, detect as run_detect
+    from dbcli.detect import FORMATS, DetectInterrupted
+    from dbcli.detect import detect as run_detect
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
     if fmt is None:
@@ -338,8 +349,10 @@ def detect(
     if fmt.lower() not in FORMATS:
         fail(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
     try:
-        model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh,
-                                unclip_ratio, polygon, batch_size, no_exif, max_megapixels, max_candidates)
+        with _status("loading the model ..."):
+            model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh,
+                                    box_thresh, unclip_ratio, polygon, batch_size, no_exif, max_megapixels,
+                                    max_candidates)
         with _sigterm_as_interrupt():
             summary = run_detect(inputs, out, fmt, model, settings, resume=resume)
     except DetectInterrupted as exc:
@@ -352,7 +365,7 @@ def detect(
         skipped = f", {summary.failed} skipped" if summary.failed else ""
         skipped += f", {summary.resumed} done before" if summary.resumed else ""
         rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0
-        typer.echo(f"{where}{summary.images} images, {summary.detections} text regions{skipped} "
+        typer.echo(f"{where}{plural(summary.images, 'image')}, {plural(summary.detections, 'text region')}{skipped} "
                    f"in {summary.seconds:.1f} s ({rate:.1f} images/s)", err=True)
 
 
@@ -402,7 +415,7 @@ def visualize(
     except DBNetError as exc:
         fail(str(exc))
     skipped = f", {summary.failed} skipped" if summary.failed else ""
-    typer.echo(f"wrote {len(summary.written)} PNG files to {out}{skipped}", err=True)
+    typer.echo(f"wrote {plural(len(summary.written), 'PNG file')} to {out}{skipped}", err=True)
 
 
 @app.command()
@@ -428,7 +441,8 @@ def export(
         if out is None:
             source = resolve_weights(weights)
             out = source.with_suffix(".onnx" if fmt.lower() == "onnx" else ".ts")
-        result = run_export(weights, fmt, out, opset=opset, tolerance=tolerance)
+        with _status(f"exporting to {out} and checking it against PyTorch ..."):
+            result = run_export(weights, fmt, out, opset=opset, tolerance=tolerance)
     except DBNetError as exc:
         fail(str(exc))
     label = "ONNX" if result.format == "onnx" else "TorchScript"
@@ -467,10 +481,12 @@ def convert(
 
 
 def _status(message: str):
-    """A spinner on stderr while a silent step runs (only on a terminal)."""
+    """A spinner on stderr while a silent step runs (on a terminal, or with DBNET_PROGRESS=1)."""
     from rich.console import Console
 
-    return Console(stderr=True).status(message)
+    from dbcli.progress import status
+
+    return status(Console(stderr=True), message)
 
 
 def run() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbcli.datasets import Sample, _list_images, leading_numbers, parse_icdar_gt, read_text_lines
+from dbcli.dataset_common import Sample, leading_numbers, list_images, parse_icdar_gt, read_text_lines
 from dbcli.errors import DBNetError
 
 
@@ -58,7 +58,8 @@ def _require_images(root: Path, dataset: str, split: str, candidates: list[str])
     return found[0]
 
 
-def _find_gt(image: Path, gt_dirs: list[Path], names: list[str]) -> Path | None:
+def _find_gt(gt_dirs: list[Path], names: list[str]) -> Path | None:
+    """The first of ``names`` found in ``gt_dirs`` (searched in order), or None."""
     for d in gt_dirs:
         for name in names:
             if (d / name).is_file():
@@ -125,8 +126,8 @@ def load_td500(root: Path, split: str) -> list[Sample]:
     in stored-pixel coordinates."""
     folder = _require_images(root, "MSRA-TD500", split, [split, f"MSRA-TD500/{split}"])
     samples = []
-    for image in _list_images(folder):
-        gt = _find_gt(image, [folder], [f"{image.stem}.gt", f"{image.name}.gt"])
+    for image in list_images(folder):
+        gt = _find_gt([folder], [f"{image.stem}.gt", f"{image.name}.gt"])
         if gt is None:
             raise _missing_gt(image, [folder], [f"{image.stem}.gt"])
         polygons, ignore = parse_td500_gt(gt)
@@ -212,11 +213,11 @@ def load_totaltext(root: Path, split: str) -> list[Sample]:
         raise DBNetError(f"{root}: no Total-Text {split} ground-truth folder (looked for "
                          f"Groundtruth/Polygon/{s}/, Groundtruth/Text/{s}/, txt_format/{s}/, {s}_gts/)")
     samples = []
-    for image in _list_images(images):
+    for image in list_images(images):
         names = [f"gt_{image.stem}.txt", f"poly_gt_{image.stem}.txt", f"{image.name}.txt", f"{image.stem}.txt"]
-        gt = _find_gt(image, gt_dirs, names)
+        gt = _find_gt(gt_dirs, names)
         if gt is None:
-            if _find_gt(image, gt_dirs, [f"poly_gt_{image.stem}.mat", f"gt_{image.stem}.mat"]):
+            if _find_gt(gt_dirs, [f"poly_gt_{image.stem}.mat", f"gt_{image.stem}.mat"]):
                 raise DBNetError(f"{image}: only MATLAB .mat ground truth found; use Total-Text's txt "
                                  "ground truth (Groundtruth/Text or txt_format)")
             raise _missing_gt(image, gt_dirs, names[:2])
@@ -327,9 +328,9 @@ def load_ctw1500(root: Path, split: str) -> list[Sample]:
         raise DBNetError(f"{root}: no CTW1500 {split} label folder (looked for {s}_gts/, {s}_labels/, "
                          f"ctw1500_{s}_labels/, {s}/text_label_curve/)")
     samples = []
-    for image in _list_images(images):
+    for image in list_images(images):
         names = [f"{image.stem}.txt", f"{image.name}.txt", f"gt_{image.stem}.txt", f"{image.stem}.xml"]
-        gt = _find_gt(image, gt_dirs, names)
+        gt = _find_gt(gt_dirs, names)
         if gt is None:
             raise _missing_gt(image, gt_dirs, [names[0], names[3]])
         polygons, ignore = parse_ctw1500_gt(gt)

@@ -4,14 +4,13 @@ post-processing settings, run ``dbcli.evaluate``, print rich tables and write ``
 from __future__ import annotations
 
 import os
-
-import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dbcli.datasets import DATASETS, load_samples, split_holdout
 from dbcli.errors import DBNetError
-from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS, check_sides
-from dbcli.postprocess import PostConfig, post_config_from
+from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS
+from dbcli.progress import plural
 
 CURVED_DATASETS = ("totaltext", "ctw1500")
 
@@ -62,16 +61,6 @@ def select_samples(dataset: str, data_root, split: str | None, holdout_from_trai
     return samples, description
 
 
-def post_config(weights: dict | None, dataset: str, thresh, box_thresh, unclip_ratio, polygon,
-                max_candidates: int | None = None) -> PostConfig:
-    """The weights file's ``postprocess`` entry, overridden by the options given. ``polygon``
-    defaults to True on the curved-text datasets."""
-    if polygon is None and dataset in CURVED_DATASETS:
-        polygon = True
-    return post_config_from((weights or {}).get("postprocess"), thresh=thresh, box_thresh=box_thresh,
-                            unclip_ratio=unclip_ratio, polygon=polygon, max_candidates=max_candidates)
-
-
 def _overlap_warning(weights: dict, dataset: str, split: str | None, holdout: float | None, seed: int) -> str | None:
     """Say when the images scored were (probably) trained on by these weights."""
     cfg = ((weights.get("train") or {}).get("config") or {})
@@ -88,130 +77,152 @@ def _overlap_warning(weights: dict, dataset: str, split: str | None, holdout: fl
     return None
 
 
-def run(dataset: str, data_root, split, weights_path, pred, short_side, max_side, thresh, box_thresh,
-        unclip_ratio, polygon, device, precision, batch_size, limit, holdout_from_train, seed, sweep,
-        sweep_thresh, sweep_box_thresh, allow_test_sweep, json_path, max_candidates=None,
-        max_megapixels=DEFAULT_MAX_MEGAPIXELS) -> dict:
+@dataclass(frozen=True)
+class EvalOptions:
+    """The options of ``dbnet eval`` (None: not given, the weights file's or the library's default)."""
+
+    dataset: str = "icdar15"
+    data_root: str | Path | None = None
+    split: str | None = None
+    weights: str | Path | None = None
+    pred: str | Path | None = None
+    short_side: int | None = None
+    max_side: int | None = None
+    thresh: float | None = None
+    box_thresh: float | None = None
+    unclip_ratio: float | None = None
+    polygon: bool | None = None
+    device: str | None = None
+    precision: str | None = None
+    batch_size: int | None = None
+    limit: int = 0
+    holdout_from_train: float | None = None
+    seed: int = 0
+    sweep: bool = False
+    sweep_thresh: str = "0.2,0.25,0.3,0.35"
+    sweep_box_thresh: str = "0.3:0.8:0.05"
+    allow_test_sweep: bool = False
+    json_path: str | Path | None = None
+    max_candidates: int | None = None
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+
+
+def _check_request(o: EvalOptions) -> None:
+    """Refuse option combinations that make no sense before any work is done."""
+    if o.pred is not None:
+        model_only = {"--weights": o.weights, "--short-side": o.short_side, "--max-side": o.max_side,
+                      "--thresh": o.thresh, "--unclip-ratio": o.unclip_ratio, "--polygon/--box": o.polygon,
+                      "--device": o.device, "--precision": o.precision, "--batch-size": o.batch_size,
+                      "--sweep": o.sweep or None, "--max-candidates": o.max_candidates}
+        given = [name for name, value in model_only.items() if value is not None]
+        if given:
+            raise DBNetError(f"--pred scores a predictions file without a model; {', '.join(given)} "
+                             "does not apply (--box-thresh filters the predictions by score)")
+    effective_split = "train" if o.holdout_from_train is not None else (o.split or "test")
+    if o.sweep and effective_split == "test" and not o.allow_test_sweep:
+        raise DBNetError("--sweep picks thresholds and must not look at the test split; sweep on "
+                         "validation images with --holdout-from-train 0.1 --seed 0 (what dbnet train "
+                         "held out), or pass --allow-test-sweep to do it anyway")
+    if o.sweep and (o.thresh is not None or o.box_thresh is not None):
+        raise DBNetError("--sweep scores the grids of --sweep-thresh and --sweep-box-thresh; drop "
+                         "--thresh / --box-thresh")
+
+
+def _load_model(o: EvalOptions, warn):
+    """The backend (``dbcli.backends.load_model``, as ``dbnet detect``) and the engine settings."""
+    from dbcli.backends import load_model
+    from dbcli.engine import resolve_settings
+
+    weights = o.weights
+    if weights is None and o.dataset == "icdar15" and not os.environ.get("DBNET_WEIGHTS"):
+        from dbcli.weights import DEFAULT_ICDAR15_WEIGHTS
+
+        weights = DEFAULT_ICDAR15_WEIGHTS  # the shipped file trained for it
+    model = load_model(weights, None, o.device or "auto", (o.precision or "fp32").lower())
+    overlap = _overlap_warning({"train": model.train}, o.dataset, o.split, o.holdout_from_train, o.seed)
+    if overlap:
+        warn(overlap)
+    if model.note:
+        warn(model.note)
+    polygon = True if o.polygon is None and o.dataset in CURVED_DATASETS else o.polygon
+    settings = resolve_settings(model, o.short_side, o.max_side, o.thresh, o.box_thresh, o.unclip_ratio,
+                                polygon, o.batch_size or 1, True, o.max_megapixels, o.max_candidates)
+    return model, settings
+
+
+def run(options: EvalOptions | None = None, **given) -> dict:
+    """``dbnet eval``: score a model (or ``pred``, a predictions file) on a dataset split, print the
+    tables and write ``json_path``. ``options`` or keyword options (``EvalOptions``' fields)."""
     from rich.console import Console
 
+    from dbcli.progress import progress_bar
+
+    o = replace(options, **given) if options is not None else EvalOptions(**given)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
 
     def warn(message: str) -> None:
         err.print(f"[yellow]warning:[/yellow] {message}", markup=True, soft_wrap=True)
 
-    if pred is not None:
-        model_only = {"--weights": weights_path, "--short-side": short_side, "--max-side": max_side,
-                      "--thresh": thresh, "--unclip-ratio": unclip_ratio, "--polygon/--box": polygon,
-                      "--device": device, "--precision": precision, "--batch-size": batch_size,
-                      "--sweep": sweep or None, "--max-candidates": max_candidates}
-        given = [name for name, value in model_only.items() if value is not None]
-        if given:
-            raise DBNetError(f"--pred scores a predictions file without a model; {', '.join(given)} "
-                             "does not apply (--box-thresh filters the predictions by score)")
-    effective_split = "train" if holdout_from_train is not None else (split or "test")
-    if sweep and effective_split == "test" and not allow_test_sweep:
-        raise DBNetError("--sweep picks thresholds and must not look at the test split; sweep on "
-                         "validation images with --holdout-from-train 0.1 --seed 0 (what dbnet train "
-                         "held out), or pass --allow-test-sweep to do it anyway")
-
-    if sweep:
-        if thresh is not None or box_thresh is not None:
-            raise DBNetError("--sweep scores the grids of --sweep-thresh and --sweep-box-thresh; drop "
-                             "--thresh / --box-thresh")
-        threshes = parse_grid(sweep_thresh, "sweep-thresh")
-        box_threshes = parse_grid(sweep_box_thresh, "sweep-box-thresh")
-
-    if json_path is not None:
+    _check_request(o)
+    if o.sweep:
+        threshes = parse_grid(o.sweep_thresh, "sweep-thresh")
+        box_threshes = parse_grid(o.sweep_box_thresh, "sweep-box-thresh")
+    if o.json_path is not None:
         from dbcli.fileio import check_writable
 
         try:
-            check_writable(json_path)
+            check_writable(o.json_path)
         except OSError as exc:
-            raise DBNetError(f"{json_path}: cannot write --json ({exc.strerror or exc})") from None
-    samples, description = select_samples(dataset, data_root, split, holdout_from_train, seed, limit)
-    header = f"{dataset} {description}: {len(samples)} images"
+            raise DBNetError(f"{o.json_path}: cannot write --json ({exc.strerror or exc})") from None
+    samples, description = select_samples(o.dataset, o.data_root, o.split, o.holdout_from_train, o.seed, o.limit)
+    header = f"{o.dataset} {description}: {plural(len(samples), 'image')}"
 
-    if pred is not None:
+    if o.pred is not None:
         from dbcli.evaluate import evaluate_predictions
 
-        result = evaluate_predictions(samples, pred, box_thresh=box_thresh, warn=warn)
-        report = {"dataset": dataset, "split": description, "pred": str(pred), **result.to_dict()}
-        _print_scores(out, f"{header}, predictions {pred}", result)
-        _write_json(json_path, report, out)
+        result = evaluate_predictions(samples, o.pred, box_thresh=o.box_thresh, warn=warn)
+        report = {"dataset": o.dataset, "split": description, "pred": str(o.pred), **result.to_dict()}
+        _print_scores(out, f"{header}, predictions {o.pred}", result)
+        _write_json(o.json_path, report, out)
         return report
 
-    from dbcli.evaluate import evaluate_model, sweep_model
+    from dbcli.evaluate import EvalResult, SweepResult, evaluate_model, sweep_model
 
-    precision = (precision or "fp32").lower()
-    if weights_path is not None and Path(weights_path).suffix.lower() == ".onnx":
-        from dbcli.detect import onnx_precision
-        from dbcli.onnx_backend import OnnxBackend  # torch-free, usually faster on CPU
-
-        onnx_precision(precision)
-        backend = OnnxBackend(weights_path, device or "auto")
-        weights = {"path": str(weights_path), "model": backend.model_config,
-                   "postprocess": backend.postprocess, "short_side": backend.short_side}
-    else:
-        from dbcli.inference import TorchBackend
-        from dbcli.weights import DEFAULT_ICDAR15_WEIGHTS, load_weights
-
-        if weights_path is None and dataset == "icdar15" and not os.environ.get("DBNET_WEIGHTS"):
-            weights_path = DEFAULT_ICDAR15_WEIGHTS  # the shipped file trained for it
-        weights = load_weights(weights_path)
-        overlap = _overlap_warning(weights, dataset, split, holdout_from_train, seed)
-        if overlap:
-            warn(overlap)
-        backend = TorchBackend(weights, device or "auto", precision)
-        if backend.note:
-            warn(backend.note)
-    post = post_config(weights, dataset, thresh, box_thresh, unclip_ratio, polygon, max_candidates)
-    short_side = short_side or int(weights.get("short_side") or 736)
-    check_sides(short_side, max_side)
-    if not max_megapixels > 0:
-        raise DBNetError(f"--max-megapixels must be positive, got {max_megapixels}")
-    batch_size = batch_size or 1
-    settings_line = (f"weights {weights['path']} ({weights['model'].get('arch')}) on {backend.device}"
+    model, settings = _load_model(o, warn)
+    post, info = settings.post, model.info
+    precision = info["dtype"]
+    settings_line = (f"weights {info['weights']} ({info.get('arch')}) on {info['device']}"
                      f"{'' if precision == 'fp32' else ', ' + precision}; "
-                     f"short side {short_side}" + (f", max side {max_side}" if max_side else "") +
+                     f"short side {settings.short_side}" + (f", max side {o.max_side}" if o.max_side else "") +
                      f"; {'polygons' if post.polygon else 'boxes'}, unclip {post.unclip_ratio:g}")
 
-    progress = _progress(err, "sweep" if sweep else "eval", len(samples))
-    with progress:
+    common_args = (settings.short_side, settings.max_side, post)
+    with progress_bar(err, "sweep" if o.sweep else "eval", len(samples), unit=None, transient=True) as progress:
         task = progress.add_task("images", total=len(samples))
 
         def advance(n: int) -> None:
             progress.update(task, advance=n)
 
-        if sweep:
-            result = sweep_model(samples, backend, short_side, max_side, post, box_threshes, threshes,
-                                 batch_size, warn, advance, max_megapixels=max_megapixels)
+        scored: EvalResult | SweepResult
+        if o.sweep:
+            scored = sweep_model(samples, model, *common_args, box_threshes, threshes, settings.batch_size,
+                                 warn, advance, max_megapixels=settings.max_megapixels)
         else:
-            result = evaluate_model(samples, backend, short_side, max_side, post, batch_size, warn, advance,
-                                    max_megapixels=max_megapixels)
+            scored = evaluate_model(samples, model, *common_args, settings.batch_size, warn, advance,
+                                    max_megapixels=settings.max_megapixels)
 
-    common = {"dataset": dataset, "split": description, "weights": weights["path"], "device": str(backend.device),
+    common = {"dataset": o.dataset, "split": description, "weights": info["weights"], "device": info["device"],
               "dtype": precision}
-    if sweep:
-        report = {**common, "sweep": result.to_dict()}
-        _print_sweep(out, f"{header}; {settings_line}", result)
+    if o.sweep:
+        report = {**common, "sweep": scored.to_dict()}
+        _print_sweep(out, f"{header}; {settings_line}", scored)
     else:
-        report = {**common, **result.to_dict()}
+        report = {**common, **scored.to_dict()}
         _print_scores(out, f"{header}; {settings_line}; thresh {post.thresh:g}, box_thresh {post.box_thresh:g}",
-                      result)
-    _write_json(json_path, report, out)
+                      scored)
+    _write_json(o.json_path, report, out)
     return report
-
-
-def _progress(console, label: str, total: int):
-    import os
-
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
-                    disable=not sys.stderr.isatty() and os.environ.get("DBNET_PROGRESS") != "1")
 
 
 def _print_scores(console, title: str, result) -> None:
@@ -258,13 +269,13 @@ def _print_sweep(console, title: str, result) -> None:
     n = best["num_images"]
     console.print(f"best: thresh {best['thresh']:g}, box_thresh {best['box_thresh']:g}: precision "
                   f"{best['precision']:.4f}, recall {best['recall']:.4f}, hmean {best['hmean']:.4f} "
-                  f"({n} images, {result.seconds:.1f} s, {n / max(result.seconds, 1e-9):.2f} images/s)")
+                  f"({plural(n, 'image')}, {result.seconds:.1f} s, {n / max(result.seconds, 1e-9):.2f} images/s)")
     if best["num_matched"] == 0:
         console.print("no setting of the grid matched any ground truth: nothing to choose from")
     else:
         console.print(f"use: dbnet detect --thresh {best['thresh']:g} --box-thresh {best['box_thresh']:g}")
     if result.skipped:
-        console.print(f"{len(result.skipped)} undecodable image(s) skipped")
+        console.print(f"{plural(len(result.skipped), 'undecodable image')} skipped")
 
 
 def _write_json(path, report: dict, console) -> None:

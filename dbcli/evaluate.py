@@ -1,7 +1,8 @@
 """Evaluation on a dataset split (SPEC: "Evaluation"), for ``dbnet eval`` and for scripts.
 
-* ``evaluate_model(samples, prob_fn, ...)``: runs a backend (``inference.TorchBackend`` or any
-  ``prob_fn``) over the images, post-processes and scores with the ICDAR 2015 IoU protocol.
+* ``evaluate_model(samples, backend, ...)``: runs a backend (``dbcli.backends.Backend`` or a
+  loaded ``Model``) through the engine of ``dbnet detect`` over the images, post-processes and
+  scores with the ICDAR 2015 IoU protocol.
 * ``evaluate_predictions(samples, predictions)``: scores a predictions file in ``dbnet detect``'s
   JSON schema without a model.
 * ``sweep_model(samples, prob_fn, ...)`` / ``sweep_maps(items, ...)``: a grid over ``box_thresh``
@@ -14,23 +15,22 @@ counted); the result lists them in ``skipped``.
 
 from __future__ import annotations
 
-import json
-import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from dbcli.backends import Backend, Model
 from dbcli.datasets import Sample
+from dbcli.engine import Failure, FileImage, Settings, run_pipeline
 from dbcli.errors import DBNetError
-from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image, inference_size
-from dbcli.inference import ProbFn, detect_batch
-from dbcli.metrics import ImageResult, Scores, evaluate_image, summarize
-from dbcli.postprocess import CandidateCapWarning, Detection, PostConfig, boxes_from_prob_map
+from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS
+from dbcli.metrics import ImageMatch, Scores, evaluate_image, summarize
+from dbcli.postprocess import Detection, PostConfig, detections_and_candidates
+from dbcli.predictions import _image_size, load_predictions, match_predictions  # noqa: F401 (public here too)
+from dbcli.progress import plural
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]  # called with the number of images just finished
@@ -65,94 +65,53 @@ class EvalResult:
 
 
 # --- running a backend ----------------------------------------------------------------------------
-def _decode(sample: Sample, max_megapixels: float | None) -> tuple[np.ndarray, list[str]] | DBNetError:
-    try:
-        return decode_image(sample.image_path, sample.exif, max_megapixels)
-    except DBNetError as exc:
-        return exc
+def _engine_settings(short_side: int, max_side: int | None, batch_size: int, post: PostConfig,
+                     max_megapixels: float | None) -> Settings:
+    return Settings(short_side, max_side, post, max(1, int(batch_size)), True, max_megapixels)
 
 
-def iter_prob_maps(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 736,
+def iter_prob_maps(samples: Sequence[Sample], prob_fn: Backend | Model, short_side: int = 736,
                    max_side: int | None = None, batch_size: int = 1, post: PostConfig = PostConfig(),
                    warn: Warn = _nowarn, skipped: list[str] | None = None, progress: Progress | None = None,
-                   prefetch_threads: int = 2, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+                   max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
                    ) -> Iterator[tuple[Sample, np.ndarray, list[Detection], int, tuple[int, int]]]:
     """Yield ``(sample, prob_map, detections, capped, (height, width))`` per decodable image, in order.
 
-    Runs ``inference.detect_batch`` (the code path of ``dbnet detect``): ``prob_map`` is at
-    network-input resolution (a batch's padding cropped off), ``detections`` are post-processed with
-    ``post`` in original-image pixels; ``capped`` counts the images of the batch that hit
-    ``post.max_candidates`` (given with the batch's first image, 0 with the others: sums are exact).
-    Images are decoded in background threads; a batch only holds images of the same network input
-    size, so results do not depend on ``batch_size``. Undecodable images (and those over
-    ``max_megapixels`` million pixels) are reported through ``warn``, appended to ``skipped`` and not
-    yielded."""
-    batch_size = max(1, int(batch_size))
-    window = max(2 * batch_size, 4)
-
-    def flush(batch):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            dets, maps = detect_batch(prob_fn, [img for _, img in batch], short_side, max_side, post,
-                                      return_maps=True)
-        capped = _count_capped(caught)
-        for k, ((sample, img), prob, det) in enumerate(zip(batch, maps, dets)):
-            yield sample, prob, det, capped if k == 0 else 0, img.shape[:2]
-        if progress is not None:
-            progress(len(batch))
-
-    with ThreadPoolExecutor(max_workers=max(1, prefetch_threads)) as pool:
-        futures = []
-        next_index = 0
-        batch: list[tuple[Sample, np.ndarray]] = []
-        batch_key = None
-        for i in range(len(samples)):
-            while next_index < len(samples) and next_index < i + window:
-                futures.append(pool.submit(_decode, samples[next_index], max_megapixels))
-                next_index += 1
-            decoded = futures[i].result()
-            futures[i] = None  # release the decoded image once consumed
-            if isinstance(decoded, DBNetError):
-                warn(f"skipping {decoded}")
-                if skipped is not None:
-                    skipped.append(str(samples[i].image_path))
-                if progress is not None:
-                    progress(1)
-                continue
-            image, notes = decoded
-            for note in notes:
-                warn(note)
-            key = inference_size(image.shape[0], image.shape[1], short_side, max_side)
-            if batch and (key != batch_key or len(batch) >= batch_size):
-                yield from flush(batch)
-                batch = []
-            batch_key = key
-            batch.append((samples[i], image))
-        if batch:
-            yield from flush(batch)
-
-
-def _count_capped(caught) -> int:
-    """How many of the caught warnings are post-processing's candidate-cap warning."""
-    return sum(issubclass(w.category, CandidateCapWarning) for w in caught)
+    Runs ``dbcli.engine.run_pipeline`` (the engine of ``dbnet detect``) with ``prob_fn`` (a backend,
+    or a loaded ``Model``): ``prob_map`` is at network-input resolution, ``detections`` are
+    post-processed with ``post`` in original-image pixels; ``capped`` is 1 when the image hit
+    ``post.max_candidates``, else 0. Undecodable images (and those over ``max_megapixels`` million
+    pixels) are reported through ``warn``, appended to ``skipped`` and not yielded."""
+    model = prob_fn if isinstance(prob_fn, Model) else Model(prob_fn, {})
+    settings = _engine_settings(short_side, max_side, batch_size, post, max_megapixels)
+    sources = [FileImage(Path(s.image_path), s.exif) for s in samples]
+    done = (lambda: progress(1)) if progress is not None else None
+    for item in run_pipeline(sources, model, settings, with_prob=True, on_done=done):
+        if isinstance(item, Failure):
+            warn(f"skipping {item.message}")
+            if skipped is not None:
+                skipped.append(str(samples[item.index].image_path))
+            continue
+        for note in item.notes:
+            warn(note)
+        assert item.prob is not None
+        yield samples[item.index], item.prob, item.detections, int(item.capped), (item.height, item.width)
 
 
 def _post(prob: np.ndarray, width: int, height: int, post: PostConfig) -> tuple[list[Detection], int]:
     """Post-process one map; also says whether (1) or not (0) the max_candidates cap was hit."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dets = boxes_from_prob_map(prob, width, height, post)
-    return dets, min(1, _count_capped(caught))
+    dets, candidates = detections_and_candidates(prob, width, height, post)
+    return dets, int(candidates > post.max_candidates)
 
 
-def evaluate_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 736,
+def evaluate_model(samples: Sequence[Sample], prob_fn: Backend | Model, short_side: int = 736,
                    max_side: int | None = None, post: PostConfig = PostConfig(), batch_size: int = 1,
                    warn: Warn = _nowarn, progress: Progress | None = None,
                    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> EvalResult:
     """Detect with ``prob_fn`` on every sample and score against its ground truth."""
     started = time.perf_counter()
     skipped: list[str] = []
-    results: list[ImageResult] = []
+    results: list[ImageMatch] = []
     capped = 0
     for sample, _, dets, hit, _ in iter_prob_maps(samples, prob_fn, short_side, max_side, batch_size,
                                                    post, warn, skipped, progress,
@@ -160,7 +119,7 @@ def evaluate_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int =
         capped += hit
         results.append(evaluate_image(sample.polygons, sample.ignore, [d.points for d in dets]))
     if capped:
-        warn(f"{capped} image(s) had more than {post.max_candidates} candidate regions; only the first "
+        warn(f"{plural(capped, 'image')} had more than {post.max_candidates} candidate regions; only the first "
              f"{post.max_candidates} were kept (--max-candidates raises the cap)")
     settings = {"short_side": short_side, "max_side": max_side, "batch_size": batch_size, **asdict(post)}
     return EvalResult(summarize(results), time.perf_counter() - started, skipped, capped=capped,
@@ -168,129 +127,6 @@ def evaluate_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int =
 
 
 # --- scoring a predictions file -------------------------------------------------------------------
-def _is_number(value) -> bool:
-    """A finite JSON number (``true`` and ``"12"`` are not; Python's json reads ``NaN`` as a float)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _points_array(points) -> np.ndarray | None:
-    """``(K, 2)`` float64 from a list of at least 3 ``[x, y]`` pairs of finite numbers, else None."""
-    if not isinstance(points, list) or len(points) < 3:
-        return None
-    if not all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in points):
-        return None
-    return np.asarray(points, dtype=np.float64)
-
-
-def load_predictions(path: str | Path) -> list[dict]:
-    """Read a ``dbnet detect`` JSON file: ``{"images": [{"file": ..., "width": W, "height": H,
-    "detections": [{"points": [[x, y], ...], "score": s}, ...]}, ...]}``. A bare list of image
-    entries is accepted too, and a ``.jsonl`` file holds one image entry per line (``dbnet detect
-    --format jsonl``). Returns the image entries, each checked; ``DBNetError`` names the file
-    and the entry at fault."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise DBNetError(f"{path}: no such predictions file") from None
-    except UnicodeDecodeError as exc:
-        raise DBNetError(f"{path}: not a JSON predictions file ({exc})") from None
-    if path.suffix.lower() == ".jsonl":  # dbnet detect --format jsonl: one image entry per line
-        data = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    data.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DBNetError(f"{path}:{lineno}: not a JSON line ({exc})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DBNetError(f"{path}: not a JSON predictions file ({exc})") from None
-    entries = data.get("images") if isinstance(data, dict) else data
-    if not isinstance(entries, list):
-        raise DBNetError(f"{path}: expected an object with an \"images\" list (dbnet detect's format)")
-    checked = []
-    for i, entry in enumerate(entries):
-        where = f"{path}: images[{i}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-            raise DBNetError(f"{where}: each entry needs a \"file\" string")
-        dets = entry.get("detections", [])
-        if not isinstance(dets, list):
-            raise DBNetError(f"{where} ({entry['file']}): \"detections\" must be a list")
-        polygons, scores = [], []
-        for j, det in enumerate(dets):
-            points = det.get("points") if isinstance(det, dict) else det
-            arr = _points_array(points)
-            if arr is None:
-                raise DBNetError(f"{where}.detections[{j}] ({entry['file']}): \"points\" must be a "
-                                 "list of at least 3 [x, y] pairs of finite numbers")
-            score = det.get("score", 1.0) if isinstance(det, dict) else 1.0
-            if not _is_number(score):
-                raise DBNetError(f"{where}.detections[{j}] ({entry['file']}): \"score\" must be a finite "
-                                 f"number, got {json.dumps(score)}")
-            polygons.append(arr)
-            scores.append(float(score))
-        checked.append({"file": entry["file"], "width": entry.get("width"), "height": entry.get("height"),
-                        "polygons": polygons, "scores": scores})
-    return checked
-
-
-def _image_size(path: Path, exif: bool) -> tuple[int, int] | None:
-    """(width, height) as decoded (EXIF orientation applied when ``exif``), from the header only."""
-    try:
-        from PIL import Image
-
-        with Image.open(path) as img:
-            w, h = img.size
-            if exif and img.getexif().get(0x0112) in (5, 6, 7, 8):
-                w, h = h, w
-            return w, h
-    except Exception:
-        return None
-
-
-def match_predictions(samples: Sequence[Sample], entries: list[dict], source: str = "predictions"
-                      ) -> tuple[list[dict | None], list[str]]:
-    """For each sample, its prediction entry (or None). Entries are matched by resolved path, then
-    by file name, then by file stem (case-insensitive). Returns (per-sample entries, files of
-    entries that matched no sample). Two entries for the same image raise ``DBNetError``."""
-    by_path: dict[str, int] = {}
-    by_name: dict[str, list[int]] = {}
-    by_stem: dict[str, list[int]] = {}
-    for i, e in enumerate(entries):
-        p = Path(e["file"])
-        try:
-            by_path.setdefault(str(p.resolve()), i)
-        except OSError:
-            pass
-        by_name.setdefault(p.name.lower(), []).append(i)
-        by_stem.setdefault(p.stem.lower(), []).append(i)
-    used: dict[int, Path] = {}
-    matched: list[dict | None] = []
-    for s in samples:
-        i = by_path.get(str(Path(s.image_path).resolve()))
-        if i is None:
-            for table, key in ((by_name, s.image_path.name.lower()), (by_stem, s.image_path.stem.lower())):
-                candidates = table.get(key, [])
-                if len(candidates) > 1:
-                    files = ", ".join(entries[c]["file"] for c in candidates[:3])
-                    raise DBNetError(f"{source}: several predictions could be {s.image_path.name} "
-                                     f"({files}); write paths that identify the images")
-                if candidates:
-                    i = candidates[0]
-                    break
-        if i is not None and i in used:
-            raise DBNetError(f"{source}: the prediction for {entries[i]['file']} matches both "
-                             f"{used[i]} and {s.image_path}")
-        if i is not None:
-            used[i] = s.image_path
-        matched.append(entries[i] if i is not None else None)
-    unmatched = [e["file"] for i, e in enumerate(entries) if i not in used]
-    return matched, unmatched
-
-
 def evaluate_predictions(samples: Sequence[Sample], predictions: str | Path | list[dict],
                          box_thresh: float | None = None, warn: Warn = _nowarn) -> EvalResult:
     """Score predictions (a file path or ``load_predictions`` entries) against ``samples``.
@@ -360,7 +196,8 @@ class _SweepAccumulator:
         self.threshes = _check_grid(threshes, "thresh")
         self.box_threshes = _check_grid(box_threshes, "box_thresh")
         self.post = post
-        self.results = {(t, b): [] for t in self.threshes for b in self.box_threshes}
+        self.results: dict[tuple[float, float], list[ImageMatch]] = {
+            (t, b): [] for t in self.threshes for b in self.box_threshes}
         self.capped = 0
 
     def first_config(self) -> PostConfig:
@@ -403,7 +240,7 @@ def sweep_maps(items: Iterable[tuple[list, list[bool], np.ndarray, int, int]],
     return acc.finish(seconds=time.perf_counter() - started, settings=asdict(post))
 
 
-def sweep_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 736,
+def sweep_model(samples: Sequence[Sample], prob_fn: Backend | Model, short_side: int = 736,
                 max_side: int | None = None, post: PostConfig = PostConfig(),
                 box_threshes: Iterable[float] = DEFAULT_BOX_THRESH_GRID,
                 threshes: Iterable[float] = DEFAULT_THRESH_GRID, batch_size: int = 1,
@@ -420,7 +257,8 @@ def sweep_model(samples: Sequence[Sample], prob_fn: ProbFn, short_side: int = 73
                                                           progress, max_megapixels=max_megapixels):
         acc.add(sample.polygons, sample.ignore, prob, w, h, first=(dets, hit))
     if acc.capped:
-        warn(f"{acc.capped} post-processing pass(es) had more than {post.max_candidates} candidate regions; "
+        passes = plural(acc.capped, "post-processing pass", "post-processing passes")
+        warn(f"{passes} had more than {post.max_candidates} candidate regions; "
              "only the first were kept (--max-candidates raises the cap)")
     settings = {"short_side": short_side, "max_side": max_side, **asdict(post)}
     return acc.finish(seconds=time.perf_counter() - started, skipped=skipped, settings=settings)

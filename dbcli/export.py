@@ -27,6 +27,7 @@ from torch import nn
 
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_write_bytes, check_writable
+from dbcli.models.fold import count_batchnorm, fold_batchnorm  # noqa: F401 (public here too)
 
 ONNX_FORMAT = "dbnet-onnx/1"
 TOLERANCE = 1e-4  # max |P_export - P_torch| allowed in fp32 (issue 4)
@@ -34,64 +35,7 @@ OPSET = 17
 TRACE_SIZE = (128, 160)  # any multiple of 32: every size stays dynamic in the traced graph
 
 
-# --- BatchNorm folding ----------------------------------------------------------------------------
-def _fold_pair(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
-    """conv -> bn (eval statistics) becomes one conv with bias; works for Conv2d, ConvTranspose2d and
-    DeformConv2d (any module with ``weight`` and optional ``bias`` whose output channels are BN's)."""
-    weight = conv.weight
-    scale = bn.running_var.add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    if isinstance(conv, nn.ConvTranspose2d):
-        if conv.groups != 1:
-            raise ValueError("folding BN into a grouped transposed conv is not supported")
-        weight.mul_(scale.view(1, -1, 1, 1))  # (in, out, kh, kw)
-    else:
-        weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))  # (out, in/groups, kh, kw)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
-    new_bias = bias * scale + shift
-    conv.bias = nn.Parameter(new_bias.detach().clone(), requires_grad=False)
-
-
-def _is_conv(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d | nn.ConvTranspose2d) or (
-        hasattr(module, "weight") and hasattr(module, "bias") and type(module).__name__ == "DeformConv2d")
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold every BatchNorm2d that directly follows a conv into that conv, in place (eval mode only).
-
-    Pairs are found structurally: consecutive ``(conv, bn)`` children of an ``nn.Sequential``, and
-    sibling attributes ``convX``/``bnX`` (the ResNet stem and blocks, whose ``forward`` applies
-    ``bnX`` right after ``convX``). Folded BNs become ``nn.Identity``. Returns ``model``.
-    """
-    if model.training:
-        raise ValueError("fold_batchnorm needs a model in eval mode")
-    for module in list(model.modules()):
-        children = dict(module.named_children())
-        if isinstance(module, nn.Sequential):
-            names = list(children)
-            for a, b in zip(names, names[1:]):
-                if _is_conv(children[a]) and isinstance(children[b], nn.BatchNorm2d):
-                    _fold_pair(children[a], children[b])
-                    setattr(module, b, nn.Identity())
-            continue
-        for name, child in children.items():
-            if not (name.startswith("bn") and isinstance(child, nn.BatchNorm2d)):
-                continue
-            conv = children.get("conv" + name[2:])
-            if conv is not None and _is_conv(conv):
-                _fold_pair(conv, child)
-                setattr(module, name, nn.Identity())
-    return model
-
-
-def count_batchnorm(model: nn.Module) -> int:
-    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+# --- BatchNorm folding: dbcli.models.fold (re-exported here) -------------------------------------
 
 
 # --- the exported module ---------------------------------------------------------------------------

@@ -1,55 +1,61 @@
-"""Images -> detections, for any backend that maps a normalised batch to probability maps.
-
-A backend is a callable ``prob_fn(batch)`` with ``batch`` ``(N, 3, H, W)`` float32 numpy returning
-``(N, H, W)`` float32 numpy probability maps. ``TorchBackend`` lives here; the torch-free ONNX one in
-``dbcli.onnx_backend``.
+"""The torch backends (``dbcli.backends.Backend``): a live ``nn.Module`` (``ModuleBackend``, the
+trainer's validation) and a model built from a weights file (``TorchBackend``, what ``dbnet detect``
+and ``eval`` run). Both map ``(N, 3, H, W)`` float32 numpy batches to ``(N, H, W)`` float32 numpy
+probability maps; ``maps`` also gives the threshold maps. The torch-free ONNX backend is
+``dbcli.onnx_backend``; the pipeline that feeds them is ``dbcli.engine``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from dbcli.imaging import prepare
-from dbcli.postprocess import PostConfig, boxes_from_prob_map
 
-ProbFn = Callable[[np.ndarray], np.ndarray]
+class ModuleBackend:
+    """A ``DBNet`` module as a backend, used as it is (no copy, no BN folding: the trainer's live
+    model). ``autocast_dtype``: torch dtype for autocast (bf16/fp16), or None for fp32;
+    ``channels_last``: the input's memory format (on CUDA, or when the model was converted)."""
+
+    def __init__(self, model: Any, device: Any, autocast_dtype: Any = None, channels_last: bool | None = None):
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
+
+    def _autocast(self) -> Any:
+        return self.torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                   enabled=self.autocast_dtype is not None)
+
+    def _input(self, batch: np.ndarray) -> Any:
+        torch = self.torch
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, 3, H, W)`` float32 -> ``(N, H, W)`` float32 probability maps."""
+        with self.torch.inference_mode(), self._autocast():
+            prob = self.model(self._input(batch))["prob"][:, 0]
+            return prob.float().cpu().numpy()
+
+    def maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(prob, thresh) maps ``(N, H, W)`` each, for visualisation."""
+        with self.torch.inference_mode(), self._autocast():
+            out = self.model(self._input(batch), with_thresh=True)
+            return out["prob"][:, 0].float().cpu().numpy(), out["thresh"][:, 0].float().cpu().numpy()
+
+    thresh_maps = maps  # the older name
 
 
-def stack_padded(inputs: Sequence[np.ndarray]) -> np.ndarray:
-    """Stack ``(3, h_i, w_i)`` inputs into ``(N, 3, max h, max w)``, zero-padded bottom/right."""
-    h = max(x.shape[1] for x in inputs)
-    w = max(x.shape[2] for x in inputs)
-    if all(x.shape[1:] == (h, w) for x in inputs):
-        return np.stack(inputs)
-    batch = np.zeros((len(inputs), 3, h, w), np.float32)
-    for i, x in enumerate(inputs):
-        batch[i, :, : x.shape[1], : x.shape[2]] = x
-    return batch
-
-
-def detect_batch(prob_fn: ProbFn, images: Sequence[np.ndarray], short_side: int = 736,
-                 max_side: int | None = None, post: PostConfig = PostConfig(),
-                 return_maps: bool = False):
-    """Run one batch of ``(H, W, 3)`` uint8 RGB images; returns a list of detection lists (and the
-    per-image probability maps at network resolution when ``return_maps``)."""
-    inputs = [prepare(img, short_side, max_side) for img in images]
-    maps = prob_fn(stack_padded(inputs))
-    results, crops = [], []
-    for img, x, prob in zip(images, inputs, maps):
-        prob = prob[: x.shape[1], : x.shape[2]]
-        results.append(boxes_from_prob_map(prob, img.shape[1], img.shape[0], post))
-        crops.append(prob)
-    return (results, crops) if return_maps else results
-
-
-class TorchBackend:
-    """PyTorch model as a ``prob_fn``. ``precision``: fp32, or autocast to bf16 (CPUs with AVX512-BF16 /
-    AMX, and GPUs) or fp16 (CUDA); the maps are returned as float32 either way. ``fold_bn`` folds each
-    BatchNorm into the conv before it (the same inference graph as ``dbnet export``; equal to the
-    unfolded model within float rounding, and faster). ``note``: a remark for the user (a precision
-    that this machine only emulates), or None."""
+class TorchBackend(ModuleBackend):
+    """A weights file's model as a backend. ``precision``: fp32, or autocast to bf16 (CPUs with
+    AVX512-BF16 / AMX, and GPUs) or fp16 (CUDA); the maps are returned as float32 either way.
+    ``fold_bn`` folds each BatchNorm into the conv before it (the same inference graph as ``dbnet
+    export``; equal to the unfolded model within float rounding, and faster). ``note``: a remark for
+    the user (a precision that this machine only emulates), or None."""
 
     def __init__(self, weights: dict, device: str = "auto", precision: str = "fp32", fold_bn: bool = True):
         import torch
@@ -57,35 +63,15 @@ class TorchBackend:
         from dbcli.device import autocast_dtype, pick_device
         from dbcli.weights import build_model
 
-        self.torch = torch
-        self.device = pick_device(device)
-        self.autocast_dtype, self.note = autocast_dtype(precision, self.device)
+        torch_device = pick_device(device)
+        dtype, self.note = autocast_dtype(precision, torch_device)
         self.precision = precision.lower()
-        self.model = build_model(weights, self.device)
+        model = build_model(weights, torch_device)
         if fold_bn:
-            from dbcli.export import fold_batchnorm
+            from dbcli.models.fold import fold_batchnorm
 
-            fold_batchnorm(self.model)
+            fold_batchnorm(model)
         # Channels-last is faster on CUDA and on CPU (oneDNN): ~1.6x on this project's 2-core CPU,
         # same outputs to ~1e-7.
-        self.model = self.model.to(memory_format=torch.channels_last)
-
-    def _autocast(self):
-        return self.torch.autocast(self.device.type, dtype=self.autocast_dtype,
-                                   enabled=self.autocast_dtype is not None)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode(), self._autocast():
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            x = x.contiguous(memory_format=torch.channels_last)
-            prob = self.model(x)["prob"][:, 0]
-            return prob.float().cpu().numpy()
-
-    def thresh_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(prob, thresh) maps ``(N, H, W)`` each, for visualisation."""
-        torch = self.torch
-        with torch.inference_mode(), self._autocast():
-            x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
-            out = self.model(x, with_thresh=True)
-            return out["prob"][:, 0].float().cpu().numpy(), out["thresh"][:, 0].float().cpu().numpy()
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        super().__init__(model, torch_device, dtype, channels_last=True)

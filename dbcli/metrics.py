@@ -37,7 +37,7 @@ def _iou(a: Polygon, b: Polygon) -> float:
 
 
 @dataclass
-class ImageResult:
+class ImageMatch:
     num_gt: int  # ground truth that counts (not don't-care)
     num_det: int  # detections that count (not dropped as don't-care)
     num_matched: int
@@ -45,7 +45,7 @@ class ImageResult:
 
 
 def evaluate_image(gt_polygons: list, gt_ignore: list[bool], det_polygons: list,
-                   iou_threshold: float = 0.5, area_precision: float = 0.5) -> ImageResult:
+                   iou_threshold: float = 0.5, area_precision: float = 0.5) -> ImageMatch:
     gts = [to_polygon(p) for p in gt_polygons]
     dets = [to_polygon(p) for p in det_polygons]
     gt_care = [g is not None and not ign for g, ign in zip(gts, gt_ignore)]
@@ -72,7 +72,7 @@ def evaluate_image(gt_polygons: list, gt_ignore: list[bool], det_polygons: list,
             if _iou(g, d) > iou_threshold:
                 gt_matched[i] = det_matched[j] = True
                 matches.append((i, j))
-    return ImageResult(sum(gt_care), sum(det_care), len(matches), matches)
+    return ImageMatch(sum(gt_care), sum(det_care), len(matches), matches)
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Scores:
         return asdict(self)
 
 
-def summarize(results: list[ImageResult]) -> Scores:
+def summarize(results: list[ImageMatch]) -> Scores:
     gt = sum(r.num_gt for r in results)
     det = sum(r.num_det for r in results)
     matched = sum(r.num_matched for r in results)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pyclipper
 
-from dbcli.labels import polygon_area, polygon_perimeter
+from dbcli.geometry import polygon_area, polygon_perimeter
 
 
 @dataclass(frozen=True)
@@ -112,22 +112,9 @@ def mini_box(points: np.ndarray) -> tuple[np.ndarray, float]:
     return order_box(cv2.boxPoints(rect).astype(np.float64)), float(min(rect[1]))
 
 
-def region_score(prob_map: np.ndarray, points: np.ndarray) -> float:
-    """Mean of ``prob_map`` inside the polygon ``points`` (exact fill, bounding box crop only)."""
-    h, w = prob_map.shape
-    x0 = int(np.clip(np.floor(points[:, 0].min()), 0, w - 1))
-    x1 = int(np.clip(np.ceil(points[:, 0].max()), 0, w - 1))
-    y0 = int(np.clip(np.floor(points[:, 1].min()), 0, h - 1))
-    y1 = int(np.clip(np.ceil(points[:, 1].max()), 0, h - 1))
-    mask = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
-    shifted = np.round(points - (x0, y0)).astype(np.int32)
-    cv2.fillPoly(mask, [shifted], 1)
-    return float(cv2.mean(prob_map[y0:y1 + 1, x0:x1 + 1], mask)[0])
-
-
 def _int_region_score(prob_map: np.ndarray, points: np.ndarray) -> float:
-    """``region_score`` for integer ``(K, 2)`` or ``(K, 1, 2)`` int32 points inside the map (contours,
-    their approxPolyDP subsets): the same crop, mask and mean without the float round trips."""
+    """Mean of ``prob_map`` inside the polygon of integer ``(K, 2)`` or ``(K, 1, 2)`` int32 points
+    inside the map (contours, their approxPolyDP subsets): an exact fill of the bounding-box crop."""
     x0, y0, bw, bh = cv2.boundingRect(points)
     mask = np.zeros((bh, bw), np.uint8)
     cv2.fillPoly(mask, [points], 1, offset=(-x0, -y0))
@@ -172,15 +159,33 @@ def _unclip_quad(corners: list[list[float]], unclip_ratio: float) -> np.ndarray 
 
 def boxes_from_prob_map(prob_map: np.ndarray, orig_width: int, orig_height: int,
                         config: PostConfig = PostConfig()) -> list[Detection]:
-    """Detections in original-image coordinates from one probability map ``(h, w)``."""
+    """Detections in original-image coordinates from one probability map ``(h, w)``; a map with more
+    than ``config.max_candidates`` candidate regions gives a ``CandidateCapWarning`` (the engine uses
+    ``detections_and_candidates`` and returns the count instead)."""
+    detections, candidates = detections_and_candidates(prob_map, orig_width, orig_height, config)
+    if candidates > config.max_candidates:
+        warnings.warn(CandidateCapWarning(cap_message(candidates, config.max_candidates)), stacklevel=2)
+    return detections
+
+
+def cap_message(candidates: int, max_candidates: int) -> str:
+    """What to tell the user about a map with more candidate regions than ``max_candidates``."""
+    return (f"{candidates} candidate regions, only the first {max_candidates} are kept "
+            "(--max-candidates raises the cap)")
+
+
+def detections_and_candidates(prob_map: np.ndarray, orig_width: int, orig_height: int,
+                              config: PostConfig = PostConfig()) -> tuple[list[Detection], int]:
+    """``(detections, candidates)``: the detections in original-image pixels from one probability
+    map ``(h, w)`` (float, [0, 1]), and how many candidate regions the binarised map had (only the
+    first ``config.max_candidates`` are post-processed)."""
     prob_map = np.ascontiguousarray(prob_map, dtype=np.float32)
     h, w = prob_map.shape
     # A bool array viewed as uint8 is the same 0/1 bitmap as ``.astype(np.uint8)``, without a copy.
     bitmap = np.greater(prob_map, config.thresh).view(np.uint8)
     contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    if len(contours) > config.max_candidates:
-        warnings.warn(CandidateCapWarning(f"{len(contours)} candidate regions, only the first "
-                                          f"{config.max_candidates} are kept (--max-candidates raises the cap)"))
+    candidates = len(contours)
+    if candidates > config.max_candidates:
         contours = contours[: config.max_candidates]
     sx, sy = orig_width / w, orig_height / h
     min_size, box_thresh, unclip_ratio = config.min_size, config.box_thresh, config.unclip_ratio
@@ -206,7 +211,7 @@ def boxes_from_prob_map(prob_map: np.ndarray, orig_width: int, orig_height: int,
                 continue
             out = expanded * (sx, sy)
             np.clip(out, 0, (orig_width, orig_height), out=out)
-        else:  # = mini_box, region_score, unclip, mini_box (see _corners)
+        else:  # = mini_box, mean score, unclip, mini_box (see _corners)
             # minAreaRect of the int32 contour = of its float32 copy (convexHull's integer path is
             # exact and the hull goes to float32 before the rotating calipers), one copy less.
             rect = cv2.minAreaRect(contour)
@@ -224,4 +229,4 @@ def boxes_from_prob_map(prob_map: np.ndarray, orig_width: int, orig_height: int,
             out = np.array([[min(max(x * sx, 0.0), orig_width), min(max(y * sy, 0.0), orig_height)]
                             for x, y in _corners(rect)], dtype=np.float64)
         detections.append(Detection(out, score))
-    return detections
+    return detections, candidates

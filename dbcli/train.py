@@ -1,4 +1,6 @@
-"""The training loop (SPEC: "Training recipe"): one function, ``train(config)``.
+"""The training loop (SPEC: "Training recipe"): ``train(config)``, made of ``_resolve_config`` /
+``_setup_run`` / ``_restore`` (setup), ``train_one_epoch``, ``validate`` (via the engine of ``dbnet
+detect``), ``save_checkpoint`` and ``_save_final_weights``.
 
 SGD (momentum 0.9, weight decay 1e-4), lr 0.007 with poly decay (power 0.9), batch 16, 640 crops,
 the authors' augmentation, labels made in DataLoader workers. Mixed precision (fp16 on CUDA, bf16
@@ -9,12 +11,14 @@ exact ``--resume``, NaN/inf guard, rich progress + ``train.log`` + ``metrics.jso
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +34,8 @@ from dbcli.imaging import normalize, read_image
 from dbcli.labels import make_targets
 from dbcli.losses import LossConfig, db_loss
 from dbcli.models import DBNet, ModelConfig, count_parameters, load_backbone_state
-from dbcli.postprocess import CandidateCapWarning, PostConfig, post_config_from
+from dbcli.postprocess import PostConfig, post_config_from
+from dbcli.progress import plural, progress_bar
 from dbcli.weights import build_model, load_weights, make_weights
 
 
@@ -175,36 +180,23 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     """P/R/hmean on held-out samples (ICDAR 2015 protocol) at ``short_side``, and ``capped_images``:
     how many had more candidate regions than ``post.max_candidates`` (an undertrained model's noisy
     map; said by the caller in its log, never as a raw Python warning)."""
-    import warnings
-
-    from dbcli.inference import detect_batch
+    from dbcli.backends import Model
+    from dbcli.engine import Failure, FileImage, Settings, run_pipeline
+    from dbcli.inference import ModuleBackend
     from dbcli.metrics import evaluate_image, summarize
 
     model.eval()
     results = []
     capped = 0
-
-    def prob_fn(batch):
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            x = torch.from_numpy(batch).to(device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            return model(x)["prob"][:, 0].float().cpu().numpy()
-
-    for i, s in enumerate(samples):
-        try:
-            image = images[i] if images is not None else read_image(s.image_path, s.exif)
-        except DBNetError as exc:  # (only without the in-memory cache, which skips them up front)
-            print(f"warning: validation skips {exc}", file=sys.stderr)
+    backend = Model(ModuleBackend(model, device, amp_dtype), {})
+    sources = images if images is not None else [FileImage(Path(s.image_path), s.exif) for s in samples]
+    for item in run_pipeline(sources, backend, Settings(short_side, None, post)):
+        if isinstance(item, Failure):  # (only without the in-memory cache, which skips them up front)
+            print(f"warning: validation skips {item.message}", file=sys.stderr)
             continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CandidateCapWarning)
-            dets = detect_batch(prob_fn, [image], short_side, None, post)[0]
-        capped += any(issubclass(w.category, CandidateCapWarning) for w in caught)
-        for w in caught:  # anything else goes on as it came
-            if not issubclass(w.category, CandidateCapWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        results.append(evaluate_image(s.polygons, s.ignore, [d.points for d in dets]))
+        capped += item.capped
+        s = samples[item.index]
+        results.append(evaluate_image(s.polygons, s.ignore, [d.points for d in item.detections]))
     model.train()
     return {**summarize(results).to_dict(), "capped_images": capped}
 
@@ -296,19 +288,88 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(config: TrainConfig, command_line: str = "") -> Path:
-    """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``."""
-    from rich.console import Console
+class Stop(Enum):
+    """Why a run stopped before its last epoch (``None``: it did not)."""
 
-    device = pick_device(config.device)
-    if device.type == "cpu":
-        tune_malloc()
-        torch.set_flush_denormal(True)  # denormal activations slow CPU kernels many-fold
-    distributed = init_distributed(device)
-    rank, world_size = world()
-    is_main = rank == 0
-    console = Console(stderr=True, quiet=not is_main)
+    NON_FINITE = "non-finite"
+    MAX_STEPS = "max-steps"
+    TIME_LIMIT = "time-limit"
 
+
+@dataclass
+class RunLog:
+    """Messages to the console and ``train.log`` (main process only; the others stay silent)."""
+
+    console: Any
+    file: Any = None  # the open train.log, or None
+
+    def __call__(self, message: str) -> None:
+        if self.file is not None:
+            self.console.print(message, markup=False, highlight=False)
+            self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            self.file.flush()
+
+
+@dataclass
+class Run:
+    """What a run trains with, set up once (``_setup_run``)."""
+
+    config: TrainConfig
+    out: Path
+    device: torch.device
+    distributed: bool
+    rank: int
+    world_size: int
+    log: RunLog
+    command_line: str
+    model: DBNet
+    ddp: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    amp_dtype: torch.dtype | None
+    loss_config: LossConfig
+    post: PostConfig
+    loader: DataLoader
+    sampler: EpochSampler
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    val_images: list[np.ndarray] | None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+
+@dataclass
+class RunState:
+    """What changes as a run trains (restored by ``--resume``)."""
+
+    start_epoch: int = 0
+    step: int = 0
+    best_hmean: float = -1.0
+    bad_steps: int = 0
+    lr: float = 0.0
+    skip_batches: int = 0  # batches of start_epoch already trained on (a run stopped mid-epoch)
+    start_step: int = 0  # --max-steps counts the steps of this run
+    started: float = 0.0  # the run's clock: earlier sessions of a resumed run included
+    last_val: dict = field(default_factory=dict)
+    finished_epoch: int = 0
+    stop: Stop | None = None
+    stop_message: str = ""
+
+
+def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
+    """The run's settings (a resumed run's own, except what this process is told), the checkpoint
+    to resume from and the ``--init-weights`` file (read, and its architecture adopted, before the
+    slow decoding)."""
     resume_state = None
     if config.resume:
         resume_path, resume_state = load_checkpoint(config.resume)
@@ -323,29 +384,50 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     config = replace(config, workers=default_workers() if config.workers is None else config.workers)
     config = replace(config, val_limit=config.val_limit or 0, time_limit=config.time_limit or 0.0,
                      time_schedule=bool(config.time_schedule))
-
-    init_weights = None  # fine-tuning: read (and its architecture adopted) before the slow decoding
+    init_weights = None
     if config.init_weights and resume_state is None:
         if config.pretrained_backbone:
             raise DBNetError("--init-weights and --pretrained-backbone both set the starting weights: pass one")
         init_weights = load_weights(config.init_weights)
         config = adopt_architecture(config, init_weights)
     config = replace(config, arch=config.arch or "resnet18", dcn=bool(config.dcn))
+    return config, resume_state, init_weights
 
-    out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    log_file = open(out / "train.log", "a", encoding="utf-8") if is_main else None
-    stale = remove_stale_temps(out, ["latest.pt", "best.pt", "weights.pt"]) if is_main else []
 
-    def log(message: str) -> None:
-        if is_main:
-            console.print(message, markup=False, highlight=False)
-            log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-            log_file.flush()
+def _make_loader(config: TrainConfig, train_samples: list[Sample], images: list[np.ndarray] | None,
+                 device: torch.device, rank: int, world_size: int) -> tuple[DataLoader, EpochSampler]:
+    aug = AugmentConfig(crop_size=config.crop_size, scale_range=(config.scale_min, config.scale_max),
+                        max_angle=config.max_angle)
+    dataset = TrainDataset(train_samples, aug, config.seed, images)
+    sampler = EpochSampler(len(dataset), config.seed, rank, world_size, config.batch_size)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                        pin_memory=device.type == "cuda", drop_last=True,
+                        persistent_workers=config.workers > 0, prefetch_factor=4 if config.workers else None)
+    return loader, sampler
 
-    for tmp in stale:
-        log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")
+
+def _make_optimizer(config: TrainConfig, model: DBNet) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":  # the paper's
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":  # escapes the constant-map plateau faster from scratch (docTR-style)
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise DBNetError(f"unknown optimizer {config.optimizer!r} (sgd or adamw)")
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if config.amp and device.type == "cuda":
+        return torch.float16
+    if config.amp and device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_weights: dict | None,
+               device: torch.device, distributed: bool, log: RunLog, command_line: str) -> Run:
+    """Seeds, data, model, optimizer: everything the loop needs, in the order that makes a run (and
+    its resume) reproducible."""
+    rank, world_size = world()
     torch.manual_seed(config.seed + rank)
     random.seed(config.seed + rank)
     np.random.seed(config.seed + rank)
@@ -364,17 +446,10 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
     if config.cache_images:
         log(f"decoding {len(train_samples)} training images into memory ...")
         train_samples, images = decode_all(train_samples, log)
-        val_samples, val_images = decode_all(val_samples, log) if is_main else (val_samples, None)
+        val_samples, val_images = decode_all(val_samples, log) if rank == 0 else (val_samples, None)
     if not train_samples:
         raise DBNetError("no training images could be loaded")
-
-    aug = AugmentConfig(crop_size=config.crop_size, scale_range=(config.scale_min, config.scale_max),
-                        max_angle=config.max_angle)
-    dataset = TrainDataset(train_samples, aug, config.seed, images)
-    sampler = EpochSampler(len(dataset), config.seed, rank, world_size, config.batch_size)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", drop_last=True,
-                        persistent_workers=config.workers > 0, prefetch_factor=4 if config.workers else None)
+    loader, sampler = _make_loader(config, train_samples, images, device, rank, world_size)
 
     if initial_model is not None:
         model = initial_model
@@ -387,188 +462,227 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
         log(f"backbone from {config.pretrained_backbone}: {len(missing)} missing keys "
             f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}")
     model = model.to(device).to(memory_format=torch.channels_last)
+    ddp: torch.nn.Module = model
     if distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        ddp = model
-    if config.optimizer == "sgd":  # the paper's
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-    elif config.optimizer == "adamw":  # escapes the constant-map plateau faster from scratch (docTR-style)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        raise DBNetError(f"unknown optimizer {config.optimizer!r} (sgd or adamw)")
-    amp_dtype = None
-    if config.amp and device.type == "cuda":
-        amp_dtype = torch.float16
-    elif config.amp and device.type == "cpu" and cpu_supports_bf16():
-        amp_dtype = torch.bfloat16
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = _make_optimizer(config, model)
+    amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    loss_config = LossConfig(**config.loss)
-    post = PostConfig(**config.post)
+    return Run(config, out, device, distributed, rank, world_size, log, command_line, model, ddp,
+               optimizer, scaler, amp_dtype, LossConfig(**config.loss), PostConfig(**config.post), loader,
+               sampler, train_samples, val_samples, val_images)
 
-    steps_per_epoch = len(loader)
-    total_steps = config.epochs * steps_per_epoch
-    start_epoch, step, best_hmean, bad_steps, lr = 0, 0, -1.0, 0, config.lr
+
+def _restore(run: Run, resume_state: dict | None) -> RunState:
+    """The loop's state: a new run's, or the checkpoint's (model, optimizer, scaler and RNGs too)."""
+    state = RunState(lr=run.config.lr)
     trained_before_s = 0.0  # training wall time of the earlier sessions of this run (--resume)
-    skip_batches = 0  # batches of start_epoch already trained on (a run stopped mid-epoch)
     if resume_state is not None:
         try:
-            model.load_state_dict(resume_state["model_state"])
-            optimizer.load_state_dict(resume_state["optimizer"])
-            scaler.load_state_dict(resume_state["scaler"])
+            run.model.load_state_dict(resume_state["model_state"])
+            run.optimizer.load_state_dict(resume_state["optimizer"])
+            run.scaler.load_state_dict(resume_state["scaler"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise DBNetError(f"{config.resume}: the checkpoint does not match its own model settings "
+            raise DBNetError(f"{run.config.resume}: the checkpoint does not match its own model settings "
                              f"({str(exc).splitlines()[0][:160]})") from None
-        start_epoch, step = resume_state["epoch"], resume_state["step"]
-        skip_batches = resume_state.get("epoch_batches", 0)
-        best_hmean = resume_state.get("best_hmean", -1.0)
+        state.start_epoch, state.step = resume_state["epoch"], resume_state["step"]
+        state.skip_batches = resume_state.get("epoch_batches", 0)
+        state.best_hmean = resume_state.get("best_hmean", -1.0)
         trained_before_s = float(resume_state.get("train_seconds", 0.0))
         _set_rng_state(resume_state["rng"])
-        log(f"resumed from {config.resume} at epoch {start_epoch}, step {step}"
-            + (f" ({skip_batches} batches into the epoch)" if skip_batches else ""))
-    start_step = step  # --max-steps counts the steps of this run
+        run.log(f"resumed from {run.config.resume} at epoch {state.start_epoch}, step {state.step}"
+                + (f" ({state.skip_batches} batches into the epoch)" if state.skip_batches else ""))
+    state.start_step = state.step
+    state.finished_epoch = state.start_epoch
+    state.started = -trained_before_s  # made absolute by the loop when its clock starts
+    return state
 
-    if is_main:
-        (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
-        log(f"run {out}: {config.arch} ({count_parameters(model) / 1e6:.2f}M params) on {device}, "
-            f"amp={amp_dtype}, {len(train_samples)} train / {len(val_samples)} val images, "
-            f"{steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x {world_size}")
 
-    def checkpoint(path: Path, epoch: int, metrics: dict | None = None, epoch_batches: int = 0) -> None:
-        state = {"config": asdict(config), "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best_hmean": best_hmean,
-                 "epoch_batches": epoch_batches, "train_seconds": time.time() - started,
-                 "rng": _rng_state(),
-                 "weights": make_weights(model, half=False, postprocess=asdict(post),
-                                         short_side=config.val_short_side,
-                                         train={"command": command_line, "epochs_done": epoch,
-                                                "config": asdict(config)},
-                                         metrics=metrics or {})}
-        atomic_torch_save(state, path)
+def save_checkpoint(run: Run, state: RunState, path: Path, epoch: int, metrics: dict | None = None,
+                    epoch_batches: int = 0) -> None:
+    """``latest.pt`` / ``best.pt``: everything ``--resume`` needs, and the weights (atomic write)."""
+    config, post = run.config, run.post
+    checkpoint = {"config": asdict(config), "model_state": run.model.state_dict(),
+                  "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
+                  "step": state.step, "best_hmean": state.best_hmean, "epoch_batches": epoch_batches,
+                  "train_seconds": time.time() - state.started, "rng": _rng_state(),
+                  "weights": make_weights(run.model, half=False, postprocess=asdict(post),
+                                          short_side=config.val_short_side,
+                                          train={"command": run.command_line, "epochs_done": epoch,
+                                                 "config": asdict(config)},
+                                          metrics=metrics or {})}
+    atomic_torch_save(checkpoint, path)
 
-    metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
-    # The run's clock: --time-limit and --time-schedule count the earlier sessions of a resumed run too.
-    started = time.time() - trained_before_s
-    stop_reason = None
-    last_val: dict = {}
-    progress = _make_progress(console)
-    task = progress.add_task("train", total=total_steps, completed=step, info="")
-    finished_epoch = start_epoch
-    model.train()
-    with progress:
-        for epoch in range(start_epoch, config.epochs):
-            sampler.set_epoch(epoch)
-            batches = skip_batches if epoch == start_epoch else 0  # batches of this epoch consumed
-            sampler.skip = batches * config.batch_size
-            sums, count, seen, t_epoch = {}, 0, 0, time.time()
-            for batch in loader:
-                batches += 1
-                progress_frac = step / (total_steps + 1)
-                if config.time_limit and config.time_schedule:
-                    # The schedule ends at whichever comes first: the last step or the time limit.
-                    progress_frac = max(progress_frac, (time.time() - started) / (config.time_limit * 60))
-                lr = poly_lr(config.lr, progress_frac, config.poly_power) * warmup_factor(step, config.warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                images_t = batch["image"].contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    outputs = ddp(images_t)
-                parts = db_loss(outputs, batch, loss_config)
-                loss = parts["loss"]
-                if not torch.isfinite(loss):
-                    bad_steps += 1
-                    log(f"warning: non-finite loss at step {step} ({bad_steps} in a row): step skipped")
-                    optimizer.zero_grad(set_to_none=True)
-                    if bad_steps >= 10:
-                        stop_reason = "10 non-finite losses in a row"
-                        break
-                    continue
-                bad_steps = 0
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                count += 1
-                seen += images_t.shape[0] * world_size
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v.item()
-                rate = seen / max(time.time() - t_epoch, 1e-6)
-                progress.update(task, completed=step, info=(
-                    f"ep {epoch + 1}/{config.epochs} loss {sums['loss'] / count:.3f} "
-                    f"(P {sums['loss_prob'] / count:.3f} B {sums['loss_binary'] / count:.3f} "
-                    f"T {sums['loss_thresh'] / count:.4f}) lr {lr:.5f} {rate:.1f} img/s"))
-                if step % config.log_every == 0:
-                    log(f"step {step}/{total_steps} {progress.tasks[task].fields['info']}")
-                if config.max_steps and step - start_step >= config.max_steps:
-                    stop_reason = f"--max-steps {config.max_steps} reached"
-                    break
-                if config.time_limit and time.time() - started > config.time_limit * 60:
-                    stop_reason = f"--time-limit {config.time_limit} min reached"
-                    break
-            if stop_reason == "10 non-finite losses in a row":
+
+def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: Any) -> dict:
+    """Train on one epoch's batches (the rest of it, for a run resumed mid-epoch); returns
+    ``{"batches", "sums", "count", "seen", "t_epoch"}``. Sets ``state.stop`` when the run must stop."""
+    config, device = run.config, run.device
+    run.sampler.set_epoch(epoch)
+    batches = state.skip_batches if epoch == state.start_epoch else 0  # batches of this epoch consumed
+    run.sampler.skip = batches * config.batch_size
+    sums: dict[str, float] = {}
+    count, seen, t_epoch = 0, 0, time.time()
+    for batch in run.loader:
+        batches += 1
+        progress_frac = state.step / (run.total_steps + 1)
+        if config.time_limit and config.time_schedule:
+            # The schedule ends at whichever comes first: the last step or the time limit.
+            progress_frac = max(progress_frac, (time.time() - state.started) / (config.time_limit * 60))
+        state.lr = poly_lr(config.lr, progress_frac, config.poly_power) * warmup_factor(state.step,
+                                                                                        config.warmup_steps)
+        for group in run.optimizer.param_groups:
+            group["lr"] = state.lr
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        images_t = batch["image"].contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+            outputs = run.ddp(images_t)
+        parts = db_loss(outputs, batch, run.loss_config)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            state.bad_steps += 1
+            run.log(f"warning: non-finite loss at step {state.step} ({state.bad_steps} in a row): step skipped")
+            run.optimizer.zero_grad(set_to_none=True)
+            if state.bad_steps >= 10:
+                state.stop, state.stop_message = Stop.NON_FINITE, "10 non-finite losses in a row"
                 break
-            sampler.skip = 0
-            epoch_complete = batches >= steps_per_epoch  # (a stop on an epoch's last step completes it)
-            finished_epoch = epoch + 1 if epoch_complete else epoch
-            record = {"epoch": epoch + 1, "step": step, "lr": lr,
-                      **{k: v / max(count, 1) for k, v in sums.items()},
-                      "images_per_s": seen / max(time.time() - t_epoch, 1e-6),
-                      "elapsed_s": time.time() - started}
-            if is_main and epoch_complete and val_samples and (
-                    (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-                t_val = time.time()
-                last_val = validate(model, val_samples, val_images, device, config.val_short_side, post, amp_dtype)
-                record.update({f"val_{k}": v for k, v in last_val.items()}, val_s=time.time() - t_val)
-                log(f"epoch {epoch + 1}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
-                    f"hmean {last_val['hmean']:.3f} (thresh {post.thresh:g}, box_thresh {post.box_thresh:g})")
-                if last_val["capped_images"]:
-                    log(f"epoch {epoch + 1}: {last_val['capped_images']} validation image(s) had more than "
-                        f"{post.max_candidates} candidate regions (a noisy probability map, usual early in "
-                        f"training); only the first {post.max_candidates} were scored")
-                if last_val["hmean"] > best_hmean:
-                    best_hmean = last_val["hmean"]
-                    checkpoint(out / "best.pt", finished_epoch, last_val)
-            if is_main:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                log(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.4f} "
-                    f"{record['images_per_s']:.1f} img/s")
-                if stop_reason is not None or (epoch + 1) % config.save_every == 0 or epoch + 1 == config.epochs:
-                    checkpoint(out / "latest.pt", finished_epoch, last_val,
-                               epoch_batches=0 if epoch_complete else batches)
-            if stop_reason is not None:
-                break
-    if stop_reason:
-        log(f"stopped: {stop_reason}")
-    if is_main:
-        from dbcli.weights import save_weights
+            continue
+        state.bad_steps = 0
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        state.step += 1
+        count += 1
+        seen += images_t.shape[0] * run.world_size
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        rate = seen / max(time.time() - t_epoch, 1e-6)
+        progress.update(task, completed=state.step, info=(
+            f"ep {epoch + 1}/{config.epochs} loss {sums['loss'] / count:.3f} "
+            f"(P {sums['loss_prob'] / count:.3f} B {sums['loss_binary'] / count:.3f} "
+            f"T {sums['loss_thresh'] / count:.4f}) lr {state.lr:.5f} {rate:.1f} img/s"))
+        if state.step % config.log_every == 0:
+            run.log(f"step {state.step}/{run.total_steps} {progress.tasks[task].fields['info']}")
+        if config.max_steps and state.step - state.start_step >= config.max_steps:
+            state.stop, state.stop_message = Stop.MAX_STEPS, f"--max-steps {config.max_steps} reached"
+            break
+        if config.time_limit and time.time() - state.started > config.time_limit * 60:
+            state.stop, state.stop_message = Stop.TIME_LIMIT, f"--time-limit {config.time_limit} min reached"
+            break
+    return {"batches": batches, "sums": sums, "count": count, "seen": seen, "t_epoch": t_epoch}
 
-        save_weights(out / "weights.pt", model, half=True, postprocess=asdict(post),
-                     short_side=config.val_short_side,
-                     train={"command": command_line, "epochs_done": finished_epoch,
-                            "steps": step, "wall_s": time.time() - started, "device": str(device),
-                            "config": asdict(config)},
-                     metrics={"val": last_val} if last_val else {})
-        log(f"weights written to {out / 'weights.pt'}")
-        log_file.close()
-        metrics_file.close()
+
+def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict) -> None:
+    """Validate after ``epoch`` (main process), add the figures to ``record`` and write ``best.pt``
+    when the hmean is the best so far."""
+    config, post = run.config, run.post
+    t_val = time.time()
+    state.last_val = validate(run.model, run.val_samples, run.val_images, run.device, config.val_short_side, post,
+                              run.amp_dtype)
+    last_val = state.last_val
+    record.update({f"val_{k}": v for k, v in last_val.items()}, val_s=time.time() - t_val)
+    run.log(f"epoch {epoch + 1}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
+            f"hmean {last_val['hmean']:.3f} (thresh {post.thresh:g}, box_thresh {post.box_thresh:g})")
+    if last_val["capped_images"]:
+        run.log(f"epoch {epoch + 1}: {plural(last_val['capped_images'], 'validation image')} had more than "
+                f"{post.max_candidates} candidate regions (a noisy probability map, usual early in "
+                f"training); only the first {post.max_candidates} were scored")
+    if last_val["hmean"] > state.best_hmean:
+        state.best_hmean = last_val["hmean"]
+        save_checkpoint(run, state, run.out / "best.pt", state.finished_epoch, last_val)
+
+
+def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: Any) -> None:
+    """After an epoch (or the part of it a stop left): validation, ``metrics.jsonl``, ``latest.pt``."""
+    config = run.config
+    run.sampler.skip = 0
+    epoch_complete = done["batches"] >= run.steps_per_epoch  # (a stop on an epoch's last step completes it)
+    state.finished_epoch = epoch + 1 if epoch_complete else epoch
+    count = done["count"]
+    record = {"epoch": epoch + 1, "step": state.step, "lr": state.lr,
+              **{k: v / max(count, 1) for k, v in done["sums"].items()},
+              "images_per_s": done["seen"] / max(time.time() - done["t_epoch"], 1e-6),
+              "elapsed_s": time.time() - state.started}
+    if run.is_main and epoch_complete and run.val_samples and (
+            (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+        _validate_and_keep_best(run, state, epoch, record)
+    if run.is_main:
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        run.log(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.4f} "
+                f"{record['images_per_s']:.1f} img/s")
+        if state.stop is not None or (epoch + 1) % config.save_every == 0 or epoch + 1 == config.epochs:
+            save_checkpoint(run, state, run.out / "latest.pt", state.finished_epoch, state.last_val,
+                            epoch_batches=0 if epoch_complete else done["batches"])
+
+
+def _save_final_weights(run: Run, state: RunState) -> None:
+    from dbcli.weights import save_weights
+
+    config = run.config
+    save_weights(run.out / "weights.pt", run.model, half=True, postprocess=asdict(run.post),
+                 short_side=config.val_short_side,
+                 train={"command": run.command_line, "epochs_done": state.finished_epoch,
+                        "steps": state.step, "wall_s": time.time() - state.started, "device": str(run.device),
+                        "config": asdict(config)},
+                 metrics={"val": state.last_val} if state.last_val else {})
+    run.log(f"weights written to {run.out / 'weights.pt'}")
+
+
+def train(config: TrainConfig, command_line: str = "") -> Path:
+    """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``."""
+    from rich.console import Console
+
+    device = pick_device(config.device)
+    if device.type == "cpu":
+        tune_malloc()
+        torch.set_flush_denormal(True)  # denormal activations slow CPU kernels many-fold
+    distributed = init_distributed(device)
+    rank, world_size = world()
+    is_main = rank == 0
+    console = Console(stderr=True, quiet=not is_main)
+    config, resume_state, init_weights = _resolve_config(config)
+    out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as files:
+        log = RunLog(console, files.enter_context(open(out / "train.log", "a", encoding="utf-8"))
+                     if is_main else None)
+        for tmp in remove_stale_temps(out, ["latest.pt", "best.pt", "weights.pt"]) if is_main else []:
+            log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")
+        run = _setup_run(config, out, resume_state, init_weights, device, distributed, log, command_line)
+        state = _restore(run, resume_state)
+        config = run.config
+        if is_main:
+            (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+            log(f"run {out}: {config.arch} ({count_parameters(run.model) / 1e6:.2f}M params) on {device}, "
+                f"amp={run.amp_dtype}, {len(run.train_samples)} train / {len(run.val_samples)} val images, "
+                f"{run.steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x "
+                f"{world_size}")
+        metrics_file = files.enter_context(open(out / "metrics.jsonl", "a", encoding="utf-8")) if is_main else None
+        state.started += time.time()
+        progress = progress_bar(console, "train", run.total_steps, unit=None, info=True)
+        task = progress.add_task("train", total=run.total_steps, completed=state.step, info="")
+        run.model.train()
+        with progress:
+            for epoch in range(state.start_epoch, config.epochs):
+                done = train_one_epoch(run, state, epoch, progress, task)
+                if state.stop is Stop.NON_FINITE:
+                    break
+                _end_epoch(run, state, epoch, done, metrics_file)
+                if state.stop is not None:
+                    break
+        if state.stop is not None:
+            log(f"stopped: {state.stop_message}")
+        if is_main:
+            _save_final_weights(run, state)
     if distributed:
         import torch.distributed as dist
 
         dist.destroy_process_group()
-    if stop_reason == "10 non-finite losses in a row":
+    if state.stop is Stop.NON_FINITE:
         raise DBNetError("training stopped: the loss was not finite 10 steps in a row (lower --lr?)")
     return out
-
-
-def _make_progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    console=console, transient=False, disable=console.quiet or not sys.stderr.isatty()
-                    and os.environ.get("DBNET_PROGRESS") != "1")

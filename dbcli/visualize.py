@@ -7,7 +7,6 @@ one, from running the model (the same pipeline as ``dbnet detect``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,37 +15,74 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dbcli.detect import Failure, Model, Settings, _progress, expand_inputs, run_pipeline, warn
+from dbcli.backends import Model
+from dbcli.engine import Failure, Settings, run_pipeline
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_write_bytes
+from dbcli.inputs import expand_inputs
+from dbcli.predictions import PredictionIndex, load_predictions  # noqa: F401 (public here too)
+from dbcli.progress import plural, progress_bar, warn
 
 BOX_COLOUR = (0, 255, 0)  # RGB
 TEXT_COLOUR = (0, 0, 0)
 
 
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (pixels, exclusive ends)
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_place(box: Rect, size: tuple[int, int], width: int, height: int, taken: list[Rect],
+                 others: list[Rect]) -> Rect | None:
+    """Where a label of ``size`` (w, h) goes for the detection whose bounding box is ``box``: just
+    above it, else just below it, never over another detection (whose text it would hide) nor over
+    a label already placed; None when neither spot is free (the outline is still drawn)."""
+    tw, th = size
+    x = min(max(box[0], 0), max(0, width - tw))
+    for y0 in (box[1] - th, box[3]):
+        spot = (x, y0, x + tw, y0 + th)
+        if y0 < 0 or spot[3] > height:
+            continue
+        if not any(_overlaps(spot, r) for r in taken) and not any(_overlaps(spot, r) for r in others):
+            return spot
+    return None
+
+
 def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
     """A copy of the ``(H, W, 3)`` RGB image with each closed polygon drawn and its score written
-    at its top-left corner."""
+    just above it (or below it). On a dense page a score that would cover another detection's text
+    or another score is left out."""
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     thickness = max(1, round(min(h, w) / 300))
     font_scale = max(0.35, min(h, w) / 900)
-    for points, score in detections:
-        pts = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
-        if len(pts) < 2:
+    boxes: list[Rect | None] = []
+    for points, _ in detections:
+        outline = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        if len(outline) < 2:
+            boxes.append(None)
             continue
-        cv2.polylines(out, [pts], True, BOX_COLOUR, thickness, cv2.LINE_AA)
-    for points, score in detections:  # labels over all outlines
-        pts = np.asarray(points, np.float64).reshape(-1, 2)
-        if len(pts) == 0:
+        cv2.polylines(out, [outline], True, BOX_COLOUR, thickness, cv2.LINE_AA)
+        x0, y0 = outline.reshape(-1, 2).min(axis=0)
+        x1, y1 = outline.reshape(-1, 2).max(axis=0)
+        boxes.append((int(x0), int(y0), int(x1) + 1, int(y1) + 1))
+    taken: list[Rect] = []
+    for k, (box, (_, score)) in enumerate(zip(boxes, detections)):  # labels over all outlines
+        if box is None:
             continue
         label = f"{score:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        corner = pts[np.argmin(pts[:, 0] + pts[:, 1])]
-        x = int(np.clip(corner[0], 0, max(0, w - tw - 2)))
-        y = int(np.clip(corner[1] - 2, th + 2, h - base))
-        cv2.rectangle(out, (x, y - th - 2), (x + tw + 2, y + base), BOX_COLOUR, -1)
-        cv2.putText(out, label, (x + 1, y - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, TEXT_COLOUR, 1, cv2.LINE_AA)
+        scale = min(font_scale, max(0.3, (box[3] - box[1]) / 36))  # small text: a small label
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        others = [r for j, r in enumerate(boxes) if j != k and r is not None]
+        spot = _label_place(box, (tw + 2, th + base + 3), w, h, taken, others)
+        if spot is None:
+            continue
+        taken.append(spot)
+        cv2.rectangle(out, (spot[0], spot[1]), (spot[2] - 1, spot[3] - 1), BOX_COLOUR, -1)
+        cv2.putText(out, label, (spot[0] + 1, spot[1] + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    TEXT_COLOUR, 1, cv2.LINE_AA)
     return out
 
 
@@ -86,55 +122,6 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
         raise DBNetError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-def load_predictions(path: str | Path) -> list[dict]:
-    """The ``images`` of a ``dbnet detect`` JSON file, or the lines of a JSONL one."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("images"), list):
-        images = data["images"]
-    elif isinstance(data, dict) and "file" in data:  # a JSONL file of one line
-        images = [data]
-    else:
-        images = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    images.append(json.loads(line))
-                except (json.JSONDecodeError, RecursionError) as exc:
-                    raise DBNetError(f"{path}:{n}: neither a dbnet detect JSON file nor JSONL "
-                                     f"({getattr(exc, 'msg', exc)})") from None
-    if not all(isinstance(e, dict) and "file" in e for e in images):
-        raise DBNetError(f"{path}: not a dbnet detect predictions file (entries without 'file')")
-    return images
-
-
-class PredictionIndex:
-    """Finds a predictions entry for an image: same path, else same resolved path, else the same
-    file name when only one entry has it."""
-
-    def __init__(self, entries: list[dict]):
-        self.by_path, self.by_abs, self.by_name = {}, {}, {}
-        for e in entries:
-            f = str(e.get("file", ""))
-            self.by_path.setdefault(f, e)
-            self.by_abs.setdefault(os.path.abspath(f), e)
-            self.by_name.setdefault(Path(f).name, []).append(e)
-
-    def find(self, path: Path) -> dict | None:
-        entry = self.by_path.get(str(path)) or self.by_abs.get(os.path.abspath(path))
-        if entry is None:
-            same = self.by_name.get(path.name, [])
-            entry = same[0] if len(same) == 1 else None
-        return entry
-
-
 @dataclass
 class VisualizeSummary:
     written: list[Path]
@@ -164,9 +151,9 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
         raise DBNetError(f"{out_dir}: exists and is not a directory")
     if (pred is None or maps) and model is None:
         raise DBNetError("visualize needs a model (--weights) without --pred or with --maps")
-    if maps and model.maps_fn is None:
+    if maps and model is not None and model.maps_fn is None:
         raise DBNetError("--maps needs the torch backend (an ONNX export holds only the probability map)")
-    index = PredictionIndex(load_predictions(pred)) if pred is not None else None
+    index = PredictionIndex(load_predictions(pred), str(pred)) if pred is not None else None
 
     paths, problems = expand_inputs(inputs)
     for problem in problems:
@@ -178,8 +165,9 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
     except OSError as exc:
         raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
     run_model = model if (pred is None or maps) else None
-    written, failed, used = [], len(problems), set()
-    with _progress(console, len(paths)) as bar:
+    written: list[Path] = []
+    failed, used = len(problems), set[str]()
+    with progress_bar(console, "visualize", len(paths)) as bar:
         task = bar.add_task("visualize", total=len(paths))
         for item in run_pipeline(paths, run_model, settings, keep_images=True, with_maps=maps,
                                  on_done=lambda: bar.advance(task)):
@@ -187,11 +175,16 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
                 failed += 1
                 warn(console, f"{item.message}; skipped")
                 continue
-            for note in item.notes:
+            for note in item.messages():
                 warn(console, note)
             dets = [(d.points, d.score) for d in item.detections]
             if index is not None:
-                entry = index.find(Path(item.file))
+                try:
+                    entry = index.find(Path(item.file))
+                except DBNetError as exc:
+                    failed += 1
+                    warn(console, f"{item.file}: {exc}; skipped")
+                    continue
                 if entry is None:
                     failed += 1
                     warn(console, f"{item.file}: no entry in {pred}; skipped")
@@ -200,20 +193,16 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
                     warn(console, f"{item.file}: {pred} gives {entry.get('width')}x{entry.get('height')} "
                                   f"but the image is {item.width}x{item.height} (EXIF orientation? see "
                                   "--no-exif); drawn as they are")
-                try:
-                    dets = [(np.asarray(d["points"], np.float64), float(d.get("score", 1.0)))
-                            for d in entry.get("detections", [])]
-                except (TypeError, ValueError, KeyError) as exc:
-                    failed += 1
-                    warn(console, f"{item.file}: bad detections in {pred} ({exc}); skipped")
-                    continue
+                dets = list(zip(entry["polygons"], entry["scores"]))  # checked by load_predictions
+            assert item.image is not None  # (keep_images)
             overlay = draw_detections(item.image, dets)
             stem = Path(item.file).stem
             target = _unique_name(out_dir, stem, used)
             written.append(write_png(target, overlay))
             if maps:
+                assert item.prob is not None and item.thresh is not None  # (with_maps)
                 written.append(write_png(target.with_name(target.stem + "_maps.png"),
                                          maps_panel(overlay, item.prob, item.thresh)))
     if not written:
-        raise DBNetError(f"nothing could be drawn ({failed} inputs failed)")
+        raise DBNetError(f"nothing could be drawn ({plural(failed, 'input')} failed)")
     return VisualizeSummary(written, failed)

@@ -95,6 +95,18 @@ def save_weights(path: str | Path, model: DBNet, half: bool = True, **meta) -> P
     return atomic_torch_save(make_weights(model, half, **meta), path)
 
 
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``: a zip with ``code/`` and
+    ``constants.pkl`` entries), which ``torch.load`` cannot read as a weights file."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def load_weights(path: str | Path | None) -> dict:
     """Read and check a weights file: a path or a shipped short name (``None``: the default one).
     Raises ``DBNetError``."""
@@ -104,6 +116,9 @@ def load_weights(path: str | Path | None) -> dict:
                          f"{shipped_names()})")
     if path.suffix == ".onnx":
         raise DBNetError(f"{path}: an ONNX model; use --backend onnx")
+    if is_torchscript(path):
+        raise DBNetError(f"{path}: a TorchScript file; dbnet loads .pt weights files or .onnx exports "
+                         "(--weights takes the .pt file the export was made from)")
     import torch
 
     try:

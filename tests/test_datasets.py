@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dbcli.dataset_formats import (load_ctw1500, load_td500, load_totaltext, parse_ctw1500_gt,
-                                   parse_td500_gt, parse_totaltext_gt, td500_box)
+from dbcli.dataset_formats import (
+    load_ctw1500,
+    load_td500,
+    load_totaltext,
+    parse_ctw1500_gt,
+    parse_td500_gt,
+    parse_totaltext_gt,
+    td500_box,
+)
 from dbcli.datasets import load_custom, load_icdar15, load_samples, parse_icdar_gt, split_holdout
 from dbcli.errors import DBNetError
 

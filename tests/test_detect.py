@@ -16,12 +16,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from planted_model import match_rects, planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
 from dbcli.detect import detect, expand_inputs, load_model, resolve_settings, run_pipeline
-
-from planted_model import match_rects, planted_files, rect_image
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()

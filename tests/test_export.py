@@ -140,7 +140,8 @@ def test_export_onnx_dynamic_shapes_and_parity(weights_file, tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_export_torchscript(weights_file, tmp_path):
     out = tmp_path / "model.ts"
-    result = runner.invoke(app, ["export", "--weights", str(weights_file), "--format", "torchscript", "--out", str(out)])
+    result = runner.invoke(app, ["export", "--weights", str(weights_file), "--format", "torchscript",
+                                 "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert _reported_diff(result.stdout) < 1e-4
     loaded = torch.jit.load(str(out))
@@ -149,6 +150,8 @@ def test_export_torchscript(weights_file, tmp_path):
         got = loaded(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 1, 90, 130)
     assert np.abs(got - reference_prob(weights_file, x)).max() < 1e-4
+    refused = runner.invoke(app, ["detect", str(out), "--weights", str(out)])  # the .ts given as weights
+    assert refused.exit_code == 1 and "a TorchScript file; dbnet loads .pt weights files or .onnx" in refused.stderr
 
 
 def test_export_fails_loudly(weights_file, tmp_path):

@@ -19,17 +19,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
 from dbcli.datasets import load_samples
-from dbcli.detect import (DetectInterrupted, Model, Settings, detect, expand_inputs, load_model,
-                          partial_path, resolve_settings)
+from dbcli.detect import (
+    DetectInterrupted,
+    Model,
+    Settings,
+    detect,
+    expand_inputs,
+    load_model,
+    partial_path,
+    resolve_settings,
+)
 from dbcli.errors import DBNetError
 from dbcli.evaluate import evaluate_model, evaluate_predictions
 from dbcli.imaging import DEFAULT_MAX_SIDE, decode_image, inference_size, read_image
-
-from planted_model import planted_files, rect_image
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -153,7 +160,7 @@ def test_opencv_still_reads_what_pillow_cannot(tmp_path):
     rgb = rect_image(200, 150, [(30, 40, 160, 75)])
     path = tmp_path / "float.tif"
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.float32) / 255.0)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (whatever Pillow raises for a float TIFF)
         Image.open(path).load()
     image = read_image(path)
     assert image.shape == (150, 200, 3) and image.dtype == np.uint8
@@ -608,16 +615,15 @@ def test_default_workers_fit_the_machine():
 def test_validation_reports_the_candidate_cap_in_its_result_not_as_a_warning(tiny_data, monkeypatch):
     import warnings
 
-    import dbcli.inference as inference
+    import dbcli.engine as engine
     from dbcli.models import DBNet
-    from dbcli.postprocess import CandidateCapWarning, PostConfig
+    from dbcli.postprocess import PostConfig
     from dbcli.train import validate
 
-    def capped(prob_fn, images, *args, **kwargs):
-        warnings.warn(CandidateCapWarning("5000 candidate regions, only the first 1000 are kept"))
-        return [[] for _ in images]
+    def capped(prob, width, height, config):
+        return [], 5000  # 5000 candidate regions, more than max_candidates (1000)
 
-    monkeypatch.setattr(inference, "detect_batch", capped)
+    monkeypatch.setattr(engine, "detections_and_candidates", capped)
     samples = load_samples("custom", tiny_data, "train")[:2]
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from synth import random_rects, render
 
-from dbcli.models.deform_conv import DeformConv2d, deform_conv2d_reference
 from dbcli.errors import DBNetError
 from dbcli.imaging import normalize
 from dbcli.labels import make_targets
 from dbcli.losses import db_loss
 from dbcli.models import DBNet, MobileNetV3, ModelConfig, ResNet, count_parameters, load_backbone_state
-
-from synth import random_rects, render
+from dbcli.models.deform_conv import DeformConv2d, deform_conv2d_reference
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,7 +71,8 @@ def test_binarization_k50(model18):
     b = model18.step_function(p, t)
     torch.testing.assert_close(b, torch.tensor([0.5, 1 / (1 + torch.exp(torch.tensor(-1.0))).item(),
                                                 1 / (1 + torch.exp(torch.tensor(5.0))).item()]))
-    assert DBNet(ModelConfig(k=10)).step_function(p, t)[1] == pytest.approx(1 / (1 + torch.exp(torch.tensor(-0.2)).item()))
+    expected = 1 / (1 + torch.exp(torch.tensor(-0.2)).item())
+    assert DBNet(ModelConfig(k=10)).step_function(p, t)[1] == pytest.approx(expected)
 
 
 def _targets(polys, h, w):

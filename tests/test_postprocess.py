@@ -4,18 +4,16 @@ give the ground truth back under the ICDAR IoU rule."""
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import cv2
 import numpy as np
 import pytest
+from synth import random_curves, random_rects, rotated_rect
 
 from dbcli.labels import offset_polygon, polygon_area, polygon_perimeter, shrink_distance, shrink_targets
 from dbcli.metrics import evaluate, evaluate_image, to_polygon
 from dbcli.postprocess import Detection, PostConfig, boxes_from_prob_map, order_box
-
-from synth import random_curves, random_rects, rotated_rect
 
 W, H = 640, 480
 LAYOUTS = 30
@@ -245,13 +243,11 @@ def test_detection_to_dict():
     assert d["score"] == pytest.approx(0.9123)
 
 
-def test_post_processing_is_fast():
-    """A 736x1280 probability map with ~12 text regions (well under a second)."""
+def test_post_processing_finds_each_region_of_a_page():
+    """A 736x1280 probability map with ~12 text regions: one detection each (its speed is measured by
+    bench/bench_postprocess.py, not asserted here)."""
     polys = random_rects(3, 1280, 736, 12)
     gt, _, _ = shrink_targets(polys, [False] * len(polys), 736, 1280)
     prob = cv2.GaussianBlur(gt, (0, 0), 1)  # soft edges, like a network's output
-    boxes_from_prob_map(prob, 1280, 720)  # warm-up
-    start = time.perf_counter()
     dets = boxes_from_prob_map(prob, 1280, 720)
-    assert time.perf_counter() - start < 1.0
     assert len(dets) == len(polys)

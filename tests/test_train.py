@@ -178,7 +178,8 @@ def test_torchrun_two_processes(dataset, tmp_path):
          "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "batch 1 x 2" in (out / "train.log").read_text()  # two processes shared each step
-    assert load_weights(out / "weights.pt")["train"]["steps"] >= 1
+    # 5 images, 2 processes x batch 1: 2 steps per epoch (the 5th image waits for the next epoch)
+    assert load_weights(out / "weights.pt")["train"]["steps"] == 2
 
 
 def test_resumed_run_keeps_its_clock(dataset, tmp_path):
@@ -342,3 +343,19 @@ def test_fine_tuning_a_mobilenet_v3_file_keeps_its_architecture_and_input_order(
     assert load_weights(run / "weights.pt")["model"] == ModelConfig("mobilenet_v3", input_order="bgr").to_dict()
     bad = runner.invoke(app, [*args[:-2], "--device", "cpu", "--arch", "resnet18"])
     assert bad.exit_code != 0 and "a mobilenet_v3 model, not the resnet18 asked for" in bad.output
+
+
+def test_cli_train_defaults_are_train_config_defaults():
+    """`dbnet train`'s option defaults are TrainConfig's (one place decides them)."""
+    import dataclasses
+    import inspect
+
+    import dbcli.cli as cli
+
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                for f in dataclasses.fields(TrainConfig)}
+    options = {name: p.default.default for name, p in inspect.signature(cli.train).parameters.items()}
+    shared = set(options) & set(defaults)
+    assert len(shared) >= 25  # every option but --thresh / --box-thresh (TrainConfig.post) is a field
+    assert {name: options[name] for name in shared} == {name: defaults[name] for name in shared}
+    assert set(options) - shared == {"thresh", "box_thresh"}

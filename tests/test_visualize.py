@@ -9,12 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
 from dbcli.visualize import BOX_COLOUR, load_predictions
-
-from planted_model import planted_files, rect_image
 
 runner = CliRunner()
 RECTS = {"one.png": (200, 150, [(30, 40, 150, 70)]), "two.jpg": (180, 220, [(40, 60, 140, 90), (50, 150, 120, 190)])}
@@ -122,3 +121,17 @@ def test_visualize_from_predictions_file(images, tmp_path):
     bad.write_text("{not json")
     result = runner.invoke(app, ["visualize", str(images), "--out", str(out), "--pred", str(bad)])
     assert result.exit_code == 1 and "error:" in result.stderr and "Traceback" not in result.output
+
+
+def test_scores_never_cover_another_detection_on_a_dense_page():
+    """Lines 6 px apart (a printed page): each score goes above or below its own box, never over the
+    text of another one (printed_page.jpg's labels hid the line above)."""
+    from dbcli.visualize import draw_detections
+
+    boxes = [(20, 10 + 26 * i, 300, 30 + 26 * i) for i in range(12)]
+    dets = [(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64), 0.9) for x0, y0, x1, y1 in boxes]
+    drawn = draw_detections(np.full((340, 400, 3), 255, np.uint8), dets)
+    mask = box_mask(drawn)
+    for x0, y0, x1, y1 in boxes:
+        assert not mask[y0 + 3:y1 - 2, x0 + 3:x1 - 2].any()  # inside each outline: untouched
+    assert mask[:, 310:].sum() == 0 and mask.sum() > 12 * 2 * 280  # outlines, and the labels at their left

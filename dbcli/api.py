@@ -1,0 +1,110 @@
+"""The Python API: ``Detector``, DBNet text detection from your own code.
+
+    from dbcli import Detector
+
+    detector = Detector()                      # the shipped "general" weights, loaded once
+    result = detector("examples/street_sign.jpg")
+    for det in result.detections:
+        print(det.points.round(1).tolist(), det.score)
+
+It runs the engine of ``dbnet detect`` (``dbcli.engine.run_pipeline``), so a file gives the same
+detections as ``dbnet detect`` with the same options.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union, overload
+
+import numpy as np
+
+from dbcli.backends import Model, load_model
+from dbcli.engine import Failure, ImageResult, Settings, resolve_settings, run_pipeline
+from dbcli.errors import DBNetError
+from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS
+
+__all__ = ["Detector", "ImageResult"]
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+# One image: a file path, an (H, W, 3) uint8 RGB numpy array, or a PIL image.
+ImageInput = Union[str, "os.PathLike[str]", np.ndarray, "PILImage"]
+
+
+class Detector:
+    """A DBNet text detector: the model is loaded once, each call runs the ``dbnet detect`` engine.
+
+    Args:
+        weights: a ``.pt`` weights file, a ``.onnx`` export (onnxruntime, torch never imported), a
+            shipped short name (``"general"``, ...) or None for the default (``general``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        backend: ``"torch"`` or ``"onnx"``; None picks by the file's suffix.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (torch backend only).
+        short_side: the network input's shorter side in pixels (default: the weights' own, else 736).
+        max_side: cap on the network input's longer side in pixels (None: 4096).
+        thresh, box_thresh, unclip_ratio, polygon, max_candidates: post-processing (default: the
+            values stored with the weights); ``polygon`` True gives polygons for curved text.
+        batch_size: images per network call (None: 8 on CUDA, 1 on a CPU); results do not depend on it.
+        exif: apply files' EXIF orientation (what a viewer shows).
+        max_megapixels: files of more pixels are refused (decompression bombs); None: no limit.
+
+    Raises ``DBNetError`` when the weights cannot be loaded or a setting is out of range.
+    """
+
+    def __init__(self, weights: str | os.PathLike[str] | None = None, device: str = "auto", *,
+                 backend: str | None = None, precision: str = "fp32", short_side: int | None = None,
+                 max_side: int | None = None, thresh: float | None = None, box_thresh: float | None = None,
+                 unclip_ratio: float | None = None, polygon: bool | None = None,
+                 batch_size: int | None = None, exif: bool = True,
+                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS, max_candidates: int | None = None):
+        self.model: Model = load_model(Path(weights) if weights is not None else None, backend, device,
+                                       precision)
+        self.settings: Settings = resolve_settings(
+            self.model, short_side=short_side, max_side=max_side, thresh=thresh, box_thresh=box_thresh,
+            unclip_ratio=unclip_ratio, polygon=polygon, batch_size=batch_size, exif=exif,
+            max_megapixels=max_megapixels, max_candidates=max_candidates)
+
+    @property
+    def info(self) -> dict:
+        """The ``model`` entry of ``dbnet detect``'s JSON (weights, backend, device, dtype, architecture)."""
+        return self.model.info
+
+    @overload
+    def __call__(self, images: list[ImageInput] | tuple[ImageInput, ...]) -> list[ImageResult]: ...
+
+    @overload
+    def __call__(self, images: ImageInput) -> ImageResult: ...
+
+    def __call__(self, images: Any) -> ImageResult | list[ImageResult]:
+        """Detect text in one image or a list of them.
+
+        Args:
+            images: a file path, an ``(H, W, 3)`` uint8 RGB numpy array, a PIL image, or a list or
+                tuple of these.
+
+        Returns:
+            For one image an ``ImageResult``, for a list a list of them in the same order:
+            ``.detections`` (each with ``.points``, an ``(n, 2)`` float64 array of ``[x, y]`` in the
+            original image's pixels, clockwise from the top-left corner for boxes, and ``.score``,
+            the region's mean text probability in [0, 1]), ``.width`` and ``.height`` in pixels,
+            ``.notes`` (lines for the user: a first frame used, a size cap) and ``.capped`` (the
+            probability map had more than ``max_candidates`` candidate regions).
+
+        Raises:
+            DBNetError: an input cannot be read or decoded (the message names it).
+        """
+        single = not isinstance(images, (list, tuple))
+        sources = [images] if single else list(images)
+        results: list[ImageResult] = []
+        for item in run_pipeline(sources, self.model, self.settings):
+            if isinstance(item, Failure):
+                raise DBNetError(item.message)
+            results.append(item)
+        return results[0] if single else results
+
+    def __repr__(self) -> str:
+        info = self.model.info
+        return (f"Detector(weights={info.get('weights')!r}, backend={info.get('backend')!r}, "
+                f"device={info.get('device')!r})")
