@@ -85,9 +85,21 @@ def default_weights_path() -> Path:
     return resolve_weights(None)
 
 
+FP16_MAX = 65504.0
+
+
+def storage_tensor(tensor: torch.Tensor, half: bool = True) -> torch.Tensor:
+    """``tensor`` as stored in a weights file: fp16 when ``half`` and its values fit fp16's range,
+    else as it is. (A BatchNorm running variance can exceed fp16's 65504: PaddleOCR's DB heads keep
+    ~1e8 there, and an fp16 copy would turn it into inf and the model's output into zeros.)"""
+    tensor = tensor.detach().cpu()
+    if half and tensor.is_floating_point() and bool(tensor.abs().max() < FP16_MAX if tensor.numel() else True):
+        return tensor.half()
+    return tensor.clone()
+
+
 def make_weights(model: DBNet, half: bool = True, **meta) -> dict:
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in model.state_dict().items()}
+    state = {k: storage_tensor(v, half) for k, v in model.state_dict().items()}
     return {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), "state_dict": state, **meta}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from dbcli.fileio import atomic_torch_save
-from dbcli.weights import load_weights
+from dbcli.weights import load_weights, storage_tensor
 
 
 def main() -> None:
@@ -33,8 +33,7 @@ def main() -> None:
 
     weights = load_weights(args.src)
     weights.pop("path", None)
-    weights["state_dict"] = {k: v.half() if v.is_floating_point() else v
-                             for k, v in weights["state_dict"].items()}
+    weights["state_dict"] = {k: storage_tensor(v) for k, v in weights["state_dict"].items()}
     post = dict(weights.get("postprocess", {}))
     for key in ("thresh", "box_thresh", "unclip_ratio"):
         if getattr(args, key) is not None:

@@ -384,3 +384,22 @@ def test_pretrained_resnet_backbone_into_mobilenet_is_refused(tmp_path):
     torch.save(ResNet("resnet18").state_dict(), path)
     with pytest.raises(DBNetError, match="takes none"):
         load_backbone_state(DBNet(ModelConfig("mobilenet_v3")), str(path))
+
+
+def test_weights_files_keep_values_fp16_cannot_hold(tmp_path):
+    """fp16 storage must not turn a large BatchNorm variance (PaddleOCR's DB heads keep ~1e8) into inf."""
+    from dbcli.weights import build_model, load_weights, save_weights
+
+    torch.manual_seed(0)
+    model = DBNet(ModelConfig("mobilenet_v3")).eval()
+    with torch.no_grad():
+        model.prob_head.body[0].weight.mul_(1e4)
+        model.prob_head.body[1].running_var.fill_(1.6e8)
+    save_weights(tmp_path / "w.pt", model, half=True)
+    stored = load_weights(tmp_path / "w.pt")["state_dict"]
+    assert stored["prob_head.body.1.running_var"].dtype == torch.float32
+    assert stored["prob_head.body.0.weight"].dtype == torch.float16
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want, got = model(x)["prob"], build_model(load_weights(tmp_path / "w.pt"))(x)["prob"]
+    torch.testing.assert_close(got, want, atol=2e-3, rtol=0)
