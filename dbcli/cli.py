@@ -86,8 +86,8 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Run folder or checkpoint to continue exactly."),
     pretrained_backbone: Optional[Path] = typer.Option(None, help="torchvision ImageNet ResNet state dict."),
     init_weights: Optional[Path] = typer.Option(None, help="Fine-tune: start from this dbnet weights file "
-                                                "or shipped name (general, icdar15, icdar15-r18) with a new "
-                                                "optimizer and schedule; its architecture is used."),
+                                                "or shipped name (general, icdar15, icdar15-r18, icdar15-mv3) "
+                                                "with a new optimizer and schedule; its architecture is used."),
     cache_images: bool = typer.Option(True, help="Decode all images once and keep them in memory."),
     max_steps: int = typer.Option(0, help="Stop after N optimizer steps in this run (0: no limit)."),
     time_limit: Optional[float] = typer.Option(None, show_default=False,
@@ -135,9 +135,9 @@ def eval_command(
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
     split: Optional[str] = typer.Option(None, help="train or test (default: test)."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", show_default=False,
-                                           help="Weights: a shipped name (general, icdar15, icdar15-r18), a "
-                                                "dbnet .pt or an exported .onnx (default: icdar15 for "
-                                                "--dataset icdar15, else general)."),
+                                           help="Weights: a shipped name (general, icdar15, icdar15-r18, "
+                                                "icdar15-mv3), a dbnet .pt or an exported .onnx (default: "
+                                                "icdar15 for --dataset icdar15, else general)."),
     pred: Optional[Path] = typer.Option(None, help="Score this predictions file (dbnet detect's JSON or JSONL) "
                                                    "instead of running a model."),
     short_side: Optional[int] = typer.Option(None, help="Test scale: shorter side in pixels "
