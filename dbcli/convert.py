@@ -229,21 +229,11 @@ def paddle_input(images: list[np.ndarray]) -> np.ndarray:
 
 
 def verification_images(seed: int = 0) -> list[np.ndarray]:
-    """Two deterministic RGB test images with text-like strokes (sizes multiples of 32, as PP-OCR
-    resizes them)."""
-    import cv2
+    """Two deterministic RGB test images with text-like strokes, 160x224 (multiples of 32, as PP-OCR
+    resizes its input)."""
+    from dbcli.export import verification_images as text_images
 
-    rng = np.random.default_rng(seed)
-    images = []
-    for i, (h, w) in enumerate(((160, 224), (160, 224))):
-        img = np.empty((h, w, 3), np.uint8)
-        img[:] = rng.integers(60, 230, 3)
-        img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-        for j in range(3):
-            cv2.putText(img, f"Text {i}{j}", (int(rng.integers(0, w // 3)), 35 + 45 * j),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.7 + 0.2 * j, tuple(int(c) for c in rng.integers(0, 255, 3)), 2)
-        images.append(img)
-    return images
+    return text_images(2, 160, 224, seed)
 
 
 def verify(model, source_bytes: bytes) -> float:

@@ -62,12 +62,10 @@ def inference_module(model: nn.Module) -> ProbMapModel:
     return ProbMapModel(folded).eval()
 
 
-def verification_input(batch: int = 2, height: int = 170, width: int = 230, seed: int = 0) -> np.ndarray:
-    """A deterministic normalised test batch: text-like strokes on textured backgrounds. The size is
-    deliberately not a multiple of 32 and differs from the trace size (checks dynamic shapes)."""
+def verification_images(batch: int = 2, height: int = 170, width: int = 230, seed: int = 0) -> list[np.ndarray]:
+    """Deterministic ``(height, width, 3)`` uint8 RGB test images: text-like strokes on textured
+    backgrounds."""
     import cv2
-
-    from dbcli.imaging import normalize
 
     rng = np.random.default_rng(seed)
     out = []
@@ -78,8 +76,16 @@ def verification_input(batch: int = 2, height: int = 170, width: int = 230, seed
         for j in range(3):
             cv2.putText(img, f"TEXT {i}{j}", (int(rng.integers(0, width // 2)), 35 + 50 * j),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.8 + 0.3 * j, tuple(int(c) for c in rng.integers(0, 255, 3)), 2)
-        out.append(normalize(img))
-    return np.stack(out)
+        out.append(img)
+    return out
+
+
+def verification_input(batch: int = 2, height: int = 170, width: int = 230, seed: int = 0) -> np.ndarray:
+    """``verification_images`` as a normalised network batch ``(batch, 3, height, width)``. The default
+    size is deliberately not a multiple of 32 and differs from the trace size (checks dynamic shapes)."""
+    from dbcli.imaging import normalize
+
+    return np.stack([normalize(img) for img in verification_images(batch, height, width, seed)])
 
 
 # --- export ----------------------------------------------------------------------------------------

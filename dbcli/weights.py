@@ -47,7 +47,7 @@ SHIPPED = (
     ShippedWeights("icdar15-r18", "dbnet_resnet18_icdar15.pt",
                    "words in street-level photos: DB-ResNet-18 trained here from scratch on ICDAR 2015"),
     ShippedWeights("icdar15-mv3", "dbnet_mobilenetv3_icdar15.pt",
-                   "words in street-level photos, 3.5x faster, less accurate: the general model "
+                   "words in street-level photos, 5x faster, less accurate: the general model "
                    "fine-tuned here on ICDAR 2015"),
 )
 DEFAULT_WEIGHTS = "general"
