@@ -138,6 +138,9 @@ def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
     Raises ``DBNetError`` naming the file when it is not a checkpoint, when no key matches the
     backbone, or when tensor shapes do not fit (e.g. a ResNet-50 file for ``--arch resnet18``).
     """
+    if not isinstance(model.backbone, ResNet):
+        raise DBNetError(f"{path}: --pretrained-backbone loads torchvision ResNet weights; the "
+                         f"{model.config.arch} backbone takes none (start from --init-weights instead)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -150,9 +153,6 @@ def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
         raise DBNetError(f"{path}: not a state dict of tensors (a torchvision ResNet checkpoint)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = model.backbone.state_dict()
-    if not isinstance(model.backbone, ResNet):
-        raise DBNetError(f"{path}: --pretrained-backbone loads torchvision ResNet weights; the "
-                         f"{model.config.arch} backbone takes none (start from --init-weights instead)")
     if not expected.keys() & state.keys():
         raise DBNetError(f"{path}: none of its {len(state)} keys is a {model.config.arch} backbone "
                          "parameter (expected torchvision names: conv1.weight, layer1.0.conv1.weight ...)")
