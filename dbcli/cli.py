@@ -269,6 +269,21 @@ def _batch_opt():
                              "more memory).")
 
 
+def _sort_opt():
+    return typer.Option("lines", "--sort",
+                        help="Order of each image's detections (and crop numbers): lines (text lines top to "
+                             "bottom, left to right within a line, tolerant to tilt), columns (multi-column "
+                             "documents: each column top to bottom, columns left to right) or none (the "
+                             "post-processing's order).")
+
+
+def _dpi_opt():
+    return typer.Option(144.0, "--dpi", min=1.0,
+                        help="PDF inputs: render pages at this many pixels per inch (144: 10-12 pt text is "
+                             "~20-24 px high); points are in these page pixels (x_pt = x * 72 / dpi). "
+                             "Needs pip install 'dbnet[pdf]'.")
+
+
 def _no_exif_opt():
     return typer.Option(False, "--no-exif",
                         help="Ignore EXIF orientation: work in stored pixels (for datasets such as "
@@ -294,12 +309,12 @@ def _sigterm_as_interrupt():
 
 
 def _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh, unclip_ratio,
-          polygon, batch_size, no_exif, max_megapixels, max_candidates):
+          polygon, batch_size, no_exif, max_megapixels, max_candidates, sort):
     from dbcli.detect import load_model, resolve_settings
 
     model = load_model(weights, backend, device, precision)
     settings = resolve_settings(model, short_side, max_side, thresh, box_thresh, unclip_ratio, polygon,
-                                batch_size, not no_exif, max_megapixels, max_candidates)
+                                batch_size, not no_exif, max_megapixels, max_candidates, sort)
     return model, settings
 
 
@@ -309,6 +324,13 @@ def detect(
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
                                        help="Output file (json, jsonl) or folder (icdar). Without it, a "
                                             "summary table is printed."),
+    crops: Optional[Path] = typer.Option(None, "--crops", show_default=False,
+                                         help="Also cut every detected region out as an upright PNG into this "
+                                              "folder (tilted text straightened, vertical text turned to read "
+                                              "left to right): <stem>_001.png, ... in --sort order; each JSON "
+                                              "detection names its file in \"crop\"."),
+    sort: str = _sort_opt(),
+    dpi: float = _dpi_opt(),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", show_default=False,
                                       help="json: one file {model, settings, images}; jsonl: one image per "
                                            "line, streamed (large jobs); icdar: res_<stem>.txt per image in "
@@ -332,10 +354,12 @@ def detect(
                                 help="--format jsonl: skip the images already in --out (or in the "
                                      "<out>.partial file an interrupted run left) and append the others."),
 ) -> None:
-    """Detect text in images and write polygons in original-image pixel coordinates.
+    """Detect text in images and PDF pages and write polygons in original-image pixel coordinates.
 
-    Unreadable, truncated and oversized files are skipped with a warning; the exit status is non-zero only
-    when no image could be processed. With --format jsonl, an interrupted run leaves the images done in
+    Detections are in reading order (--sort). A PDF gives one result per page ("report.pdf#page=3", with
+    its page number, size in points and --dpi). Unreadable, truncated and oversized files, and encrypted
+    or damaged PDFs, are skipped with a warning; the exit status is non-zero only when no image could be
+    processed. With --format jsonl, an interrupted run leaves the images done in
     <out>.partial, and --resume continues it.
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
@@ -352,9 +376,9 @@ def detect(
         with _status("loading the model ..."):
             model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh,
                                     box_thresh, unclip_ratio, polygon, batch_size, no_exif, max_megapixels,
-                                    max_candidates)
+                                    max_candidates, sort)
         with _sigterm_as_interrupt():
-            summary = run_detect(inputs, out, fmt, model, settings, resume=resume)
+            summary = run_detect(inputs, out, fmt, model, settings, resume=resume, crops=crops, dpi=dpi)
     except DetectInterrupted as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(130) from None
@@ -364,6 +388,7 @@ def detect(
         where = f"wrote {summary.out}: " if summary.out is not None else ""
         skipped = f", {summary.failed} skipped" if summary.failed else ""
         skipped += f", {summary.resumed} done before" if summary.resumed else ""
+        skipped += f", {plural(summary.crops, 'crop')} in {crops}" if crops is not None else ""
         rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0
         typer.echo(f"{where}{plural(summary.images, 'image')}, {plural(summary.detections, 'text region')}{skipped} "
                    f"in {summary.seconds:.1f} s ({rate:.1f} images/s)", err=True)
@@ -380,6 +405,11 @@ def visualize(
     maps: bool = typer.Option(False, "--maps",
                               help="Also save the probability and threshold maps as colour heatmaps side "
                                    "by side with the image (torch backend)."),
+    numbers: bool = typer.Option(False, "--numbers",
+                                 help="Label each region with its number in reading order (as --crops names "
+                                      "its file) instead of its score."),
+    sort: str = _sort_opt(),
+    dpi: float = _dpi_opt(),
     weights: Optional[Path] = _weights_opt(),
     backend: Optional[str] = _backend_opt(),
     device: str = _device_opt(),
@@ -395,9 +425,10 @@ def visualize(
     max_megapixels: float = _max_megapixels_opt(),
     max_candidates: Optional[int] = _max_candidates_opt(),
 ) -> None:
-    """Draw detected polygons with their scores over each image and save PNGs.
+    """Draw detected polygons with their scores (or numbers) over each image or PDF page and save PNGs.
 
-    With --maps, also what the network sees: its probability and threshold maps.
+    With --maps, also what the network sees: its probability and threshold maps. With --pred, the
+    regions are numbered in the file's order.
     """
     from dbcli.cpu import tune_malloc
     from dbcli.detect import Settings
@@ -407,11 +438,12 @@ def visualize(
     try:
         if pred is None or maps:
             model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh,
-                                    unclip_ratio, polygon, batch_size, no_exif, max_megapixels, max_candidates)
+                                    unclip_ratio, polygon, batch_size, no_exif, max_megapixels, max_candidates,
+                                    sort)
         else:
             model, settings = None, Settings(batch_size=batch_size or 1, exif=not no_exif,
                                              max_megapixels=max_megapixels)
-        summary = run_visualize(inputs, out, pred, maps, model, settings)
+        summary = run_visualize(inputs, out, pred, maps, model, settings, numbers=numbers, dpi=dpi)
     except DBNetError as exc:
         fail(str(exc))
     skipped = f", {summary.failed} skipped" if summary.failed else ""

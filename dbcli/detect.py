@@ -1,8 +1,9 @@
 """``dbnet detect``: images -> text polygons, for the torch and the torch-free ONNX backend.
 
-The command: expand the INPUTs (``dbcli.inputs``), run the engine (``dbcli.engine.run_pipeline``),
-hand the results, in input order, to a writer (``dbcli.writers``: JSON, JSONL, ICDAR txt files or a
-summary table), and under torchrun merge every rank's share on rank 0.
+The command: expand the INPUTs (``dbcli.inputs``; a PDF gives its pages), run the engine
+(``dbcli.engine.run_pipeline``), write each image's crops when asked for (``dbcli.crops``), hand the
+results, in input order, to a writer (``dbcli.writers``: JSON, JSONL, ICDAR txt files or a summary
+table), and under torchrun merge every rank's share on rank 0.
 
 This module must not import torch at module level: ``--backend onnx`` runs without it. Only the
 multi-process (torchrun) merge imports it, lazily.
@@ -16,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from dbcli.backends import Model, default_weights, load_model, onnx_precision, weights_path  # noqa: F401
+from dbcli.crops import write_crops
 from dbcli.engine import (  # noqa: F401
     DEFAULT_SHORT_SIDE,
     Failure,
@@ -30,8 +30,8 @@ from dbcli.engine import (  # noqa: F401
 )
 from dbcli.errors import DBNetError
 from dbcli.fileio import acquire_lock, release_lock
-from dbcli.inputs import expand_inputs
-from dbcli.postprocess import Detection
+from dbcli.inputs import Input, expand_inputs, input_name, output_keys
+from dbcli.pdf import DEFAULT_DPI
 from dbcli.progress import plural, progress_bar, warn
 from dbcli.writers import FORMATS, JsonlWriter, Writer, done_files, file_key, icdar_name, make_writer, partial_path  # noqa: F401
 
@@ -87,9 +87,10 @@ class DetectSummary:
     seconds: float
     lead: bool = True  # rank 0 (the process that wrote the output)
     resumed: int = 0  # images found done in the output being resumed (not processed again)
+    crops: int = 0  # crop files written (--crops)
 
 
-def _check_request(fmt: str, out: Path | None, resume: bool) -> None:
+def _check_request(fmt: str, out: Path | None, resume: bool, crops: Path | None = None) -> None:
     if fmt not in FORMATS:
         raise DBNetError(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
     if fmt == "icdar" and out is None:
@@ -97,29 +98,34 @@ def _check_request(fmt: str, out: Path | None, resume: bool) -> None:
     if resume and (fmt != "jsonl" or out is None):
         raise DBNetError("--resume continues a --format jsonl --out FILE output (the other formats are "
                          "written whole at the end)")
+    if crops is not None and crops.exists() and not crops.is_dir():
+        raise DBNetError(f"{crops}: exists and is not a directory (--crops writes one PNG per region into a folder)")
 
 
-def _images_to_do(inputs: Sequence[str | os.PathLike], fmt: str, out: Path | None, resume: bool
-                  ) -> tuple[list[Path], list[str], int]:
-    """The image files of ``inputs``, less those a resumed output holds: ``(paths, problems with the
-    inputs, images done before)``. Raises ``DBNetError`` when there is nothing to do or two images
-    would write the same ICDAR file."""
-    paths, problems = expand_inputs(inputs)
+def _images_to_do(inputs: Sequence[str | os.PathLike], fmt: str, out: Path | None, resume: bool,
+                  dpi: float = DEFAULT_DPI) -> tuple[list[Input], list[str], list[str], int]:
+    """The images (files and PDF pages) of ``inputs``, less those a resumed output holds: ``(images,
+    their output keys (``dbcli.inputs.output_keys``, the same whatever was done before), problems
+    with the inputs, images done before)``. Raises ``DBNetError`` when there is nothing to do or two
+    images would write the same ICDAR file."""
+    paths, problems = expand_inputs(inputs, dpi)
     if not paths:
         raise DBNetError("no image to process: " + "; ".join(problems or ["no INPUT given"]))
     if fmt == "icdar":
-        names: dict[str, Path] = {}
+        names: dict[str, Input] = {}
         for p in paths:
             other = names.setdefault(icdar_name(p), p)
             if other is not p:
-                raise DBNetError(f"--format icdar: {other} and {p} would both write {icdar_name(p)}")
+                raise DBNetError(f"--format icdar: {input_name(other)} and {input_name(p)} would both write "
+                                 f"{icdar_name(p)}")
+    keys = output_keys(paths)
     n_resumed = 0
     if resume:
         assert out is not None  # (_check_request)
         _, done = done_files(out)
-        todo = [p for p in paths if file_key(p) not in done]
-        n_resumed, paths = len(paths) - len(todo), todo
-    return paths, problems, n_resumed
+        todo = [i for i, p in enumerate(paths) if file_key(input_name(p)) not in done]
+        n_resumed, paths, keys = len(paths) - len(todo), [paths[i] for i in todo], [keys[i] for i in todo]
+    return paths, keys, problems, n_resumed
 
 
 def _merge_ranks(results: list[ImageResult], failures: list[Failure], size: int, error: str | None
@@ -128,9 +134,7 @@ def _merge_ranks(results: list[ImageResult], failures: list[Failure], size: int,
     merged = _gather([(r.index, r.to_dict()) for r in results] + [(f.index, f.message) for f in failures],
                      size, error)
     merged.sort(key=lambda t: t[0])
-    done = [ImageResult(i, d["file"], d["width"], d["height"], [
-        Detection(np.asarray(x["points"], np.float64), x["score"]) for x in d["detections"]])
-        for i, d in merged if isinstance(d, dict)]
+    done = [ImageResult.from_dict(i, d) for i, d in merged if isinstance(d, dict)]
     return done, len(merged) - len(done)
 
 
@@ -154,12 +158,16 @@ def _failure(exc: BaseException, writer: Writer | None, fmt: str, out: Path | No
 
 def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, fmt: str = "json",
            model: Model | None = None, settings: Settings | None = None, *, console=None,
-           out_console=None, progress: bool = True, resume: bool = False) -> DetectSummary:
+           out_console=None, progress: bool = True, resume: bool = False, crops: str | Path | None = None,
+           dpi: float = DEFAULT_DPI) -> DetectSummary:
     """Detect text in ``inputs`` and write ``out`` (see the module doc). ``model`` and ``settings``
     come from ``load_model`` and ``resolve_settings``. ``resume`` (jsonl): skip the images already in
-    ``<out>.partial`` (an interrupted run) or ``out`` and append the others. Raises ``DBNetError``
-    when nothing could be processed, an option is wrong, or another process writes ``out``;
-    ``DetectInterrupted`` on Ctrl-C / SIGTERM. Per-file problems are warnings on ``console``."""
+    ``<out>.partial`` (an interrupted run) or ``out`` and append the others. ``crops``: a folder for
+    one rectified PNG per detection, ``<key>_<NNN>.png`` (``dbcli.inputs.output_keys``, numbered
+    from 1 in the detections' order), each named in its detection's ``crop`` entry. ``dpi``: the
+    rendering resolution of PDF pages. Raises ``DBNetError`` when nothing could be processed, an
+    option is wrong, or another process writes ``out``; ``DetectInterrupted`` on Ctrl-C / SIGTERM.
+    Per-file problems are warnings on ``console``."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -169,16 +177,17 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
         model = load_model()
     fmt = (fmt or "json").lower()
     out = Path(out) if out is not None else None
-    _check_request(fmt, out, resume)
+    crops = Path(crops) if crops is not None else None
+    _check_request(fmt, out, resume, crops)
 
-    paths, problems, n_resumed = _images_to_do(inputs, fmt, out, resume)
+    paths, keys, problems, n_resumed = _images_to_do(inputs, fmt, out, resume, dpi)
     rank, size = _world()
     lead = rank == 0
     mine = list(range(rank, len(paths), size))  # torchrun: every rank takes every size-th image
     start = time.perf_counter()
     failures: list[Failure] = []
     results: list[ImageResult] = []
-    n_dets = 0
+    n_dets = n_crops = 0
     writer: Writer | None = None
     lock = None
     try:
@@ -201,7 +210,7 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
             with bar:
                 task = bar.add_task(label, total=len(mine))
                 for item in run_pipeline([paths[i] for i in mine], model, settings, indices=mine,
-                                         on_done=lambda: bar.advance(task)):
+                                         with_crops=crops is not None, on_done=lambda: bar.advance(task)):
                     if isinstance(item, Failure):
                         failures.append(item)
                         warn(console, f"{item.message}; skipped")
@@ -209,6 +218,11 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
                     for note in item.messages():
                         warn(console, note)
                     n_dets += len(item.detections)
+                    if crops is not None:
+                        assert item.crops is not None  # (with_crops)
+                        item.crop_files = [str(p) for p in write_crops(item.crops, crops, keys[item.index])]
+                        n_crops += len(item.crop_files)
+                        item.crops = None  # written: let the pixels go
                     if writer is not None:
                         writer.add(item)
                     else:
@@ -240,4 +254,4 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
     finally:
         release_lock(lock)
     return DetectSummary(n_images, n_failed + len(problems), n_dets, out, time.perf_counter() - start, lead,
-                         n_resumed)
+                         n_resumed, n_crops)

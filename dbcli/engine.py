@@ -7,8 +7,12 @@ overlaps inference); group prepared images of the same network input size into b
 on which images share a batch); run the backend (``dbcli.backends.Backend``); post-process each
 probability map (``dbcli.postprocess``); yield the results in input order.
 
+Each image's detections are put in reading order (``Settings.sort``, ``dbcli.reading_order``) and,
+when asked for, cut out as rectified crops (``dbcli.crops``).
+
 Inputs are image files (``str`` / ``PathLike``), ``FileImage`` (a file with its own EXIF rule, as
-dataset samples have), ``(H, W, 3)`` uint8 RGB numpy arrays or PIL images.
+dataset samples have), ``PdfPage`` (a page of a PDF, rendered in the decode threads), ``(H, W, 3)``
+uint8 RGB numpy arrays or PIL images.
 
 This module must not import torch: the ONNX backend runs without it.
 """
@@ -28,7 +32,9 @@ import numpy as np
 from dbcli.backends import Model
 from dbcli.errors import DBNetError
 from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS, check_sides, decode_image, default_cap_note, prepare
+from dbcli.pdf import PageInfo, PdfPage, render_page
 from dbcli.postprocess import Detection, PostConfig, cap_message, detections_and_candidates, post_config_from
+from dbcli.reading_order import SORT_MODES, reading_order
 
 DEFAULT_SHORT_SIDE = 736
 
@@ -41,15 +47,17 @@ class FileImage:
     exif: bool = True
 
 
-# What the engine takes per image: a file, a FileImage, an (H, W, 3) uint8 RGB array or a PIL image.
-Source = Union[str, "os.PathLike[str]", FileImage, np.ndarray, Any]
+# What the engine takes per image: a file, a FileImage, a PdfPage, an (H, W, 3) uint8 RGB array or a
+# PIL image.
+Source = Union[str, "os.PathLike[str]", FileImage, PdfPage, np.ndarray, Any]
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything that decides the detections besides the model: the network input size (shorter
     side ``short_side`` pixels, longer side capped at ``max_side``), post-processing, batch size,
-    EXIF handling and the decompression-bomb limit (million pixels; None: no limit)."""
+    EXIF handling, the decompression-bomb limit (million pixels; None: no limit) and the order of
+    each image's detections (``sort``: ``dbcli.reading_order.SORT_MODES``)."""
 
     short_side: int = DEFAULT_SHORT_SIDE
     max_side: int | None = None
@@ -57,10 +65,11 @@ class Settings:
     batch_size: int = 1
     exif: bool = True
     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS  # larger images are refused (bombs)
+    sort: str = "lines"
 
     def to_dict(self) -> dict:
         return {"short_side": self.short_side, "max_side": self.max_side, **asdict(self.post),
-                "exif": self.exif, "batch_size": self.batch_size}
+                "exif": self.exif, "batch_size": self.batch_size, "sort": self.sort}
 
 
 def resolve_settings(model: Model, short_side: int | None = None, max_side: int | None = None,
@@ -68,10 +77,11 @@ def resolve_settings(model: Model, short_side: int | None = None, max_side: int 
                      unclip_ratio: float | None = None, polygon: bool | None = None,
                      batch_size: int | None = None, exif: bool = True,
                      max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-                     max_candidates: int | None = None) -> Settings:
+                     max_candidates: int | None = None, sort: str = "lines") -> Settings:
     """Options given win; else the weights file's stored values; else the library defaults
-    (``PostConfig``, short side 736). ``batch_size`` None: 8 on CUDA, 1 elsewhere (on a CPU a larger
-    batch only adds memory traffic: batch 4 is ~20% slower per image). ``max_megapixels``: images
+    (``PostConfig``, short side 736). ``sort``: the order of each image's detections. ``batch_size``
+    None: 8 on CUDA, 1 elsewhere (on a CPU a larger batch only adds memory traffic: batch 4 is ~20%
+    slower per image). ``max_megapixels``: images
     of more pixels are refused (``None``: no limit). Raises ``DBNetError`` for a value out of range."""
     config = post_config_from(model.postprocess, thresh=thresh, box_thresh=box_thresh,
                               unclip_ratio=unclip_ratio, polygon=polygon, max_candidates=max_candidates)
@@ -90,15 +100,19 @@ def resolve_settings(model: Model, short_side: int | None = None, max_side: int 
         batch_size = 8 if str(model.info.get("device", "")).startswith("cuda") else 1
     if batch_size < 1:
         raise DBNetError(f"--batch-size must be at least 1, got {batch_size}")
-    return Settings(int(side), max_side, config, int(batch_size), bool(exif), max_megapixels)
+    if sort not in SORT_MODES:
+        raise DBNetError(f"unknown --sort {sort!r} ({', '.join(SORT_MODES)})")
+    return Settings(int(side), max_side, config, int(batch_size), bool(exif), max_megapixels, sort)
 
 
 @dataclass
 class ImageResult:
-    """One image's detections (``points`` in original-image pixels), its size in pixels, and what
-    was asked for besides: the decoded image, the network-resolution maps, notes for the user.
+    """One image's detections (``points`` in original-image pixels, in ``Settings.sort`` order), its
+    size in pixels, and what was asked for besides: the decoded image, the network-resolution maps,
+    the crops (one ``(h, w, 3)`` uint8 RGB array per detection, ``dbcli.crops``), notes for the user.
     ``candidates``: the candidate regions of its probability map; ``capped``: more of them than
-    ``max_candidates`` (only the first were post-processed)."""
+    ``max_candidates`` (only the first were post-processed). ``page``: for a PDF page, what maps its
+    pixels back to the PDF; ``crop_files``: where ``dbnet detect --crops`` wrote the crops."""
 
     index: int
     file: str
@@ -112,14 +126,39 @@ class ImageResult:
     candidates: int = 0
     capped: bool = False
     cap_note: str | None = None  # the line that says the cap was hit, or None
+    page: PageInfo | None = None
+    crops: list[np.ndarray] | None = None
+    crop_files: list[str] | None = None
 
     def messages(self) -> list[str]:
         """Every line to tell the user about this image (its notes, then the candidate cap)."""
         return self.notes + ([self.cap_note] if self.cap_note else [])
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "width": self.width, "height": self.height,
-                "detections": [d.to_dict() for d in self.detections]}
+        """The image's entry in ``dbnet detect``'s JSON: ``file``, ``width``, ``height`` (pixels), for a
+        PDF page ``page``, ``page_size_pt`` and ``dpi``, and ``detections`` (``points``, ``score`` and,
+        with crops written, ``crop``)."""
+        entry: dict = {"file": self.file, "width": self.width, "height": self.height}
+        if self.page is not None:
+            entry.update(self.page.to_dict())
+        entry["detections"] = [d.to_dict() for d in self.detections]
+        if self.crop_files is not None:
+            for det, crop in zip(entry["detections"], self.crop_files):
+                det["crop"] = crop
+        return entry
+
+    @classmethod
+    def from_dict(cls, index: int, entry: dict) -> ImageResult:
+        """The result ``to_dict`` gave ``entry`` (what travels between processes under torchrun)."""
+        page = None
+        if "page" in entry:
+            width_pt, height_pt = entry["page_size_pt"]
+            page = PageInfo(entry["page"], width_pt, height_pt, entry["dpi"])
+        dets = entry["detections"]
+        crops = [d["crop"] for d in dets] if dets and all("crop" in d for d in dets) else None
+        return cls(index, entry["file"], entry["width"], entry["height"],
+                   [Detection(np.asarray(d["points"], np.float64), d["score"]) for d in dets],
+                   page=page, crop_files=crops)
 
 
 @dataclass
@@ -141,12 +180,15 @@ class Decoded:
     image: np.ndarray | None
     x: np.ndarray | None
     notes: list[str]
+    page: PageInfo | None = None
 
 
 def source_name(source: Source, index: int) -> str:
     """How results and messages name an input: its path, or ``<image N>`` for an in-memory image."""
     if isinstance(source, FileImage):
         return str(source.path)
+    if isinstance(source, PdfPage):
+        return source.name
     if isinstance(source, (str, os.PathLike)):
         return str(Path(source))
     return f"<image {index}>"
@@ -170,8 +212,12 @@ def as_rgb_array(image: Any) -> np.ndarray:
 
 
 def _decode(source: Source, name: str, settings: Settings, network: bool, keep_image: bool) -> Decoded:
+    page = None
     if isinstance(source, FileImage):
         image, notes = decode_image(source.path, source.exif, settings.max_megapixels)
+    elif isinstance(source, PdfPage):
+        image, page = render_page(source, settings.max_megapixels)
+        notes = []
     elif isinstance(source, (str, os.PathLike)):
         image, notes = decode_image(Path(source), settings.exif, settings.max_megapixels)
     else:
@@ -182,7 +228,7 @@ def _decode(source: Source, name: str, settings: Settings, network: bool, keep_i
         note = default_cap_note(height, width, settings.short_side, settings.max_side)
         notes += [f"{name}: {note}"] if note else []
         x = prepare(image, settings.short_side, settings.max_side)
-    return Decoded(width, height, image if keep_image or not network else None, x, notes)
+    return Decoded(width, height, image if keep_image or not network else None, x, notes, page)
 
 
 def decode_workers() -> int:
@@ -193,13 +239,15 @@ def decode_workers() -> int:
 
 def run_pipeline(paths: Sequence[Source], model: Model | None, settings: Settings, *,
                  keep_images: bool = False, with_maps: bool = False, with_prob: bool = False,
-                 on_done: Callable[[], None] | None = None, indices: Sequence[int] | None = None
-                 ) -> Iterator[ImageResult | Failure]:
+                 with_crops: bool = False, on_done: Callable[[], None] | None = None,
+                 indices: Sequence[int] | None = None) -> Iterator[ImageResult | Failure]:
     """Yield one ``ImageResult`` or ``Failure`` per input of ``paths`` (see the module doc), in order.
 
-    ``model`` None: decode only (no detections). ``with_maps``: also the (P, T) maps, via
-    ``model.maps_fn``; ``with_prob``: the probability map P alone. ``indices``: the global index of
-    each input (for multi-process runs). ``on_done`` is called once per finished image (progress).
+    ``model`` None: decode only (no detections). ``keep_images``: each result holds its decoded
+    image. ``with_maps``: also the (P, T) maps, via ``model.maps_fn``; ``with_prob``: the probability
+    map P alone. ``with_crops``: each detection's rectified crop (``ImageResult.crops``).
+    ``indices``: the global index of each input (for multi-process runs). ``on_done`` is called once
+    per finished image (progress).
     """
     if with_maps and (model is None or model.maps_fn is None):
         raise DBNetError("probability/threshold maps need the torch backend (an ONNX export holds "
@@ -229,11 +277,19 @@ def run_pipeline(paths: Sequence[Source], model: Model | None, settings: Setting
         for j, (index, name, d) in enumerate(entries):
             prob = probs[j]
             dets, candidates = detections_and_candidates(prob, d.width, d.height, settings.post)
+            if settings.sort != "none" and len(dets) > 1:
+                dets = [dets[k] for k in reading_order([det.points for det in dets], settings.sort)]
+            crops = None
+            if with_crops:
+                from dbcli.crops import crop_regions
+
+                assert d.image is not None  # (kept for the crops)
+                crops = crop_regions(d.image, [det.points for det in dets])
             capped = candidates > settings.post.max_candidates
             cap_note = f"{name}: {cap_message(candidates, settings.post.max_candidates)}" if capped else None
             finish(ImageResult(index, name, d.width, d.height, dets, d.image if keep_images else None,
                                prob if keep_prob else None, threshs[j] if threshs is not None else None,
-                               d.notes, candidates, capped, cap_note))
+                               d.notes, candidates, capped, cap_note, d.page, crops))
 
     with ThreadPoolExecutor(decode_workers(), thread_name_prefix="dbnet-decode") as pool:
         jobs: deque = deque()
@@ -247,7 +303,7 @@ def run_pipeline(paths: Sequence[Source], model: Model | None, settings: Setting
                     return
                 name = source_name(source, index)
                 jobs.append((index, name, pool.submit(_decode, source, name, settings, model is not None,
-                                                      keep_images)))
+                                                      keep_images or with_crops)))
 
         refill()
         while jobs or buckets:
@@ -263,7 +319,7 @@ def run_pipeline(paths: Sequence[Source], model: Model | None, settings: Setting
                 else:
                     if model is None:
                         finish(ImageResult(index, name, d.width, d.height, [],
-                                           d.image if keep_images else None, notes=d.notes))
+                                           d.image if keep_images else None, notes=d.notes, page=d.page))
                     else:
                         key = d.x.shape
                         buckets.setdefault(key, []).append((index, name, d))

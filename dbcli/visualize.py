@@ -1,8 +1,9 @@
-"""``dbnet visualize``: detected polygons (with scores) drawn over each image, saved as PNG; with
-``maps``, also the probability and threshold maps as colour heatmaps beside the image.
+"""``dbnet visualize``: detected polygons drawn over each image (or PDF page) with their scores, or
+numbered in reading order, saved as PNG; with ``maps``, also the probability and threshold maps as
+colour heatmaps beside the image.
 
-Detections come from a predictions file written by ``dbnet detect`` (JSON or JSONL) or, without
-one, from running the model (the same pipeline as ``dbnet detect``).
+Detections come from a predictions file written by ``dbnet detect`` (JSON or JSONL, numbered in
+its order) or, without one, from running the model (the same pipeline as ``dbnet detect``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dbcli.backends import Model
 from dbcli.engine import Failure, Settings, run_pipeline
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_write_bytes
-from dbcli.inputs import expand_inputs
+from dbcli.inputs import expand_inputs, output_keys
+from dbcli.pdf import DEFAULT_DPI
 from dbcli.predictions import PredictionIndex, load_predictions  # noqa: F401 (public here too)
 from dbcli.progress import plural, progress_bar, warn
 
@@ -50,10 +52,12 @@ def _label_place(box: Rect, size: tuple[int, int], width: int, height: int, take
     return None
 
 
-def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
-    """A copy of the ``(H, W, 3)`` RGB image with each closed polygon drawn and its score written
-    just above it (or below it). On a dense page a score that would cover another detection's text
-    or another score is left out."""
+def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, float]], numbers: bool = False
+                    ) -> np.ndarray:
+    """A copy of the ``(H, W, 3)`` RGB image with each closed polygon drawn and its score (or, with
+    ``numbers``, its position in ``detections`` from 1: the reading order, as crop files are
+    numbered) written just above it (or below it). On a dense page a label that would cover another
+    detection's text or another label is left out."""
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     thickness = max(1, round(min(h, w) / 300))
@@ -72,7 +76,7 @@ def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, fl
     for k, (box, (_, score)) in enumerate(zip(boxes, detections)):  # labels over all outlines
         if box is None:
             continue
-        label = f"{score:.2f}"
+        label = str(k + 1) if numbers else f"{score:.2f}"
         scale = min(font_scale, max(0.3, (box[3] - box[1]) / 36))  # small text: a small label
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         others = [r for j, r in enumerate(boxes) if j != k and r is not None]
@@ -128,20 +132,13 @@ class VisualizeSummary:
     failed: int
 
 
-def _unique_name(out_dir: Path, stem: str, used: set[str], suffix: str = ".png") -> Path:
-    name, n = f"{stem}{suffix}", 1
-    while name in used:
-        n += 1
-        name = f"{stem}_{n}{suffix}"
-    used.add(name)
-    return out_dir / name
-
-
 def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: str | Path | None = None,
               maps: bool = False, model: Model | None = None, settings: Settings | None = None, *,
-              console=None) -> VisualizeSummary:
-    """Write ``<stem>.png`` (detections drawn) and, with ``maps``, ``<stem>_maps.png`` for each
-    input into ``out_dir``. ``model`` is needed without ``pred`` and for ``maps`` (torch backend)."""
+              console=None, numbers: bool = False, dpi: float = DEFAULT_DPI) -> VisualizeSummary:
+    """Write ``<key>.png`` (detections drawn; ``numbers``: numbered in order) and, with ``maps``,
+    ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.inputs.output_keys``, e.g.
+    ``photo`` or ``report_p3`` for a PDF page rendered at ``dpi``). ``model`` is needed without
+    ``pred`` and for ``maps`` (torch backend)."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -155,7 +152,7 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
         raise DBNetError("--maps needs the torch backend (an ONNX export holds only the probability map)")
     index = PredictionIndex(load_predictions(pred), str(pred)) if pred is not None else None
 
-    paths, problems = expand_inputs(inputs)
+    paths, problems = expand_inputs(inputs, dpi)
     for problem in problems:
         warn(console, problem)
     if not paths:
@@ -166,7 +163,7 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
         raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
     run_model = model if (pred is None or maps) else None
     written: list[Path] = []
-    failed, used = len(problems), set[str]()
+    failed, keys = len(problems), output_keys(paths)
     with progress_bar(console, "visualize", len(paths)) as bar:
         task = bar.add_task("visualize", total=len(paths))
         for item in run_pipeline(paths, run_model, settings, keep_images=True, with_maps=maps,
@@ -195,9 +192,8 @@ def visualize(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: st
                                   "--no-exif); drawn as they are")
                 dets = list(zip(entry["polygons"], entry["scores"]))  # checked by load_predictions
             assert item.image is not None  # (keep_images)
-            overlay = draw_detections(item.image, dets)
-            stem = Path(item.file).stem
-            target = _unique_name(out_dir, stem, used)
+            overlay = draw_detections(item.image, dets, numbers)
+            target = out_dir / f"{keys[item.index]}.png"
             written.append(write_png(target, overlay))
             if maps:
                 assert item.prob is not None and item.thresh is not None  # (with_maps)

@@ -14,6 +14,7 @@ import numpy as np
 from dbcli.engine import ImageResult
 from dbcli.errors import DBNetError
 from dbcli.fileio import atomic_write_json, atomic_write_text, check_writable
+from dbcli.pdf import PdfPage
 from dbcli.progress import plural
 
 FORMATS = ("json", "jsonl", "icdar")
@@ -143,7 +144,13 @@ def icdar_lines(result: ImageResult) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def icdar_name(file: str | Path) -> str:
+def icdar_name(file: str | Path | PdfPage) -> str:
+    """``res_<stem>.txt``; a PDF page (or its name ``report.pdf#page=3``) gives ``res_report_p3.txt``."""
+    if isinstance(file, PdfPage):
+        return f"res_{file.stem}.txt"
+    base, sep, page = str(file).rpartition("#page=")
+    if sep and page.isdigit():
+        return f"res_{Path(base).stem}_p{page}.txt"
     return f"res_{Path(file).stem}.txt"
 
 
