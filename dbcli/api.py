@@ -3,9 +3,10 @@
     from dbcli import Detector
 
     detector = Detector()                      # the shipped "general" weights, loaded once
-    result = detector("examples/street_sign.jpg")
-    for det in result.detections:
-        print(det.points.round(1).tolist(), det.score)
+    result = detector("examples/street_sign.jpg", crops=True)
+    for det, crop in zip(result.detections, result.crops):   # in reading order
+        print(det.points.round(1).tolist(), det.score, crop.shape)
+    pages = detector.pdf("report.pdf")          # one result per page (pip install 'dbnet[pdf]')
 
 It runs the engine of ``dbnet detect`` (``dbcli.engine.run_pipeline``), so a file gives the same
 detections as ``dbnet detect`` with the same options.
@@ -23,6 +24,7 @@ from dbcli.backends import Model, load_model
 from dbcli.engine import Failure, ImageResult, Settings, resolve_settings, run_pipeline
 from dbcli.errors import DBNetError
 from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS
+from dbcli.pdf import DEFAULT_DPI, pdf_pages
 
 __all__ = ["Detector", "ImageResult"]
 
@@ -49,6 +51,8 @@ class Detector:
         batch_size: images per network call (None: 8 on CUDA, 1 on a CPU); results do not depend on it.
         exif: apply files' EXIF orientation (what a viewer shows).
         max_megapixels: files of more pixels are refused (decompression bombs); None: no limit.
+        sort: the order of each image's detections: ``"lines"`` (reading order by text lines, the
+            default), ``"columns"`` (multi-column documents) or ``"none"`` (``dbcli.reading_order``).
 
     Raises ``DBNetError`` when the weights cannot be loaded or a setting is out of range.
     """
@@ -58,13 +62,14 @@ class Detector:
                  max_side: int | None = None, thresh: float | None = None, box_thresh: float | None = None,
                  unclip_ratio: float | None = None, polygon: bool | None = None,
                  batch_size: int | None = None, exif: bool = True,
-                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS, max_candidates: int | None = None):
+                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS, max_candidates: int | None = None,
+                 sort: str = "lines"):
         self.model: Model = load_model(Path(weights) if weights is not None else None, backend, device,
                                        precision)
         self.settings: Settings = resolve_settings(
             self.model, short_side=short_side, max_side=max_side, thresh=thresh, box_thresh=box_thresh,
             unclip_ratio=unclip_ratio, polygon=polygon, batch_size=batch_size, exif=exif,
-            max_megapixels=max_megapixels, max_candidates=max_candidates)
+            max_megapixels=max_megapixels, max_candidates=max_candidates, sort=sort)
 
     @property
     def info(self) -> dict:
@@ -72,17 +77,21 @@ class Detector:
         return self.model.info
 
     @overload
-    def __call__(self, images: list[ImageInput] | tuple[ImageInput, ...]) -> list[ImageResult]: ...
+    def __call__(self, images: list[ImageInput] | tuple[ImageInput, ...], *, crops: bool = False
+                 ) -> list[ImageResult]: ...
 
     @overload
-    def __call__(self, images: ImageInput) -> ImageResult: ...
+    def __call__(self, images: ImageInput, *, crops: bool = False) -> ImageResult: ...
 
-    def __call__(self, images: Any) -> ImageResult | list[ImageResult]:
+    def __call__(self, images: Any, *, crops: bool = False) -> ImageResult | list[ImageResult]:
         """Detect text in one image or a list of them.
 
         Args:
             images: a file path, an ``(H, W, 3)`` uint8 RGB numpy array, a PIL image, or a list or
                 tuple of these.
+            crops: also cut each detected region out: ``.crops`` holds one upright ``(h, w, 3)``
+                uint8 RGB array per detection, in the same order (tilted text straightened,
+                vertical text turned to read left to right; ``dbcli.crops``).
 
         Returns:
             For one image an ``ImageResult``, for a list a list of them in the same order:
@@ -90,19 +99,32 @@ class Detector:
             original image's pixels, clockwise from the top-left corner for boxes, and ``.score``,
             the region's mean text probability in [0, 1]), ``.width`` and ``.height`` in pixels,
             ``.notes`` (lines for the user: a first frame used, a size cap) and ``.capped`` (the
-            probability map had more than ``max_candidates`` candidate regions).
+            probability map had more than ``max_candidates`` candidate regions). Detections are in
+            the ``sort`` order.
 
         Raises:
             DBNetError: an input cannot be read or decoded (the message names it).
         """
         single = not isinstance(images, (list, tuple))
-        sources = [images] if single else list(images)
+        results = self._run([images] if single else list(images), crops)
+        return results[0] if single else results
+
+    def pdf(self, path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, crops: bool = False
+            ) -> list[ImageResult]:
+        """Detect text on every page of a PDF (needs ``pip install 'dbnet[pdf]'``): one result per
+        page, in page order, named ``<path>#page=N``, with points in the pixels of the page rendered
+        at ``dpi`` and ``.page`` (page number, size in points, dpi) to map them back to the PDF
+        (``x_pt = x * 72 / dpi``, ``y_pt = page.height_pt - y * 72 / dpi``). ``crops`` as for a call.
+        Raises ``DBNetError`` for an encrypted, damaged or empty PDF, or a page that fails."""
+        return self._run(list(pdf_pages(Path(path), dpi)), crops)
+
+    def _run(self, sources: list, crops: bool) -> list[ImageResult]:
         results: list[ImageResult] = []
-        for item in run_pipeline(sources, self.model, self.settings):
+        for item in run_pipeline(sources, self.model, self.settings, with_crops=crops):
             if isinstance(item, Failure):
                 raise DBNetError(item.message)
             results.append(item)
-        return results[0] if single else results
+        return results
 
     def __repr__(self) -> str:
         info = self.model.info

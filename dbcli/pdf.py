@@ -24,7 +24,7 @@ from dbcli.imaging import check_pixels
 PDF_EXTENSIONS = {".pdf"}
 DEFAULT_DPI = 144.0
 _PDFIUM_LOCK = threading.Lock()  # PDFium allows one call at a time in a process
-_PASSWORD_ERROR = 4  # FPDF_ERR_PASSWORD
+_NO_ERROR, _PASSWORD_ERROR = 0, 4  # FPDF_ERR_SUCCESS, FPDF_ERR_PASSWORD
 
 
 def is_pdf(path: str | Path) -> bool:
@@ -79,8 +79,11 @@ def _open(path: Path) -> Any:
     try:
         return pdfium.PdfDocument(str(path))
     except pdfium.PdfiumError as exc:
-        if getattr(exc, "err_code", None) == _PASSWORD_ERROR:
+        code = getattr(exc, "err_code", None)
+        if code == _PASSWORD_ERROR:
             raise DBNetError(f"{path}: the PDF is encrypted (it needs a password)") from None
+        if code == _NO_ERROR:  # PDFium refuses a document without pages but names no error
+            raise DBNetError(f"{path}: the PDF has no pages (none that PDFium can read)") from None
         raise DBNetError(f"{path}: not a readable PDF ({exc})") from None
     except OSError as exc:
         raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
