@@ -24,7 +24,6 @@ from dbcli.imaging import check_pixels
 PDF_EXTENSIONS = {".pdf"}
 DEFAULT_DPI = 144.0
 _PDFIUM_LOCK = threading.Lock()  # PDFium allows one call at a time in a process
-_NO_ERROR, _PASSWORD_ERROR = 0, 4  # FPDF_ERR_SUCCESS, FPDF_ERR_PASSWORD
 
 
 def is_pdf(path: str | Path) -> bool:
@@ -77,12 +76,17 @@ def _open(path: Path) -> Any:
     """The open ``pypdfium2.PdfDocument`` (call with the lock held). Raises ``DBNetError``."""
     pdfium = _pdfium(path)
     try:
+        with open(path, "rb"):  # a file that cannot be read is said as such, not as a PDFium error
+            pass
+        # PDFium's last error stays until a failed load sets another, and one failure (a document
+        # without pages) sets none: leave "file not found" behind, which a readable file cannot cause.
+        pdfium.raw.FPDF_LoadDocument(b"/nonexistent/dbnet-reset.pdf", None)
         return pdfium.PdfDocument(str(path))
     except pdfium.PdfiumError as exc:
         code = getattr(exc, "err_code", None)
-        if code == _PASSWORD_ERROR:
+        if code == pdfium.raw.FPDF_ERR_PASSWORD:
             raise DBNetError(f"{path}: the PDF is encrypted (it needs a password)") from None
-        if code == _NO_ERROR:  # PDFium refuses a document without pages but names no error
+        if code == pdfium.raw.FPDF_ERR_FILE:  # no error of its own: PDFium refuses a document without pages
             raise DBNetError(f"{path}: the PDF has no pages (none that PDFium can read)") from None
         raise DBNetError(f"{path}: not a readable PDF ({exc})") from None
     except OSError as exc:
