@@ -63,7 +63,8 @@ def crop_name(key: str, number: int) -> str:
 
 def write_crops(crops: Sequence[np.ndarray], folder: Path, key: str) -> list[Path]:
     """Write ``crops`` as PNG files ``folder / crop_name(key, k)`` (``key`` may hold sub-folders),
-    each atomically; returns their paths. Raises ``DBNetError`` naming a file that cannot be written."""
+    each atomically (temp file + rename; not fsynced one by one: they are re-created by running
+    again); returns their paths. Raises ``DBNetError`` naming a file that cannot be written."""
     paths = []
     for number, crop in enumerate(crops, 1):
         path = folder / crop_name(key, number)
@@ -72,7 +73,7 @@ def write_crops(crops: Sequence[np.ndarray], folder: Path, key: str) -> list[Pat
             raise DBNetError(f"{path}: PNG encoding failed")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            paths.append(atomic_write_bytes(path, data.tobytes()))
+            paths.append(atomic_write_bytes(path, data.tobytes(), durable=False))  # renamed in, not fsynced
         except OSError as exc:
             raise DBNetError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return paths

@@ -11,15 +11,19 @@ from pathlib import Path
 from dbcli.errors import DBNetError
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
+    """Write ``data`` to a temp file beside ``path`` and rename it into place: a crash never leaves
+    half a file. ``durable``: also flush it to the disk before the rename (``fsync``), so that not even
+    a power cut can leave an empty file; many small, re-creatable files (crops) skip that."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions

@@ -56,8 +56,8 @@ def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, fl
                     ) -> np.ndarray:
     """A copy of the ``(H, W, 3)`` RGB image with each closed polygon drawn and its score (or, with
     ``numbers``, its position in ``detections`` from 1: the reading order, as crop files are
-    numbered) written just above it (or below it). On a dense page a label that would cover another
-    detection's text or another label is left out."""
+    numbered) written just above it (or below it). On a dense page a score that would cover another
+    detection's text or another label is left out; a number then goes inside its box's corner."""
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     thickness = max(1, round(min(h, w) / 300))
@@ -81,6 +81,9 @@ def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, fl
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         others = [r for j, r in enumerate(boxes) if j != k and r is not None]
         spot = _label_place(box, (tw + 2, th + base + 3), w, h, taken, others)
+        if spot is None and numbers:  # a number must not go missing: inside the box's top-left corner
+            x0, y0 = min(max(box[0], 0), max(0, w - tw - 2)), min(max(box[1], 0), max(0, h - th - base - 3))
+            spot = (x0, y0, x0 + tw + 2, y0 + th + base + 3)
         if spot is None:
             continue
         taken.append(spot)

@@ -51,3 +51,17 @@ def test_bench_cuda_runs_or_skips(tmp_path):
     assert "skipped: no CUDA device" in run_bench("bench_cuda.py", tmp_path=tmp_path)
     out = run_bench("bench_cuda.py", "--device", "cpu", "--repeats", "1", "--iters", "1", tmp_path=tmp_path)
     assert "inference, network only, batch 1, fp32" in out and "training, batch 2" in out
+
+
+def test_bench_crops_runs(tmp_path):
+    import cv2
+    from planted_model import rect_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "page.png"), rect_image(160, 120, [(20, 30, 120, 50), (20, 70, 100, 90)]))
+    out = run_bench("bench_crops.py", "--images", str(images), "--repeats", "1", "--short-side", "128",
+                    tmp_path=tmp_path)
+    for row in ("detect --sort none (baseline", "detect (default --sort lines), crops off", "detect --crops DIR",
+                "time vs baseline", "crops/s end to end", "cut + PNG encode + atomic write"):
+        assert row in out, row
