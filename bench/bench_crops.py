@@ -1,15 +1,17 @@
 """What reading order and ``--crops`` cost ``dbnet detect``, and how many crops per second it writes.
 
-    python bench/bench_crops.py [--images DIR] [--weights NAME_OR_FILE] [--repeats 5]
+    python bench/bench_crops.py [--images DIR] [--weights NAME_OR_FILE] [--repeats 7] [--loops 5]
 
 Contenders (interleaved in the same run, each a whole ``dbcli.detect.detect`` call over the images,
-JSON written, model loaded once; median of ``--repeats`` passes):
+JSON written, model loaded once; a sample is ``--loops`` such calls, the figure the median of
+``--repeats`` samples):
 - ``--sort none``: no reading order and no crops: the detect of before this feature, the baseline;
 - default (``--sort lines``), crops off: what every ``dbnet detect`` now runs;
 - ``--sort columns``, crops off;
 - ``--crops DIR``: reading order, then one PNG per detection (perspective warp, PNG encoding,
   atomic write).
-Then the crop stage alone (cut + encode + write, on the detections found once): crops per second.
+Then the stages alone, on the detections found once: reading order (ms per image) and crops (cut,
+then cut + encode + write: crops per second).
 
 Inputs: the images of ``--images`` (default: the repository's ``examples/``).
 """
@@ -29,7 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=ROOT / "examples")
     parser.add_argument("--weights", default="general")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--loops", type=int, default=5, help="detect calls per sample (steadier figures)")
     parser.add_argument("--short-side", type=int, default=None)
     args = parser.parse_args()
 
@@ -38,6 +41,7 @@ def main() -> None:
     from dbcli.crops import crop_regions, write_crops
     from dbcli.detect import detect, load_model, resolve_settings, run_pipeline
     from dbcli.inputs import expand_inputs
+    from dbcli.reading_order import reading_order
 
     header("dbnet detect: reading order and --crops (bench/bench_crops.py)")
     images, _ = expand_inputs([args.images])
@@ -53,8 +57,10 @@ def main() -> None:
 
         def run(name: str, mode: str, crops: bool):
             def call():
-                summary = detect(images, tmp_path / f"{name}.json", "json", model, settings[mode], console=quiet,
-                                 out_console=quiet, progress=False, crops=tmp_path / "crops" if crops else None)
+                for _ in range(args.loops):
+                    summary = detect(images, tmp_path / f"{name}.json", "json", model, settings[mode],
+                                     console=quiet, out_console=quiet, progress=False,
+                                     crops=tmp_path / "crops" if crops else None)
                 counts[name] = summary.crops
             return call
 
@@ -65,24 +71,33 @@ def main() -> None:
             "detect --crops DIR (--sort lines)": run("crops", "lines", True),
         }
         times = interleaved(contenders, repeats=args.repeats, warmup=1)
+        n_calls = len(images) * args.loops
         base = median(times["detect --sort none (baseline: no reading order, no crops)"])
         rows = []
         for name, samples in times.items():
-            m = median(samples)
+            m = median(samples) / args.loops
             rows.append([name, f"{len(images) / m:.2f}", f"{m * 1000 / len(images):.1f}", spread(samples),
-                         f"{m / base:.3f}x"])
+                         f"{m * args.loops / base:.3f}x"])
         n_crops = counts["crops"]
         extra = median(times["detect --crops DIR (--sort lines)"]) - median(
             times["detect (default --sort lines), crops off"])
-        print_table(f"{len(images)} images of {args.images} ({args.weights}, CPU, fp32), {n_crops} text regions",
+        crops_time = median(times["detect --crops DIR (--sort lines)"]) / args.loops
+        print_table(f"{len(images)} images of {args.images} ({args.weights}, CPU, fp32), {n_crops} text regions, "
+                    f"{args.loops} passes per sample",
                     ["contender", "images/s", "ms/image", "spread", "time vs baseline"], rows,
-                    [f"crops on: +{extra * 1000 / len(images):.1f} ms/image for "
+                    [f"crops on: +{extra * 1000 / n_calls:.1f} ms/image for "
                      f"{n_crops / len(images):.1f} crops/image (detect --crops writes "
-                     f"{n_crops / median(times['detect --crops DIR (--sort lines)']):.0f} crops/s end to end)"])
+                     f"{n_crops / crops_time:.0f} crops/s end to end)"])
 
         # The crop stage alone: cut + PNG encode + atomic write of every region, detections found once.
         found = [r for r in run_pipeline(images, model, settings["lines"], keep_images=True)
                  if hasattr(r, "detections")]
+        order: list[float] = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for r in found:
+                reading_order([d.points for d in r.detections], "lines")
+            order.append(time.perf_counter() - t0)
         stage: list[float] = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
@@ -97,6 +112,8 @@ def main() -> None:
                 crop_regions(r.image, [d.points for d in r.detections])
             cut.append(time.perf_counter() - t0)
         total = sum(len(r.detections) for r in found)
+        print(f"\nreading order (--sort lines) alone: {median(order) * 1000 / len(found):.2f} ms/image "
+              f"({total / len(found):.1f} regions/image), spread {spread(order)}")
         print_table("The crop stage alone", ["step", "crops/s", "ms/crop", "spread"], [
             ["cut (perspective warp)", f"{total / median(cut):.0f}", f"{median(cut) * 1000 / total:.2f}", spread(cut)],
             ["cut + PNG encode + atomic write", f"{total / median(stage):.0f}", f"{median(stage) * 1000 / total:.2f}",
