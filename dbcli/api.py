@@ -24,7 +24,7 @@ from dbcli.backends import Model, load_model
 from dbcli.engine import Failure, ImageResult, Settings, resolve_settings, run_pipeline
 from dbcli.errors import DBNetError
 from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS
-from dbcli.pdf import DEFAULT_DPI, pdf_pages
+from dbcli.pdf import DEFAULT_DPI, is_pdf, pdf_pages
 
 __all__ = ["Detector", "ImageResult"]
 
@@ -106,7 +106,12 @@ class Detector:
             DBNetError: an input cannot be read or decoded (the message names it).
         """
         single = not isinstance(images, (list, tuple))
-        results = self._run([images] if single else list(images), crops)
+        sources = [images] if single else list(images)
+        for source in sources:
+            if isinstance(source, (str, os.PathLike)) and is_pdf(source):
+                raise DBNetError(f"{source}: a PDF holds pages: detector.pdf({str(source)!r}) gives one result "
+                                 "per page")
+        results = self._run(sources, crops)
         return results[0] if single else results
 
     def pdf(self, path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, crops: bool = False

@@ -234,6 +234,7 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
         if size > 1:  # rank 0 merges every rank's results and writes them in input order
             done_here, n_failed = _merge_ranks(results, failures, size, error)
             n_images, n_dets = len(done_here), sum(len(r.detections) for r in done_here)
+            n_crops = sum(len(r.crop_files or []) for r in done_here)
             if (n_images or n_resumed) and lead:
                 writer = make_writer(out, fmt, out_console, resume)
                 for result in done_here:

@@ -11,6 +11,7 @@ lock; the decode threads of the engine still overlap rendering with the network.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ DEFAULT_DPI = 144.0
 _PDFIUM_LOCK = threading.Lock()  # PDFium allows one call at a time in a process
 
 
-def is_pdf(path: str | Path) -> bool:
+def is_pdf(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in PDF_EXTENSIONS
 
 

@@ -185,3 +185,11 @@ def test_the_python_api_reads_pdf_pages(model_files, tmp_path):
     assert [r.page.number for r in pages if r.page] == [1, 2]
     assert [len(r.detections) for r in pages] == [2, 1]
     assert pages[0].crops is not None and len(pages[0].crops) == 2
+
+
+def test_a_pdf_given_to_a_detector_call_points_to_its_pdf_method(model_files, tmp_path):
+    from dbcli import DBNetError, Detector
+
+    pdf = make_pdf(tmp_path / "report.pdf")
+    with pytest.raises(DBNetError, match=r"report.pdf: a PDF holds pages: detector.pdf\("):
+        Detector(model_files["pt"], device="cpu")(pdf)

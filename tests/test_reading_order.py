@@ -101,3 +101,24 @@ def test_polygons_with_many_points_are_ordered_like_their_boxes():
 
     polys = [arc(200, 100), arc(40, 100), arc(40, 140), arc(200, 142)]
     assert reading_order(polys, "lines") == [1, 0, 2, 3]
+
+
+def test_output_keys_keep_subfolders_and_never_collide(tmp_path):
+    from dbcli.inputs import output_keys
+    from dbcli.pdf import PdfPage
+
+    root = tmp_path / "in"
+    items = [root / "a" / "photo.jpg", root / "b" / "photo.jpg", root / "a" / "scan.jpg", root / "a" / "scan.png",
+             PdfPage(root / "report.pdf", 3), root / "report_p3.png"]
+    assert output_keys(items) == ["a/photo", "b/photo", "a/scan", "a/scan-png", "report_p3", "report_p3-png"]
+    assert output_keys([tmp_path / "one.png"]) == ["one"]
+
+
+def test_an_unknown_sort_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from dbcli.cli import app
+
+    result = CliRunner().invoke(app, ["detect", str(tmp_path / "x.png"), "--sort", "zigzag"])
+    assert result.exit_code == 1
+    assert "unknown --sort 'zigzag' (lines, columns, none)" in result.stderr and "Traceback" not in result.output
