@@ -58,21 +58,39 @@ def _rotate(points: np.ndarray, degrees: float) -> np.ndarray:
     return points @ np.array([[c, -s], [s, c]])
 
 
+def _bands(polygons: Sequence[np.ndarray], centres: np.ndarray, angles: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For regions whose text runs at ``angles`` (radians, one each): ``inside[i, j]`` (j's centre
+    lies within i's height band, across i's direction), ``along[i, j]`` (how far j's centre lies
+    from i's along i's direction, absolute) and each region's half length and half height."""
+    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    normals = np.stack([-np.sin(angles), np.cos(angles)], axis=1)  # (n, 2): "down" across each line
+    half_height = np.array([0.5 * float(np.ptp(p @ normals[i])) for i, p in enumerate(polygons)])
+    half_length = np.array([0.5 * float(np.ptp(p @ directions[i])) for i, p in enumerate(polygons)])
+    offsets = centres[None, :, :] - centres[:, None, :]  # [i, j]: from i's centre to j's
+    across = np.einsum("ijk,ik->ij", offsets, normals)
+    along = np.abs(np.einsum("ijk,ik->ij", offsets, directions))
+    return np.abs(across) <= half_height[:, None] + 1e-9, along, half_length, half_height
+
+
 def _line_groups(polygons: Sequence[np.ndarray], directions: Sequence[tuple[float, float]], skew: float
                  ) -> list[list[int]]:
     """Indices of ``polygons`` grouped into text lines (connected components of the "same line"
-    relation), each group left to right, groups top to bottom. A region that is not line-like (a
-    single letter, vertical text) is measured across the page's direction ``skew``."""
+    relation), each group left to right, groups top to bottom.
+
+    Two regions are on one line when each one's centre lies within the other's height band across
+    the page's direction ``skew``, or, for near neighbours (at most two text heights apart), across
+    their own directions: a short word's own direction is too noisy to follow far (a 4-degree error
+    crosses a line within ~14 heights), but it carries a tilted line, such as a sign in a photo
+    of a level page, from one word to the next. Regions that are not line-like (a single letter,
+    vertical text) go by the page's direction only."""
     n = len(polygons)
-    angles = np.radians([d[0] if _level(d) else skew for d in directions])
-    normals = np.stack([-np.sin(angles), np.cos(angles)], axis=1)  # (n, 2): "down" across each line
     centres = np.stack([p.mean(axis=0) for p in polygons])
-    # Half the extent of each region across its own line direction: its height band.
-    half = np.array([0.5 * float(np.ptp(p @ normals[i])) for i, p in enumerate(polygons)])
-    # offsets[i, j]: how far j's centre lies below i's, across i's line direction.
-    offsets = np.einsum("ijk,ik->ij", centres[None, :, :] - centres[:, None, :], normals)
-    inside = np.abs(offsets) <= half[:, None] + 1e-9
-    same = inside & inside.T
+    page_inside, _, _, _ = _bands(polygons, centres, np.full(n, math.radians(skew)))
+    own = np.radians([d[0] if _level(d) else skew for d in directions])
+    own_inside, along, half_length, half_height = _bands(polygons, centres, own)
+    near = along - half_length[:, None] - half_length[None, :] <= 4 * np.maximum.outer(half_height, half_height)
+    same = (page_inside & page_inside.T) | (own_inside & own_inside.T & near & near.T)
     label = np.full(n, -1)
     groups: list[list[int]] = []
     for start in range(n):  # connected components, breadth first

@@ -37,15 +37,17 @@ def _overlaps(a: Rect, b: Rect) -> bool:
 
 
 def _label_place(box: Rect, size: tuple[int, int], width: int, height: int, taken: list[Rect],
-                 others: list[Rect]) -> Rect | None:
+                 others: list[Rect], beside: bool = False) -> Rect | None:
     """Where a label of ``size`` (w, h) goes for the detection whose bounding box is ``box``: just
-    above it, else just below it, never over another detection (whose text it would hide) nor over
-    a label already placed; None when neither spot is free (the outline is still drawn)."""
+    above it, else just below it (with ``beside``, else left of it, as line numbers sit), never over
+    another detection (whose text it would hide) nor over a label already placed; None when no spot
+    is free (the outline is still drawn)."""
     tw, th = size
     x = min(max(box[0], 0), max(0, width - tw))
-    for y0 in (box[1] - th, box[3]):
-        spot = (x, y0, x + tw, y0 + th)
-        if y0 < 0 or spot[3] > height:
+    spots = [(x, box[1] - th), (x, box[3])] + ([(box[0] - tw - 1, box[1])] if beside else [])
+    for x0, y0 in spots:
+        spot = (x0, y0, x0 + tw, y0 + th)
+        if x0 < 0 or y0 < 0 or spot[2] > width or spot[3] > height:
             continue
         if not any(_overlaps(spot, r) for r in taken) and not any(_overlaps(spot, r) for r in others):
             return spot
@@ -80,7 +82,7 @@ def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, fl
         scale = min(font_scale, max(0.3, (box[3] - box[1]) / 36))  # small text: a small label
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         others = [r for j, r in enumerate(boxes) if j != k and r is not None]
-        spot = _label_place(box, (tw + 2, th + base + 3), w, h, taken, others)
+        spot = _label_place(box, (tw + 2, th + base + 3), w, h, taken, others, beside=numbers)
         if spot is None and numbers:  # a number must not go missing: inside the box's top-left corner
             x0, y0 = min(max(box[0], 0), max(0, w - tw - 2)), min(max(box[1], 0), max(0, h - th - base - 3))
             spot = (x0, y0, x0 + tw + 2, y0 + th + base + 3)

@@ -4,7 +4,7 @@ Text is drawn with OpenCV's built-in fonts (``cv2.FONT_HERSHEY_*``: OpenCV 5 ren
 fonts, OpenCV 4 as Hershey strokes, so the pixels depend on the OpenCV version; the committed
 images were made with opencv-python-headless 5.0).
 
-    python examples/make_examples.py            # rewrites examples/*.jpg
+    python examples/make_examples.py            # rewrites examples/*.jpg and examples/newsletter.pdf
     python examples/make_examples.py --out DIR  # somewhere else
 
 Four scenes of rendered words on varied backgrounds: a street sign on a gradient (horizontal and
@@ -12,6 +12,10 @@ slightly rotated lines), a poster on a noisy textured wall (rotated lines), a ba
 line of text on blurred "bokeh" blobs, and a printed page (many small lines). They are what
 ``dbnet detect examples/`` runs on; the ground-truth polygons of the text lines are printed with
 ``--print-boxes``.
+
+And a two-page PDF, ``newsletter.pdf``, with real (vector) text in PDF's standard Helvetica fonts,
+written by a small PDF writer below: a title across the page over two columns of body text, a
+table, a footer (``dbnet detect examples/newsletter.pdf``, ``--sort columns``; needs ``dbnet[pdf]``).
 """
 
 from __future__ import annotations
@@ -263,6 +267,88 @@ def printed_page(rng) -> tuple[np.ndarray, list]:
     return img, boxes
 
 
+# --- a text PDF (no library: a handful of objects, a content stream per page, a cross-reference table)
+A4 = (595.28, 841.89)  # points
+WORDS = ("the", "market", "opens", "early", "on", "saturday", "with", "fresh", "bread", "local", "music",
+         "and", "a", "new", "library", "hours", "for", "families", "volunteers", "garden", "club", "meets",
+         "every", "week", "near", "station", "bring", "friends", "tickets", "free", "entry", "council")
+
+
+def _pdf_text(text: str) -> str:
+    return "(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
+
+
+def _paragraph_lines(rng, count: int, chars: int) -> list[str]:
+    """``count`` lines of random words, each at most ``chars`` characters, sentences capitalised."""
+    lines, line, start = [], "", True
+    while len(lines) < count:
+        word = str(rng.choice(WORDS))
+        word = word.capitalize() if start else word
+        start = rng.random() < 0.12
+        word += "." if start else ""
+        if len(line) + 1 + len(word) > chars:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines
+
+
+def newsletter_pages(rng) -> list[str]:
+    """The content streams of the newsletter's two pages (PDF operators; y grows upwards)."""
+    w, h = A4
+    ops = ["0.15 0.25 0.55 rg BT /F2 24 Tf 56 770 Td (Riverside Community Newsletter) Tj ET",
+           "0.3 0.3 0.3 rg BT /F1 11 Tf 56 748 Td (Issue 12 - December - What is on in the neighbourhood) Tj ET",
+           "0.15 0.25 0.55 RG 2 w 56 738 m 539 738 l S", "0.1 0.1 0.1 rg"]
+    for column, x in enumerate((56, 312)):
+        y = 712
+        ops.append(f"BT /F2 13 Tf {x} {y} Td ({('Market news', 'Library and clubs')[column]}) Tj ET")
+        y -= 22
+        for k, line in enumerate(_paragraph_lines(rng, 42, 44)):
+            ops.append(f"BT /F1 10 Tf {x} {y} Td {_pdf_text(line)} Tj ET")
+            y -= 14 if k % 10 != 9 else 24  # a paragraph break every ten lines
+    first = "\n".join(ops)
+    ops = ["0.15 0.25 0.55 rg BT /F2 18 Tf 56 780 Td (Opening hours) Tj ET", "0.1 0.1 0.1 rg"]
+    rows = [("Place", "Weekdays", "Saturday")] + [
+        (str(rng.choice(("Library", "Market hall", "Garden club", "Pool", "Town hall", "Museum"))),
+         f"{int(rng.integers(7, 10))}:00 - {int(rng.integers(16, 20))}:00",
+         f"{int(rng.integers(8, 11))}:30 - {int(rng.integers(13, 17))}:00") for _ in range(7)]
+    for r, row in enumerate(rows):
+        y = 740 - 30 * r
+        ops.append(f"0.6 0.6 0.6 RG 0.7 w 56 {y - 9} m 539 {y - 9} l S")
+        for c, cell in enumerate(row):
+            font = "/F2" if r == 0 else "/F1"
+            ops.append(f"BT {font} 11 Tf {66 + 170 * c} {y} Td {_pdf_text(cell)} Tj ET")
+    ops.append("0.4 0.4 0.4 rg BT /F1 9 Tf 56 40 Td (Printed on recycled paper. Page 2 of 2.) Tj ET")
+    ops.append("q 0.8 0.1 0.1 rg 0.966 0.259 -0.259 0.966 360 120 cm BT /F2 30 Tf 0 0 Td (APPROVED) Tj ET Q")
+    return [first, "\n".join(ops)]
+
+
+def pdf_document(streams: list[str], size=A4) -> bytes:
+    """A PDF of one page per content stream, with Helvetica (/F1) and Helvetica-Bold (/F2)."""
+    n = len(streams)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % (5 + 2 * i) for i in range(n)) +
+               b"] /Count %d >>" % n,
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>"]
+    for i, stream in enumerate(streams):
+        data = stream.encode("latin-1")
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %.2f %.2f] /Contents %d 0 R "
+                       b"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> >>" % (size[0], size[1], 6 + 2 * i))
+        objects.append(b"<< /Length %d >>\nstream\n" % len(data) + data + b"\nendstream")
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
 SCENES = [("street_sign.jpg", street_sign), ("poster_wall.jpg", poster_wall),
           ("curved_badge.jpg", curved_badge), ("printed_page.jpg", printed_page)]
 
@@ -285,6 +371,9 @@ def main() -> None:
         if args.print_boxes:
             for box in boxes:
                 print("  " + " ".join(f"{x:.0f},{y:.0f}" for x, y in box))
+    pdf = args.out / "newsletter.pdf"
+    pdf.write_bytes(pdf_document(newsletter_pages(np.random.default_rng(2000))))
+    print(f"{pdf}: 2 A4 pages of text, {pdf.stat().st_size // 1024} KB")
 
 
 if __name__ == "__main__":

@@ -122,3 +122,19 @@ def test_an_unknown_sort_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["detect", str(tmp_path / "x.png"), "--sort", "zigzag"])
     assert result.exit_code == 1
     assert "unknown --sort 'zigzag' (lines, columns, none)" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_short_word_with_a_noisy_tilt_stays_in_its_table_row():
+    """A table of level cells where each row's first cell is a short word whose box came out tilted
+    4.5 degrees (as a minimum-area rectangle of "Library" does) and sits 3 px low: rows still read
+    left to right. Its own direction, followed 200 px across the page, misses its row mates."""
+    cells, where = [], []
+    for r in range(5):
+        y = 100 + 30 * r
+        cells.append(tilt([box(60, y + 3, 60, 22)], 4.5, about=(90, y + 14))[0])  # a descender: 3 px lower
+        where.append((r, 0))
+        for c in (1, 2):
+            cells.append(box(60 + 170 * c, y, 110, 22))
+            where.append((r, c))
+    mixed, perm = shuffled(cells, seed=5)
+    assert [where[perm[i]] for i in reading_order(mixed, "lines")] == sorted(where)
