@@ -64,6 +64,10 @@ def test_the_readme_example_runs(monkeypatch, capsys):
     section = readme[readme.index("## Python API"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(ROOT)
-    exec(compile(code, "README.md (Python API)", "exec"), {})
+    namespace: dict = {}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
     lines = capsys.readouterr().out.splitlines()
-    assert lines and all(re.match(r"0\.\d+ \[\[", line) for line in lines)
+    detections = [line for line in lines if re.match(r"0\.\d+ \[\[", line)]
+    shapes = [line for line in lines if re.match(r"\(\d+, \d+, 3\)$", line)]
+    assert detections and len(shapes) == len(detections) == len(lines) // 2  # one crop per detection
+    assert [p.page.number for p in namespace["pages"]] == [1, 2]  # examples/newsletter.pdf

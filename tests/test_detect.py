@@ -540,9 +540,14 @@ def test_examples_all_decode_and_give_schema(model_files, tmp_path):
     assert set(data) == {"model", "settings", "images"}
     assert len(data["images"]) == len(found)
     for entry in data["images"]:
+        if "page" in entry:  # a page of examples/newsletter.pdf, rendered at 144 dpi
+            assert set(entry) == {"file", "width", "height", "page", "page_size_pt", "dpi", "detections"}
+            assert abs(entry["width"] - entry["page_size_pt"][0] * 2) < 1
+            continue
         assert set(entry) == {"file", "width", "height", "detections"}
         with Image.open(entry["file"]) as im:
             assert max(entry["width"], entry["height"]) == max(im.size)
+    assert sum("page" in e for e in data["images"]) == 2  # the example PDF's two pages
 
 
 def test_shipped_weights_on_examples(tmp_path):
