@@ -192,7 +192,8 @@ def eval_command(
 # --- detect / visualize / export: owned by the inference work ------------------------------------
 def _inputs_arg():
     return typer.Argument(..., metavar="INPUT", show_default=False,
-                          help="Image files, folders (searched recursively for image files) or glob patterns.")
+                          help="Image and PDF files, folders (searched recursively for them) or glob patterns; "
+                               "a PDF gives one result per page.")
 
 
 def _shipped_help() -> str:
@@ -281,7 +282,7 @@ def _dpi_opt():
     return typer.Option(144.0, "--dpi", min=1.0,
                         help="PDF inputs: render pages at this many pixels per inch (144: 10-12 pt text is "
                              "~20-24 px high); points are in these page pixels (x_pt = x * 72 / dpi). "
-                             "Needs pip install 'dbnet[pdf]'.")
+                             "Needs pip install 'dbnet\\[pdf]'.")
 
 
 def _no_exif_opt():
