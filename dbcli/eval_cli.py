@@ -146,7 +146,8 @@ def _load_model(o: EvalOptions, warn):
         warn(model.note)
     polygon = True if o.polygon is None and o.dataset in CURVED_DATASETS else o.polygon
     settings = resolve_settings(model, o.short_side, o.max_side, o.thresh, o.box_thresh, o.unclip_ratio,
-                                polygon, o.batch_size or 1, True, o.max_megapixels, o.max_candidates)
+                                polygon, o.batch_size or 1, True, o.max_megapixels, o.max_candidates,
+                                sort="none")  # scoring needs no reading order
     return model, settings
 
 

@@ -67,7 +67,8 @@ class EvalResult:
 # --- running a backend ----------------------------------------------------------------------------
 def _engine_settings(short_side: int, max_side: int | None, batch_size: int, post: PostConfig,
                      max_megapixels: float | None) -> Settings:
-    return Settings(short_side, max_side, post, max(1, int(batch_size)), True, max_megapixels)
+    return Settings(short_side, max_side, post, max(1, int(batch_size)), True, max_megapixels,
+                    sort="none")  # scoring needs no reading order
 
 
 def iter_prob_maps(samples: Sequence[Sample], prob_fn: Backend | Model, short_side: int = 736,

@@ -190,7 +190,7 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     capped = 0
     backend = Model(ModuleBackend(model, device, amp_dtype), {})
     sources = images if images is not None else [FileImage(Path(s.image_path), s.exif) for s in samples]
-    for item in run_pipeline(sources, backend, Settings(short_side, None, post)):
+    for item in run_pipeline(sources, backend, Settings(short_side, None, post, sort="none")):
         if isinstance(item, Failure):  # (only without the in-memory cache, which skips them up front)
             print(f"warning: validation skips {item.message}", file=sys.stderr)
             continue
