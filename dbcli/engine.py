@@ -81,8 +81,8 @@ def resolve_settings(model: Model, short_side: int | None = None, max_side: int 
     """Options given win; else the weights file's stored values; else the library defaults
     (``PostConfig``, short side 736). ``sort``: the order of each image's detections. ``batch_size``
     None: 8 on CUDA, 1 elsewhere (on a CPU a larger batch only adds memory traffic: batch 4 is ~20%
-    slower per image). ``max_megapixels``: images
-    of more pixels are refused (``None``: no limit). Raises ``DBNetError`` for a value out of range."""
+    slower per image). ``max_megapixels``: images of more pixels are refused (``None``: no limit).
+    Raises ``DBNetError`` for a value out of range."""
     config = post_config_from(model.postprocess, thresh=thresh, box_thresh=box_thresh,
                               unclip_ratio=unclip_ratio, polygon=polygon, max_candidates=max_candidates)
     side = short_side if short_side is not None else (model.short_side or DEFAULT_SHORT_SIDE)

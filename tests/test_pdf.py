@@ -193,3 +193,23 @@ def test_a_pdf_given_to_a_detector_call_points_to_its_pdf_method(model_files, tm
     pdf = make_pdf(tmp_path / "report.pdf")
     with pytest.raises(DBNetError, match=r"report.pdf: a PDF holds pages: detector.pdf\("):
         Detector(model_files["pt"], device="cpu")(pdf)
+
+
+def test_a_page_result_with_crops_survives_the_trip_between_processes():
+    """Under torchrun, results travel as ``to_dict`` entries and come back with ``from_dict``: the
+    page's fields and the crop files must come back too (rank 0 writes them)."""
+    from dbcli.engine import ImageResult
+    from dbcli.pdf import PageInfo
+    from dbcli.postprocess import Detection
+
+    box = np.array([[1.0, 2.0], [30.0, 2.0], [30.0, 12.0], [1.0, 12.0]])
+    result = ImageResult(3, "r.pdf#page=2", 1191, 1684, [Detection(box, 0.9), Detection(box + 20, 0.8)],
+                         page=PageInfo(2, 595.28, 841.89, 144.0), crop_files=["c/r_p2_001.png", "c/r_p2_002.png"])
+    entry = json.loads(json.dumps(result.to_dict()))
+    assert entry["page"] == 2 and entry["page_size_pt"] == [595.28, 841.89] and entry["dpi"] == 144.0
+    assert [d["crop"] for d in entry["detections"]] == ["c/r_p2_001.png", "c/r_p2_002.png"]
+    back = ImageResult.from_dict(3, entry)
+    assert back.to_dict() == entry and back.index == 3
+    plain = ImageResult(0, "a.png", 10, 10, [])
+    assert ImageResult.from_dict(0, plain.to_dict()).to_dict() == {"file": "a.png", "width": 10, "height": 10,
+                                                                    "detections": []}
