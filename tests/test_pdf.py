@@ -213,3 +213,21 @@ def test_a_page_result_with_crops_survives_the_trip_between_processes():
     plain = ImageResult(0, "a.png", 10, 10, [])
     assert ImageResult.from_dict(0, plain.to_dict()).to_dict() == {"file": "a.png", "width": 10, "height": 10,
                                                                     "detections": []}
+
+
+def test_pdf_pages_with_crops_on_the_onnx_backend_never_import_torch(model_files, tmp_path):
+    import subprocess
+
+    from test_detect import TORCH_BLOCKER
+
+    pdf = make_pdf(tmp_path / "report.pdf")
+    script = tmp_path / "no_torch.py"
+    script.write_text(TORCH_BLOCKER)
+    proc = subprocess.run([sys.executable, str(script), "detect", str(pdf), "--weights", str(model_files["onnx"]),
+                           "--out", str(tmp_path / "o.json"), "--crops", str(tmp_path / "crops"), "--sort", "columns"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.rstrip().endswith("TORCH_MODULES=")
+    images = json.loads((tmp_path / "o.json").read_text())["images"]
+    assert [len(e["detections"]) for e in images] == [2, 1]
+    assert all(Path(d["crop"]).is_file() for e in images for d in e["detections"])
