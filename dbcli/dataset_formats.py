@@ -299,8 +299,7 @@ def _parse_ctw1500_xml(path: Path) -> tuple[list[np.ndarray], list[bool]]:
             poly = np.asarray(coords, np.float64).reshape(-1, 2)
         else:
             try:
-                left, top = float(box.get("left")), float(box.get("top"))
-                width, height = float(box.get("width")), float(box.get("height"))
+                left, top, width, height = (float(box.get(k) or "") for k in ("left", "top", "width", "height"))
             except (TypeError, ValueError):
                 raise DBNetError(f"{where}: neither <segs> nor left/top/width/height") from None
             if not all(math.isfinite(v) for v in (left, top, width, height)):
