@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,11 +145,12 @@ def torch_layers(model) -> list[tuple[str, object]]:
     return order
 
 
-def _mismatch(onnx_layer: OnnxLayer, name: str, module) -> str | None:
+def _mismatch(onnx_layer: OnnxLayer, name: str, module: Any) -> str | None:
     """Why ``onnx_layer`` cannot load into ``module`` (None when it can)."""
     from torch import nn
 
-    kinds = {"conv": nn.Conv2d, "conv_transpose": nn.ConvTranspose2d, "bn": nn.BatchNorm2d}
+    kinds: dict[str, type[nn.Module]] = {"conv": nn.Conv2d, "conv_transpose": nn.ConvTranspose2d,
+                                         "bn": nn.BatchNorm2d}
     if type(module) is not kinds[onnx_layer.op]:
         return f"{onnx_layer.name} is a {onnx_layer.op}, {name} a {type(module).__name__}"
     for key, value in onnx_layer.tensors.items():
@@ -157,14 +159,14 @@ def _mismatch(onnx_layer: OnnxLayer, name: str, module) -> str | None:
             return f"{onnx_layer.name} has a {key}, {name} none"
         if tuple(value.shape) != tuple(target.shape):
             return f"{onnx_layer.name} {key} {tuple(value.shape)} vs {name} {tuple(target.shape)}"
-    if onnx_layer.op != "bn":
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):  # the exact type was checked above
         if (module.bias is not None) != ("bias" in onnx_layer.tensors):
             return f"{onnx_layer.name} and {name} differ in having a bias"
         attrs = onnx_layer.attrs
         if tuple(attrs.get("strides", (1, 1))) != tuple(module.stride) or \
                 int(attrs.get("group", 1)) != module.groups:
             return f"{onnx_layer.name} stride/group {attrs.get('strides')}/{attrs.get('group', 1)} vs {name}"
-    elif abs(float(onnx_layer.attrs["epsilon"]) - module.eps) > 1e-9:
+    elif isinstance(module, nn.BatchNorm2d) and abs(float(onnx_layer.attrs["epsilon"]) - module.eps) > 1e-9:
         return f"{onnx_layer.name} epsilon {onnx_layer.attrs['epsilon']:g} vs {module.eps:g}"
     return None
 

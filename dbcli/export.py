@@ -128,7 +128,8 @@ def _export_onnx(module: ProbMapModel, weights: dict, opset: int) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
         try:
-            torch.onnx.export(module, (trace_input,), buffer, input_names=["images"], output_names=["prob"],
+            torch.onnx.export(module, (trace_input,), buffer,  # type: ignore[arg-type]  # a BytesIO works
+                              input_names=["images"], output_names=["prob"],
                               dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
                                             "prob": {0: "batch", 2: "height", 3: "width"}},
                               opset_version=opset, do_constant_folding=True, dynamo=False)

@@ -273,7 +273,7 @@ def saved_config(state: dict, path: Path) -> TrainConfig:
 def _rng_state() -> dict:
     """Every RNG's state in plain types and tensors (loadable with ``weights_only=True``)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+    numpy_state = (name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached))
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -400,9 +400,10 @@ def _make_loader(config: TrainConfig, train_samples: list[Sample], images: list[
                         max_angle=config.max_angle)
     dataset = TrainDataset(train_samples, aug, config.seed, images)
     sampler = EpochSampler(len(dataset), config.seed, rank, world_size, config.batch_size)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+    workers = config.workers or 0  # resolved by prepare_run (None there means "the default")
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", drop_last=True,
-                        persistent_workers=config.workers > 0, prefetch_factor=4 if config.workers else None)
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
     return loader, sampler
 
 
@@ -456,12 +457,12 @@ def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_w
     elif resume_state is not None:  # the run's own architecture, input convention included
         model = DBNet(ModelConfig.from_dict(resume_state["weights"]["model"]))
     else:
-        model = DBNet(ModelConfig(config.arch, config.dcn))
+        model = DBNet(ModelConfig(config.arch or "resnet18", bool(config.dcn)))
     if config.pretrained_backbone and resume_state is None:
         missing, unexpected = load_backbone_state(model, config.pretrained_backbone)
         log(f"backbone from {config.pretrained_backbone}: {len(missing)} missing keys "
             f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}")
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ddp: torch.nn.Module = model
     if distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model

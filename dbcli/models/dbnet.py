@@ -79,6 +79,9 @@ class BgrInput(nn.Module):
     PaddleOCR's (BGR pixels, each normalised with the RGB-order statistics: channel 0 = blue with
     mean 0.485 / std 0.229). Buffers, not parameters: training never changes it."""
 
+    scale: torch.Tensor  # (1, 3, 1, 1)
+    shift: torch.Tensor  # (1, 3, 1, 1)
+
     def __init__(self):
         super().__init__()
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)

@@ -72,7 +72,7 @@ class DeformConv2d(nn.Module):
         """Zero the offset/mask predictor (offsets 0, mask 1: a plain conv). A parent module that
         re-initialises every ``nn.Conv2d`` must call this afterwards."""
         nn.init.zeros_(self.offset_conv.weight)
-        nn.init.zeros_(self.offset_conv.bias)
+        nn.init.zeros_(self.offset_conv.bias)  # type: ignore[arg-type]  # a Conv2d made with a bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         taps = self.kernel_size * self.kernel_size

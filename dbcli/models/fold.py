@@ -13,11 +13,14 @@ from torch import nn
 def _fold_pair(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
     """conv -> bn (eval statistics) becomes one conv with bias; works for Conv2d, ConvTranspose2d and
     DeformConv2d (any module with ``weight`` and optional ``bias`` whose output channels are BN's)."""
-    weight = conv.weight
-    scale = bn.running_var.add(bn.eps).rsqrt()
+    weight: torch.Tensor = conv.weight  # type: ignore[assignment]  # a conv's weight, not a sub-module
+    running_mean, running_var = bn.running_mean, bn.running_var
+    if running_mean is None or running_var is None:
+        raise ValueError("folding a BatchNorm2d needs its running statistics (track_running_stats=True)")
+    scale = running_var.add(bn.eps).rsqrt()
     if bn.weight is not None:
         scale = scale * bn.weight
-    shift = -bn.running_mean * scale
+    shift = -running_mean * scale
     if bn.bias is not None:
         shift = shift + bn.bias
     if isinstance(conv, nn.ConvTranspose2d):
@@ -26,7 +29,7 @@ def _fold_pair(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
         weight.mul_(scale.view(1, -1, 1, 1))  # (in, out, kh, kw)
     else:
         weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))  # (out, in/groups, kh, kw)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+    bias: torch.Tensor = conv.bias if conv.bias is not None else torch.zeros_like(scale)  # type: ignore[assignment]
     new_bias = bias * scale + shift
     conv.bias = nn.Parameter(new_bias.detach().clone(), requires_grad=False)
 
@@ -51,8 +54,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         if isinstance(module, nn.Sequential):
             names = list(children)
             for a, b in zip(names, names[1:]):
-                if _is_conv(children[a]) and isinstance(children[b], nn.BatchNorm2d):
-                    _fold_pair(children[a], children[b])
+                first, second = children[a], children[b]
+                if _is_conv(first) and isinstance(second, nn.BatchNorm2d):
+                    _fold_pair(first, second)
                     setattr(module, b, nn.Identity())
             continue
         for name, child in children.items():

@@ -13,11 +13,12 @@ class DBHead(nn.Module):
 
     def __init__(self, in_ch: int = 256, mid: int = 64, prior_bias: float = 0.0):
         super().__init__()
+        last = nn.ConvTranspose2d(mid, 1, 2, stride=2)
         self.body = nn.Sequential(
             nn.Conv2d(in_ch, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
             nn.ConvTranspose2d(mid, mid, 2, stride=2), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(mid, 1, 2, stride=2))
-        nn.init.constant_(self.body[-1].bias, prior_bias)
+            last)
+        nn.init.constant_(last.bias, prior_bias)  # type: ignore[arg-type]  # bias=True above
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.body(x))
