@@ -15,6 +15,7 @@ import typer
 from dbcli import __version__
 from dbcli.errors import DBNetError
 from dbcli.progress import plural
+from dbcli.weights import SHIPPED, shipped_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -86,7 +87,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Run folder or checkpoint to continue exactly."),
     pretrained_backbone: Optional[Path] = typer.Option(None, help="torchvision ImageNet ResNet state dict."),
     init_weights: Optional[Path] = typer.Option(None, help="Fine-tune: start from this dbnet weights file "
-                                                "or shipped name (general, icdar15, icdar15-r18, icdar15-mv3) "
+                                                f"or shipped name ({shipped_names()}) "
                                                 "with a new optimizer and schedule; its architecture is used."),
     cache_images: bool = typer.Option(True, help="Decode all images once and keep them in memory."),
     max_steps: int = typer.Option(0, help="Stop after N optimizer steps in this run (0: no limit)."),
@@ -135,8 +136,8 @@ def eval_command(
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
     split: Optional[str] = typer.Option(None, help="train or test (default: test)."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", show_default=False,
-                                           help="Weights: a shipped name (general, icdar15, icdar15-r18, "
-                                                "icdar15-mv3), a dbnet .pt or an exported .onnx (default: "
+                                           help=f"Weights: a shipped name ({shipped_names()}), a dbnet .pt "
+                                                "or an exported .onnx (default: "
                                                 "icdar15 for --dataset icdar15, else general)."),
     pred: Optional[Path] = typer.Option(None, help="Score this predictions file (dbnet detect's JSON or JSONL) "
                                                    "instead of running a model."),
@@ -197,8 +198,6 @@ def _inputs_arg():
 
 
 def _shipped_help() -> str:
-    from dbcli.weights import SHIPPED
-
     return "; ".join(f"{w.name}: {w.use}" for w in SHIPPED)
 
 
