@@ -15,6 +15,7 @@ import typer
 from dbcli import __version__
 from dbcli.errors import DBNetError
 from dbcli.progress import plural
+from dbcli.train_config import TrainConfig
 from dbcli.weights import SHIPPED, shipped_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -53,7 +54,7 @@ def _max_candidates_opt():
 
 @app.command()
 def train(
-    dataset: str = typer.Option("icdar15", help="icdar15, td500, totaltext, ctw1500 or custom."),
+    dataset: str = typer.Option(TrainConfig.dataset, help="icdar15, td500, totaltext, ctw1500 or custom."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<dataset>-<arch>-<time>)."),
     arch: Optional[str] = typer.Option(None, show_default=False,
@@ -62,35 +63,41 @@ def train(
     dcn: Optional[bool] = typer.Option(None, "--dcn/--no-dcn", show_default=False,
                                        help="Deformable convolution in stages 3-5 (ResNets; default: the "
                                             "--init-weights file's, else off)."),
-    epochs: int = typer.Option(1200, help="Passes over the training images (paper: 1200)."),
-    batch_size: int = typer.Option(16, help="Images per step per process (paper: 16)."),
-    lr: float = typer.Option(0.007, help="Initial learning rate, poly decay with power 0.9."),
-    warmup_steps: int = typer.Option(0, min=0, help="Raise the lr linearly from ~0 over the first N steps "
-                                     "(fine-tuning with --init-weights: a few hundred; paper: none)."),
-    optimizer: str = typer.Option("sgd", help="sgd (paper: momentum 0.9) or adamw (from-scratch runs on a "
-                                  "small budget leave the constant-map plateau sooner; use --lr 0.001)."),
-    crop_size: int = typer.Option(640, help="Square training crop side in pixels."),
-    scale_min: float = typer.Option(0.5, help="Smallest random rescale factor."),
-    scale_max: float = typer.Option(3.0, help="Largest random rescale factor."),
+    epochs: int = typer.Option(TrainConfig.epochs, help="Passes over the training images (paper: 1200)."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, help="Images per step per process (paper: 16)."),
+    lr: float = typer.Option(TrainConfig.lr, help="Initial learning rate, poly decay with power 0.9."),
+    warmup_steps: int = typer.Option(TrainConfig.warmup_steps, min=0,
+                                     help="Raise the lr linearly from ~0 over the first N steps "
+                                          "(fine-tuning with --init-weights: a few hundred; paper: none)."),
+    optimizer: str = typer.Option(TrainConfig.optimizer,
+                                  help="sgd (paper: momentum 0.9) or adamw (from-scratch runs on a small budget "
+                                       "leave the constant-map plateau sooner; use --lr 0.001)."),
+    crop_size: int = typer.Option(TrainConfig.crop_size, help="Square training crop side in pixels."),
+    scale_min: float = typer.Option(TrainConfig.scale_min, help="Smallest random rescale factor."),
+    scale_max: float = typer.Option(TrainConfig.scale_max, help="Largest random rescale factor."),
     workers: Optional[int] = typer.Option(None, min=0, show_default=False,
                                           help="DataLoader worker processes (labels are made there). Default: "
                                                "4, or the CPUs available if fewer; with --resume: the run's."),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    amp: bool = typer.Option(True, help="Mixed precision (fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX)."),
-    val_fraction: float = typer.Option(0.1, help="Share of training images held out for validation."),
-    val_every: int = typer.Option(10, help="Validate every N epochs."),
+    seed: int = typer.Option(TrainConfig.seed),
+    device: str = typer.Option(TrainConfig.device, help="auto, cpu, cuda or cuda:N."),
+    amp: bool = typer.Option(TrainConfig.amp,
+                             help="Mixed precision (fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX)."),
+    val_fraction: float = typer.Option(TrainConfig.val_fraction,
+                                       help="Share of training images held out for validation."),
+    val_every: int = typer.Option(TrainConfig.val_every, help="Validate every N epochs."),
     val_limit: Optional[int] = typer.Option(None, show_default=False,
                                             help="Validate on at most N held-out images (default: all; "
                                                  "with --resume: the run's)."),
-    val_short_side: int = typer.Option(736, help="Validation test scale: shorter side in pixels."),
+    val_short_side: int = typer.Option(TrainConfig.val_short_side,
+                                       help="Validation test scale: shorter side in pixels."),
     resume: Optional[Path] = typer.Option(None, help="Run folder or checkpoint to continue exactly."),
     pretrained_backbone: Optional[Path] = typer.Option(None, help="torchvision ImageNet ResNet state dict."),
     init_weights: Optional[Path] = typer.Option(None, help="Fine-tune: start from this dbnet weights file "
                                                 f"or shipped name ({shipped_names()}) "
                                                 "with a new optimizer and schedule; its architecture is used."),
-    cache_images: bool = typer.Option(True, help="Decode all images once and keep them in memory."),
-    max_steps: int = typer.Option(0, help="Stop after N optimizer steps in this run (0: no limit)."),
+    cache_images: bool = typer.Option(TrainConfig.cache_images, help="Decode all images once and keep them in memory."),
+    max_steps: int = typer.Option(TrainConfig.max_steps,
+                                  help="Stop after N optimizer steps in this run (0: no limit)."),
     time_limit: Optional[float] = typer.Option(None, show_default=False,
                                                help="Stop with a checkpoint once the run has trained N minutes, "
                                                     "earlier sessions of a resumed run included (default: no "
@@ -107,7 +114,6 @@ def train(
                                                     "--init-weights file's or a resumed run's, else 0.6)."),
 ) -> None:
     """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
-    from dbcli.train import TrainConfig
     from dbcli.train import train as run_training
 
     config = TrainConfig(dataset=dataset, data_root=str(data_root) if data_root else None,
