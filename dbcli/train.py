@@ -356,7 +356,7 @@ def _make_loader(config: TrainConfig, train_samples: list[Sample], images: list[
                         max_angle=config.max_angle)
     dataset = TrainDataset(train_samples, aug, config.seed, images)
     sampler = EpochSampler(len(dataset), config.seed, rank, world_size, config.batch_size)
-    workers = config.workers or 0  # resolved by prepare_run (None there means "the default")
+    workers = config.workers or 0  # set by _resolve_config (None there means "the default")
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", drop_last=True,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
@@ -413,7 +413,7 @@ def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_w
     elif resume_state is not None:  # the run's own architecture, input convention included
         model = DBNet(ModelConfig.from_dict(resume_state["weights"]["model"]))
     else:
-        model = DBNet(ModelConfig(config.arch or "resnet18", bool(config.dcn)))
+        model = DBNet(ModelConfig(config.arch, config.dcn))  # type: ignore[arg-type]  # set by _resolve_config
     if config.pretrained_backbone and resume_state is None:
         missing, unexpected = load_backbone_state(model, config.pretrained_backbone)
         log(f"backbone from {config.pretrained_backbone}: {len(missing)} missing keys "
