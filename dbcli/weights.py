@@ -30,7 +30,7 @@ VERSION = 1  # the newest format version this dbnet reads
 
 @dataclass(frozen=True)
 class ShippedWeights:
-    """A weights file in ``weights/``, selectable by a short name (``--weights general``)."""
+    """A weights file shipped in ``dbcli/shipped_weights/``, selectable by a short name (``--weights general``)."""
 
     name: str
     file: str
@@ -57,8 +57,9 @@ DEFAULT_WEIGHTS_NAME = next(w.file for w in SHIPPED if w.name == DEFAULT_WEIGHTS
 
 
 def weights_dir() -> Path:
-    """``weights/`` beside the package (a source checkout or an editable install)."""
-    return Path(__file__).resolve().parent.parent / "weights"
+    """``dbcli/shipped_weights/``: the shipped weights files and their model cards, installed with the
+    package as package data (a wheel, an sdist, an editable install and a checkout alike)."""
+    return Path(__file__).resolve().parent / "shipped_weights"
 
 
 def shipped_names() -> str:
@@ -68,7 +69,7 @@ def shipped_names() -> str:
 
 def resolve_weights(value: str | Path | None, default: str = DEFAULT_WEIGHTS) -> Path:
     """The weights file meant by ``value``: an existing path as it is, a short name of ``SHIPPED``
-    (``general``) as its file in ``weights/``, anything else as a path (which the loader reports as
+    (``general``) as its file in ``weights_dir()``, anything else as a path (which the loader reports as
     missing). ``None``: ``$DBNET_WEIGHTS`` if set, else the shipped file named ``default``."""
     import os
 
