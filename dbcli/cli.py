@@ -518,6 +518,63 @@ def convert(
     typer.echo(f"verified: max |P_dbnet - P_source| = {result.max_diff:.3g} (limit {tolerance:g})")
 
 
+@app.command()
+def serve(
+    weights: Optional[Path] = _weights_opt(),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, min=1, help="Server processes (uvicorn --workers), each with its own model."),
+    backend: Optional[str] = _backend_opt(),
+    device: str = _device_opt(),
+    precision: str = _precision_opt(),
+    short_side: Optional[int] = _short_side_opt(),
+    max_side: Optional[int] = _max_side_opt(),
+    thresh: Optional[float] = _thresh_opt(),
+    box_thresh: Optional[float] = _box_thresh_opt(),
+    unclip_ratio: Optional[float] = _unclip_opt(),
+    polygon: Optional[bool] = _polygon_opt(),
+    sort: str = _sort_opt(),
+    dpi: float = _dpi_opt(),
+    no_exif: bool = _no_exif_opt(),
+    batch_size: Optional[int] = _batch_opt(),
+    max_candidates: Optional[int] = _max_candidates_opt(),
+    max_megapixels: float = typer.Option(50.0, help="Refuse (413) images and PDF pages of more million pixels."),
+    max_upload_mb: float = typer.Option(50.0, help="Refuse (413) request bodies of more MB."),
+    max_pages: int = typer.Option(100, min=1, help="Refuse (413) PDFs of more pages."),
+    max_queue: int = typer.Option(32, min=1, help="Requests admitted at once (running or waiting); more get "
+                                                  "503 with Retry-After."),
+    max_batch: int = typer.Option(8, min=1, help="Images from concurrent requests run in one engine call (1: "
+                                                 "no micro-batching)."),
+    drain_timeout: float = typer.Option(30.0, min=0.0, help="On SIGTERM, seconds to let requests in flight finish."),
+) -> None:
+    """Serve the detector over HTTP (pip install 'dbnet\\[serve]'): POST /detect, GET /health, GET / (a page).
+
+    POST /detect takes an image or a PDF (multipart field "file", or the raw body) and the options of
+    dbnet detect as query parameters or form fields (thresh, box_thresh, unclip_ratio, polygon, sort,
+    short_side, max_side, max_candidates, dpi, exif, crops), and answers with dbnet detect's JSON.
+    The options here are the defaults of every request.
+    """
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        fail("dbnet serve needs its extra: pip install 'dbnet[serve]'")
+    from dbcli.serve.config import ServeConfig
+    from dbcli.serve.server import serve as run_server
+
+    try:
+        config = ServeConfig(weights=str(weights) if weights is not None else None, device=device, backend=backend,
+                             precision=precision, short_side=short_side, max_side=max_side, thresh=thresh,
+                             box_thresh=box_thresh, unclip_ratio=unclip_ratio, polygon=polygon,
+                             max_candidates=max_candidates, sort=sort, dpi=dpi, exif=not no_exif,
+                             batch_size=batch_size, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels,
+                             max_pages=max_pages, max_queue=max_queue, max_batch=max_batch,
+                             drain_timeout=drain_timeout, host=host, port=port, workers=workers)
+        run_server(config)
+    except DBNetError as exc:
+        fail(str(exc))
+
+
 def _status(message: str):
     """A spinner on stderr while a silent step runs (on a terminal, or with DBNET_PROGRESS=1)."""
     from rich.console import Console
