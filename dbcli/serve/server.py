@@ -4,8 +4,11 @@ the queue and exit."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+from collections.abc import Iterator
 
 from dbcli.serve.config import CONFIG_ENV, ServeConfig
 
@@ -35,4 +38,21 @@ def serve(config: ServeConfig) -> None:
     from dbcli.serve.app import create_app, load_service
 
     service = load_service(config)
-    uvicorn.run(create_app(config, service), **common)  # type: ignore[arg-type]
+    with _exit_status_after_drain():
+        uvicorn.run(create_app(config, service), **common)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _exit_status_after_drain() -> Iterator[None]:
+    """uvicorn drains on SIGTERM / SIGINT, then raises the signal again under the handler it found:
+    let that end the process with status 0 after SIGTERM (a clean, drained stop, as a scheduler
+    expects) and 130 after Ctrl-C, instead of dying by the signal or printing a traceback."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0 if signum == signal.SIGTERM else 130)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
