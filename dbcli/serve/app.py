@@ -60,8 +60,11 @@ def load_service(config: ServeConfig) -> Service:
                         box_thresh=config.box_thresh, unclip_ratio=config.unclip_ratio, polygon=config.polygon,
                         batch_size=config.batch_size, exif=config.exif, max_megapixels=config.max_megapixels,
                         max_candidates=config.max_candidates, sort=config.sort)
+    max_batch = config.max_batch
+    if max_batch is None:
+        max_batch = 8 if str(detector.model.info.get("device", "")).startswith("cuda") else 1
     return Service(config, detector.model, detector.settings,
-                   Scheduler(detector.model, config.max_queue, config.max_batch))
+                   Scheduler(detector.model, config.max_queue, max_batch))
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -51,7 +51,7 @@ class ServeConfig:
     max_megapixels: float = 50.0
     max_pages: int = 100
     max_queue: int = 32
-    max_batch: int = 8
+    max_batch: int | None = None
     drain_timeout: float = 30.0
     host: str = "127.0.0.1"
     port: int = 8000
@@ -59,8 +59,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         positive = {"max_upload_mb": self.max_upload_mb, "max_megapixels": self.max_megapixels,
-                    "max_pages": self.max_pages, "max_queue": self.max_queue, "max_batch": self.max_batch,
-                    "dpi": self.dpi, "workers": self.workers}
+                    "max_pages": self.max_pages, "max_queue": self.max_queue, "dpi": self.dpi,
+                    "workers": self.workers, "max_batch": 1 if self.max_batch is None else self.max_batch}
         for name, value in positive.items():
             if not value > 0:
                 raise DBNetError(f"--{name.replace('_', '-')} must be positive, got {value}")
