@@ -2,7 +2,7 @@
 
     python bench/bench_crops.py [--images DIR] [--weights NAME_OR_FILE] [--repeats 7] [--loops 5]
 
-Contenders (interleaved in the same run, each a whole ``dbcli.detect.detect`` call over the images,
+Contenders (interleaved in the same run, each a whole ``dbcli.inference.detect_files.detect`` call over the images,
 JSON written, model loaded once; a sample is ``--loops`` such calls, the figure the median of
 ``--repeats`` samples):
 - ``--sort none``: no reading order and no crops: the detect of before this feature, the baseline;
@@ -39,10 +39,10 @@ def main() -> None:
 
     from rich.console import Console
 
-    from dbcli.crops import crop_regions, write_crops
-    from dbcli.detect import detect, load_model, resolve_settings, run_pipeline
-    from dbcli.inputs import expand_inputs, output_keys
-    from dbcli.reading_order import reading_order
+    from dbcli.inference.detect_files import detect, load_model, resolve_settings, run_pipeline
+    from dbcli.inference.inputs import expand_inputs, output_keys
+    from dbcli.postprocess.crops import crop_regions, write_crops
+    from dbcli.postprocess.reading_order import reading_order
 
     header("dbnet detect: reading order and --crops (bench/bench_crops.py)")
     images, _ = expand_inputs([args.images])

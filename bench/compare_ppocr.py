@@ -70,9 +70,9 @@ def main() -> int:
     ap.add_argument("--out", default="runs/compare_ppocr", help="folder for the two predictions files")
     args = ap.parse_args()
 
-    from dbcli.backends import load_model
-    from dbcli.datasets import load_samples
-    from dbcli.engine import resolve_settings, run_pipeline
+    from dbcli.data.datasets import load_samples
+    from dbcli.inference.backend import load_model
+    from dbcli.inference.pipeline import resolve_settings, run_pipeline
 
     samples = load_samples("icdar15", args.data_root, "test")
     samples = samples[: args.limit] if args.limit else samples

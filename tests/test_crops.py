@@ -1,4 +1,4 @@
-"""Text crops (``dbcli.crops``, ``dbnet detect --crops``, ``Detector(...)(..., crops=True)``):
+"""Text crops (``dbcli.postprocess.crops``, ``dbnet detect --crops``, ``Detector(...)(..., crops=True)``):
 generated images with rotated rectangles of known size whose halves have known colours, so that a
 crop's size, straightness and orientation can be checked."""
 
@@ -15,8 +15,8 @@ from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.crops import crop_corners, crop_name, crop_region
-from dbcli.reading_order import reading_order
+from dbcli.postprocess.crops import crop_corners, crop_name, crop_region
+from dbcli.postprocess.reading_order import reading_order
 
 RED, BLUE, GREY = (150, 0, 0), (0, 0, 150), (225, 225, 225)
 

@@ -23,20 +23,19 @@ from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.datasets import load_samples
-from dbcli.detect import (
-    DetectInterrupted,
-    Model,
-    Settings,
-    detect,
-    expand_inputs,
-    load_model,
-    partial_path,
-    resolve_settings,
-)
+from dbcli.data.datasets import load_samples
+from dbcli.defaults import MAX_SIDE as DEFAULT_MAX_SIDE
 from dbcli.errors import DBNetError
-from dbcli.evaluate import evaluate_model, evaluate_predictions
-from dbcli.imaging import DEFAULT_MAX_SIDE, decode_image, inference_size, read_image
+from dbcli.evaluation.scoring import evaluate_model, evaluate_predictions
+from dbcli.imaging import decode_image, inference_size, read_image
+from dbcli.inference.backend import Model
+from dbcli.inference.detect_files import DetectInterrupted
+from dbcli.inference.detect_files import detect_files as detect
+from dbcli.inference.inputs import expand_inputs
+from dbcli.inference.loading import load_model
+from dbcli.inference.options import InferenceOptions
+from dbcli.inference.settings import Settings, resolve_settings
+from dbcli.inference.writers import partial_path
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -149,7 +148,7 @@ def test_eval_skips_a_truncated_image(tmp_path):
     samples = load_samples("custom", root, "test")
     messages = []
     result = evaluate_model(samples, lambda b: np.zeros((b.shape[0], *b.shape[2:]), np.float32),
-                            short_side=64, warn=messages.append)
+                            settings=Settings(short_side=64), warn=messages.append)
     assert [Path(p).name for p in result.skipped] == ["cut.jpg"]
     assert result.scores.num_images == 1 and result.scores.num_gt == 1  # its ground truth is not a miss
     assert any("cut.jpg" in m and "truncated" in m for m in messages)
@@ -198,9 +197,9 @@ def test_inference_size_is_capped_by_default():
 def test_short_and_max_side_are_bounded(model_files, tmp_path):
     model = load_model(model_files["onnx"], "onnx", "cpu")
     with pytest.raises(DBNetError, match=r"--short-side must lie in \[32, 4096\]"):
-        resolve_settings(model, short_side=100000)
+        resolve_settings(model, InferenceOptions(short_side=100000))
     with pytest.raises(DBNetError, match="--max-side must lie in"):
-        resolve_settings(model, max_side=10 ** 6)
+        resolve_settings(model, InferenceOptions(max_side=10 ** 6))
     image = write_rgb(tmp_path / "a.png")
     result = invoke("detect", image, "--weights", model_files["onnx"], "--short-side", "100000")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "--short-side" in result.stderr
@@ -363,7 +362,7 @@ def test_known_architectures_come_from_the_models_package():
 
 
 def test_export_checks_out_before_exporting(model_files, tmp_path, monkeypatch):
-    import dbcli.export as export_module
+    import dbcli.interop.export as export_module
 
     def too_early(*args, **kwargs):
         raise AssertionError("exported before --out was checked")
@@ -398,7 +397,7 @@ def _interrupting(model: Model, after: int) -> Model:
 def test_jsonl_keeps_the_images_done_on_interrupt_and_resume_finishes(model_files, tmp_path):
     paths = _images(tmp_path / "in")
     model = load_model(model_files["onnx"], "onnx", "cpu")
-    settings = resolve_settings(model, short_side=96)
+    settings = resolve_settings(model, InferenceOptions(short_side=96))
     straight = tmp_path / "straight.jsonl"
     detect([tmp_path / "in"], straight, "jsonl", model, settings, progress=False)
     want = {json.loads(line)["file"]: line for line in straight.read_text().splitlines()}
@@ -445,11 +444,11 @@ def test_resume_cli(model_files, tmp_path):
 def test_sigterm_ends_detect_like_ctrl_c():
     import time
 
-    from dbcli.cli import _sigterm_as_interrupt
+    from dbcli.commands.common import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler interrupts this at once
     assert signal.getsignal(signal.SIGTERM) == before
@@ -551,7 +550,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _train_config(data: Path, out: Path, **overrides):
-    from dbcli.train import TrainConfig
+    from dbcli.training.config import TrainConfig
 
     base = dict(dataset="custom", data_root=str(data), out=str(out), epochs=1, batch_size=2, crop_size=64,
                 workers=0, device="cpu", val_fraction=0.25, val_every=1, val_short_side=64, log_every=1)
@@ -561,7 +560,8 @@ def _train_config(data: Path, out: Path, **overrides):
 def test_resume_of_a_bad_file_is_one_error_naming_it(tmp_path):
     from fractions import Fraction
 
-    from dbcli.train import TrainConfig, train
+    from dbcli.training.config import TrainConfig
+    from dbcli.training.loop import train
 
     files = {"corrupt.pt": None, "notes.pt": None, "dict.pt": {"a": 1}, "code.pt": None}
     (tmp_path / "corrupt.pt").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
@@ -584,7 +584,7 @@ def test_resume_of_a_bad_file_is_one_error_naming_it(tmp_path):
 
 
 def test_checkpoints_load_weights_only_and_resume_keeps_workers_and_cleans_temps(tiny_data, tmp_path):
-    from dbcli.train import load_checkpoint, train
+    from dbcli.training.loop import load_checkpoint, train
 
     run = tmp_path / "run"
     train(_train_config(tiny_data, run, max_steps=1, epochs=2))
@@ -606,7 +606,7 @@ def test_checkpoints_load_weights_only_and_resume_keeps_workers_and_cleans_temps
 
 def test_default_workers_fit_the_machine():
     from dbcli.cpu import available_cpus, default_workers
-    from dbcli.train import TrainConfig
+    from dbcli.training.config import TrainConfig
 
     assert TrainConfig().workers is None  # resolved per run: a resumed run keeps its own
     assert 1 <= default_workers() <= min(4, available_cpus())
@@ -615,10 +615,10 @@ def test_default_workers_fit_the_machine():
 def test_validation_reports_the_candidate_cap_in_its_result_not_as_a_warning(tiny_data, monkeypatch):
     import warnings
 
-    import dbcli.engine as engine
+    import dbcli.inference.pipeline as engine
     from dbcli.models import DBNet
-    from dbcli.postprocess import PostConfig
-    from dbcli.train import validate
+    from dbcli.postprocess.boxes import PostConfig
+    from dbcli.training.loop import validate
 
     def capped(prob, width, height, config):
         return [], 5000  # 5000 candidate regions, more than max_candidates (1000)

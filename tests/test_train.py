@@ -12,10 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import dbcli.train as train_module
+import dbcli.training.loop as train_module
 from dbcli.cli import app
 from dbcli.errors import DBNetError
-from dbcli.train import TrainConfig, train
+from dbcli.training.config import TrainConfig
+from dbcli.training.loop import train
 from dbcli.weights import build_model, load_weights
 
 runner = CliRunner()
@@ -350,11 +351,14 @@ def test_cli_train_defaults_are_train_config_defaults():
     import dataclasses
     import inspect
 
-    import dbcli.cli as cli
+    from typer.models import OptionInfo
+
+    from dbcli.commands.train import train as train_command
 
     defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
                 for f in dataclasses.fields(TrainConfig)}
-    options = {name: p.default.default for name, p in inspect.signature(cli.train).parameters.items()}
+    options = {name: p.default.default if isinstance(p.default, OptionInfo) else p.default
+               for name, p in inspect.signature(train_command).parameters.items()}
     shared = set(options) & set(defaults)
     assert len(shared) >= 25  # every option but --thresh / --box-thresh (TrainConfig.post) is a field
     assert {name: options[name] for name in shared} == {name: defaults[name] for name in shared}

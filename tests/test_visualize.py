@@ -13,7 +13,8 @@ from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.visualize import BOX_COLOUR, load_predictions
+from dbcli.evaluation.predictions import load_predictions
+from dbcli.inference.drawing import BOX_COLOUR
 
 runner = CliRunner()
 RECTS = {"one.png": (200, 150, [(30, 40, 150, 70)]), "two.jpg": (180, 220, [(40, 60, 140, 90), (50, 150, 120, 190)])}
@@ -126,7 +127,7 @@ def test_visualize_from_predictions_file(images, tmp_path):
 def test_scores_never_cover_another_detection_on_a_dense_page():
     """Lines 6 px apart (a printed page): each score goes above or below its own box, never over the
     text of another one (printed_page.jpg's labels hid the line above)."""
-    from dbcli.visualize import draw_detections
+    from dbcli.inference.drawing import draw_detections
 
     boxes = [(20, 10 + 26 * i, 300, 30 + 26 * i) for i in range(12)]
     dets = [(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64), 0.9) for x0, y0, x1, y1 in boxes]
