@@ -8,7 +8,7 @@ of ``--images DIR``; network input at short side 736 (1280x720 -> 736x1312).
 
 Contenders (interleaved in the same run, median of ``--repeats`` passes over all images):
 - dbcli, torch backend (fp32, and bf16 on CPUs with native bfloat16: ``--precision bf16``) and
-  onnxruntime backend, batch 1 and 8: ``dbcli.inference.detect_files.run_pipeline`` (what
+  onnxruntime backend, batch 1 and 8: ``dbcli.inference.pipeline.run_pipeline`` (what
   ``dbnet detect`` runs: decoding in a thread pool overlapping the network, same-size batches,
   post-processing). The ONNX model is exported from the same weights (``dbcli.interop.export``).
 - PP-OCRv4 det (``rapidocr-onnxruntime==1.4.4``): its ``ch_PP-OCRv4_det_infer.onnx`` through
@@ -105,8 +105,8 @@ def export_onnx(weights: Path, out: Path) -> Path:
 
 
 def load_backends(label: str, weights: Path, onnx_path: Path) -> dict:
-    """``{"<label> torch": model, "<label> onnx": model}`` as ``dbcli.inference.detect_files.load_model`` gives them."""
-    from dbcli.inference.backend import load_model
+    """``{"<label> torch": model, "<label> onnx": model}`` as ``dbcli.inference.loading.load_model`` gives them."""
+    from dbcli.inference.loading import load_model
 
     return {f"{label} torch": load_model(weights, "torch", device="cpu"),
             f"{label} onnx": load_model(onnx_path, "onnx", device="cpu")}
@@ -118,7 +118,8 @@ def prob_fn_of(model):
 
 def run_dbcli(model, paths: list[Path], short_side: int, batch: int):
     """All images through dbnet detect's pipeline; returns the detections per image."""
-    from dbcli.inference.pipeline import Settings, run_pipeline
+    from dbcli.inference.pipeline import run_pipeline
+    from dbcli.inference.settings import Settings
 
     settings = Settings(short_side=short_side, batch_size=batch)
     return [r.detections for r in run_pipeline(paths, model, settings)]
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
         paths = list_images(Path(args.images), args.count) if args.images else make_images(tmp, args.count, args.seed)
         first = cv2.imread(str(paths[0]))
         from dbcli.cpu import cpu_supports_bf16
-        from dbcli.inference.backend import load_model
+        from dbcli.inference.loading import load_model
 
         print(f"# {len(paths)} images ({'from ' + args.images if args.images else 'synthetic'}, first "
               f"{first.shape[1]}x{first.shape[0]}); {threads} threads for torch and onnxruntime")
