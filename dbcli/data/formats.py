@@ -276,6 +276,31 @@ def parse_ctw1500_gt(path: Path) -> tuple[list[np.ndarray], list[bool]]:
     return polygons, ignore
 
 
+def _segs_polygon(segs: str, where: str) -> np.ndarray:
+    """A ``<segs>`` text (x, y, x, y, ... separated by commas or newlines) as ``(K, 2)`` float64."""
+    try:
+        coords = [float(v) for v in segs.replace("\n", ",").split(",") if v.strip()]
+    except ValueError:
+        raise DBNetError(f"{where}: non-numeric <segs>") from None
+    if len(coords) % 2 or len(coords) < 6:
+        raise DBNetError(f"{where}: <segs> needs an even number (>= 6) of coordinates")
+    if not all(math.isfinite(v) for v in coords):
+        raise DBNetError(f"{where}: non-finite coordinate in <segs>")
+    return np.asarray(coords, np.float64).reshape(-1, 2)
+
+
+def _rect_polygon(box: ET.Element, where: str) -> np.ndarray:
+    """A ``<box left= top= width= height=>`` as its 4 corners, ``(4, 2)`` float64."""
+    try:
+        left, top, width, height = (float(box.get(k) or "") for k in ("left", "top", "width", "height"))
+    except (TypeError, ValueError):
+        raise DBNetError(f"{where}: neither <segs> nor left/top/width/height") from None
+    if not all(math.isfinite(v) for v in (left, top, width, height)):
+        raise DBNetError(f"{where}: non-finite left/top/width/height")
+    return np.array([[left, top], [left + width, top], [left + width, top + height], [left, top + height]],
+                    np.float64)
+
+
 def _parse_ctw1500_xml(path: Path) -> tuple[list[np.ndarray], list[bool]]:
     try:
         tree = ET.fromstring(path.read_bytes())
@@ -287,26 +312,7 @@ def _parse_ctw1500_xml(path: Path) -> tuple[list[np.ndarray], list[bool]]:
         label = (box.findtext("label") or "").strip()
         segs = box.findtext("segs")
         where = f"{path}: box {number}"
-        if segs is not None and segs.strip():
-            try:
-                coords = [float(v) for v in segs.replace("\n", ",").split(",") if v.strip()]
-            except ValueError:
-                raise DBNetError(f"{where}: non-numeric <segs>") from None
-            if len(coords) % 2 or len(coords) < 6:
-                raise DBNetError(f"{where}: <segs> needs an even number (>= 6) of coordinates")
-            if not all(math.isfinite(v) for v in coords):
-                raise DBNetError(f"{where}: non-finite coordinate in <segs>")
-            poly = np.asarray(coords, np.float64).reshape(-1, 2)
-        else:
-            try:
-                left, top, width, height = (float(box.get(k) or "") for k in ("left", "top", "width", "height"))
-            except (TypeError, ValueError):
-                raise DBNetError(f"{where}: neither <segs> nor left/top/width/height") from None
-            if not all(math.isfinite(v) for v in (left, top, width, height)):
-                raise DBNetError(f"{where}: non-finite left/top/width/height")
-            poly = np.array([[left, top], [left + width, top], [left + width, top + height],
-                             [left, top + height]], np.float64)
-        polygons.append(poly)
+        polygons.append(_segs_polygon(segs, where) if segs is not None and segs.strip() else _rect_polygon(box, where))
         ignore.append(label == CTW_IGNORE)
     return polygons, ignore
 

@@ -44,34 +44,40 @@ class ImageMatch:
     matches: list[tuple[int, int]] = field(default_factory=list)  # (gt index, det index)
 
 
+def _detections_that_count(dets: list, dont_care: list, area_precision: float) -> list[bool]:
+    """Official script: a detection is dropped when more than ``area_precision`` of it lies inside ONE
+    don't-care region (areas are not summed over regions, which would double-count overlapping ones)."""
+    return [d is not None and not any(d.intersection(g).area / d.area > area_precision for g in dont_care)
+            for d in dets]
+
+
+def _first_match(g: Polygon, dets: list, det_care: list[bool], det_matched: list[bool], iou_threshold: float
+                 ) -> int | None:
+    """The first free, counting detection whose IoU with ``g`` exceeds ``iou_threshold``, or None."""
+    for j, d in enumerate(dets):
+        if det_matched[j] or not det_care[j]:
+            continue
+        if _iou(g, d) > iou_threshold:
+            return j
+    return None
+
+
 def evaluate_image(gt_polygons: list, gt_ignore: list[bool], det_polygons: list,
                    iou_threshold: float = 0.5, area_precision: float = 0.5) -> ImageMatch:
+    """One image under the ICDAR 2015 protocol: each counting ground-truth region, in order, takes the
+    first free counting detection with IoU above ``iou_threshold``."""
     gts = [to_polygon(p) for p in gt_polygons]
     dets = [to_polygon(p) for p in det_polygons]
     gt_care = [g is not None and not ign for g, ign in zip(gts, gt_ignore)]
     dont_care = [g for g, ign in zip(gts, gt_ignore) if ign and g is not None]
-    det_care = []
-    for d in dets:
-        if d is None:
-            det_care.append(False)
-            continue
-        # Official script: dropped when more than area_precision of it lies inside ONE don't-care
-        # region (areas are not summed over regions, which would double-count overlapping ones).
-        det_care.append(not any(d.intersection(g).area / d.area > area_precision for g in dont_care))
-    gt_matched = [False] * len(gts)
+    det_care = _detections_that_count(dets, dont_care, area_precision)
     det_matched = [False] * len(dets)
     matches = []
     for i, g in enumerate(gts):
-        if not gt_care[i]:
-            continue
-        for j, d in enumerate(dets):
-            if gt_matched[i]:
-                break
-            if det_matched[j] or not det_care[j]:
-                continue
-            if _iou(g, d) > iou_threshold:
-                gt_matched[i] = det_matched[j] = True
-                matches.append((i, j))
+        j = _first_match(g, dets, det_care, det_matched, iou_threshold) if gt_care[i] else None
+        if j is not None:
+            det_matched[j] = True
+            matches.append((i, j))
     return ImageMatch(sum(gt_care), sum(det_care), len(matches), matches)
 
 

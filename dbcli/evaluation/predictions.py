@@ -48,13 +48,8 @@ def _points_array(points) -> np.ndarray | None:
     return np.asarray(points, dtype=np.float64)
 
 
-def load_predictions(path: str | Path) -> list[dict]:
-    """Read a ``dbnet detect`` JSON file: ``{"images": [{"file": ..., "width": W, "height": H,
-    "detections": [{"points": [[x, y], ...], "score": s}, ...]}, ...]}``. A bare list of image
-    entries is accepted too, and a ``.jsonl`` file holds one image entry per line (``dbnet detect
-    --format jsonl``). Returns the image entries, each checked; ``DBNetError`` names the file
-    and the entry at fault."""
-    path = Path(path)
+def _read_json(path: Path) -> Any:
+    """The parsed JSON (or JSON Lines) of a predictions file; ``DBNetError`` naming it."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
@@ -62,43 +57,53 @@ def load_predictions(path: str | Path) -> list[dict]:
     except UnicodeDecodeError as exc:
         raise DBNetError(f"{path}: not a JSON predictions file ({exc})") from None
     if path.suffix.lower() == ".jsonl":  # dbnet detect --format jsonl: one image entry per line
-        data: Any = _json_lines(path, text)
-    else:
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            if not _looks_like_jsonl(text):
-                raise DBNetError(f"{path}: not a JSON predictions file ({exc})") from None
-            data = _json_lines(path, text)  # JSON Lines under another name
+        return _json_lines(path, text)
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        if not _looks_like_jsonl(text):
+            raise DBNetError(f"{path}: not a JSON predictions file ({exc})") from None
+        return _json_lines(path, text)  # JSON Lines under another name
+
+
+def _checked_detection(det: Any, where: str) -> tuple[np.ndarray, float]:
+    """One detection's ``(points (K, 2) float64, score)``; ``DBNetError`` at ``where`` when malformed."""
+    points = det.get("points") if isinstance(det, dict) else det
+    arr = _points_array(points)
+    if arr is None:
+        raise DBNetError(f"{where}: \"points\" must be a list of at least 3 [x, y] pairs of finite numbers")
+    score = det.get("score", 1.0) if isinstance(det, dict) else 1.0
+    if not _is_number(score):
+        raise DBNetError(f"{where}: \"score\" must be a finite number, got {json.dumps(score)}")
+    return arr, float(score)
+
+
+def _checked_entry(entry: Any, where: str) -> dict:
+    """One image entry as ``{"file", "width", "height", "polygons", "scores"}``; ``DBNetError`` at ``where``."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        raise DBNetError(f"{where}: each entry needs a \"file\" string")
+    dets = entry.get("detections", [])
+    if not isinstance(dets, list):
+        raise DBNetError(f"{where} ({entry['file']}): \"detections\" must be a list")
+    checked = [_checked_detection(det, f"{where}.detections[{j}] ({entry['file']})") for j, det in enumerate(dets)]
+    return {"file": entry["file"], "width": entry.get("width"), "height": entry.get("height"),
+            "polygons": [arr for arr, _ in checked], "scores": [score for _, score in checked]}
+
+
+def load_predictions(path: str | Path) -> list[dict]:
+    """Read a ``dbnet detect`` JSON file: ``{"images": [{"file": ..., "width": W, "height": H,
+    "detections": [{"points": [[x, y], ...], "score": s}, ...]}, ...]}``. A bare list of image
+    entries is accepted too, and a ``.jsonl`` file holds one image entry per line (``dbnet detect
+    --format jsonl``). Returns the image entries, each checked; ``DBNetError`` names the file
+    and the entry at fault."""
+    path = Path(path)
+    data = _read_json(path)
     if isinstance(data, dict) and "images" not in data and "file" in data:
         data = [data]  # a JSON Lines file of one line
     entries = data.get("images") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise DBNetError(f"{path}: expected an object with an \"images\" list (dbnet detect's format)")
-    checked = []
-    for i, entry in enumerate(entries):
-        where = f"{path}: images[{i}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-            raise DBNetError(f"{where}: each entry needs a \"file\" string")
-        dets = entry.get("detections", [])
-        if not isinstance(dets, list):
-            raise DBNetError(f"{where} ({entry['file']}): \"detections\" must be a list")
-        polygons, scores = [], []
-        for j, det in enumerate(dets):
-            points = det.get("points") if isinstance(det, dict) else det
-            arr = _points_array(points)
-            if arr is None:
-                raise DBNetError(f"{where}.detections[{j}] ({entry['file']}): \"points\" must be a "
-                                 "list of at least 3 [x, y] pairs of finite numbers")
-            score = det.get("score", 1.0) if isinstance(det, dict) else 1.0
-            if not _is_number(score):
-                raise DBNetError(f"{where}.detections[{j}] ({entry['file']}): \"score\" must be a finite "
-                                 f"number, got {json.dumps(score)}")
-            polygons.append(arr)
-            scores.append(float(score))
-        checked.append({"file": entry["file"], "width": entry.get("width"), "height": entry.get("height"),
-                        "polygons": polygons, "scores": scores})
-    return checked
+    return [_checked_entry(entry, f"{path}: images[{i}]") for i, entry in enumerate(entries)]
 
 
 def image_size(path: Path, exif: bool) -> tuple[int, int] | None:

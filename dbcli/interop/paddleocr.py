@@ -60,51 +60,67 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+class _Graph:
+    """An ONNX graph's constants and the nodes that produce and consume each tensor."""
+
+    def __init__(self, graph) -> None:
+        self.consts = _constants(graph)
+        self.producers = {out: node for node in graph.node for out in node.output}
+        self.consumers: dict[str, list] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def constant_of(self, name: str) -> np.ndarray | None:
+        """The constant ``name`` is, directly or through a ``Reshape``, else None."""
+        if name in self.consts:
+            return self.consts[name]
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Reshape" and node.input[0] in self.consts:
+            return self.consts[node.input[0]]
+        return None
+
+    def added_bias(self, node, channels: int) -> np.ndarray | None:
+        """The bias of a conv exported without one: a following ``Add`` of a ``channels``-long constant."""
+        users = self.consumers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Add":
+            return None
+        other = [n for n in users[0].input if n != node.output[0]]
+        value = self.constant_of(other[0]) if len(other) == 1 else None
+        return value.reshape(-1) if value is not None and value.size == channels else None
+
+
+def _bn_layer(node, consts: dict) -> OnnxLayer:
+    scale, bias, mean, var = (consts[n] for n in node.input[1:5])
+    return OnnxLayer("bn", node.input[1], {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var},
+                     {"epsilon": _attrs(node).get("epsilon", 1e-5)})
+
+
+def _conv_layer(node, graph: _Graph) -> OnnxLayer:
+    tensors = {"weight": graph.consts[node.input[1]]}
+    if len(node.input) > 2 and node.input[2]:
+        tensors["bias"] = graph.consts[node.input[2]]
+    else:
+        bias = graph.added_bias(node, tensors["weight"].shape[0 if node.op_type == "Conv" else 1])
+        if bias is not None:
+            tensors["bias"] = bias
+    kind = "conv" if node.op_type == "Conv" else "conv_transpose"
+    return OnnxLayer(kind, node.input[1], tensors, _attrs(node))
+
+
 def onnx_layers(graph, source: str) -> list[OnnxLayer]:
     """The graph's parameterised layers in execution (topological) order. A conv's bias is either its
     third input or a following ``Add`` of a (reshaped) constant, which Paddle's exporter emits."""
-    consts = _constants(graph)
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-
-    def constant_of(name: str) -> np.ndarray | None:
-        if name in consts:
-            return consts[name]
-        node = producers.get(name)
-        if node is not None and node.op_type == "Reshape" and node.input[0] in consts:
-            return consts[node.input[0]]
-        return None
-
+    g = _Graph(graph)
     layers = []
     for node in graph.node:
         if node.op_type not in LAYER_OPS:
             continue
-        missing = [n for n in node.input[1:] if n and n not in consts]
+        missing = [n for n in node.input[1:] if n and n not in g.consts]
         if missing:
             raise DBNetError(f"{source}: layer {node.name or node.op_type} takes a non-constant "
                              f"parameter {missing[0]!r}; not a plain inference export")
-        if node.op_type == "BatchNormalization":
-            scale, bias, mean, var = (consts[n] for n in node.input[1:5])
-            layers.append(OnnxLayer("bn", node.input[1], {"weight": scale, "bias": bias, "running_mean": mean,
-                                                          "running_var": var},
-                                    {"epsilon": _attrs(node).get("epsilon", 1e-5)}))
-            continue
-        tensors = {"weight": consts[node.input[1]]}
-        if len(node.input) > 2 and node.input[2]:
-            tensors["bias"] = consts[node.input[2]]
-        else:
-            users = consumers.get(node.output[0], [])
-            if len(users) == 1 and users[0].op_type == "Add":
-                other = [n for n in users[0].input if n != node.output[0]]
-                value = constant_of(other[0]) if len(other) == 1 else None
-                if value is not None and value.size == tensors["weight"].shape[
-                        0 if node.op_type == "Conv" else 1]:
-                    tensors["bias"] = value.reshape(-1)
-        kind = "conv" if node.op_type == "Conv" else "conv_transpose"
-        layers.append(OnnxLayer(kind, node.input[1], tensors, _attrs(node)))
+        layers.append(_bn_layer(node, g.consts) if node.op_type == "BatchNormalization" else _conv_layer(node, g))
     return layers
 
 

@@ -175,6 +175,52 @@ def cap_message(candidates: int, max_candidates: int) -> str:
             "(--max-candidates raises the cap)")
 
 
+def _polygon_region(prob_map: np.ndarray, contour: np.ndarray, config: PostConfig, scale: tuple[float, float],
+                    size: tuple[int, int]) -> Detection | None:
+    """A contour as a polygon (``config.polygon``), in original-image pixels ``size`` (w, h), or None."""
+    epsilon = 0.002 * cv2.arcLength(contour, True)  # authors' value
+    points = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2)
+    if len(points) < 4:
+        return None
+    if min(cv2.minAreaRect(points)[1]) < config.min_size:  # (int32 = float32 result, see _box_region)
+        return None
+    score = _int_region_score(prob_map, points)
+    if score < config.box_thresh:
+        return None
+    expanded = unclip(points, config.unclip_ratio)
+    if expanded is None or len(expanded) < 3:
+        return None
+    if min(cv2.minAreaRect(expanded.astype(np.float32))[1]) < config.min_size + 2:
+        return None
+    out = expanded * scale
+    np.clip(out, 0, size, out=out)
+    return Detection(out, score)
+
+
+def _box_region(prob_map: np.ndarray, contour: np.ndarray, config: PostConfig, scale: tuple[float, float],
+                size: tuple[int, int]) -> Detection | None:
+    """A contour as a 4-point box (= mini_box, mean score, unclip, mini_box; see _corners), in
+    original-image pixels ``size`` (w, h), or None."""
+    # minAreaRect of the int32 contour = of its float32 copy (convexHull's integer path is exact and
+    # the hull goes to float32 before the rotating calipers), one copy less.
+    rect = cv2.minAreaRect(contour)
+    if min(rect[1]) < config.min_size:
+        return None
+    score = _int_region_score(prob_map, contour)
+    if score < config.box_thresh:
+        return None
+    expanded = _unclip_quad(_corners(rect), config.unclip_ratio)
+    if expanded is None:
+        return None
+    rect = cv2.minAreaRect(expanded)
+    if min(rect[1]) < config.min_size + 2:
+        return None
+    (sx, sy), (width, height) = scale, size
+    out = np.array([[min(max(x * sx, 0.0), width), min(max(y * sy, 0.0), height)] for x, y in _corners(rect)],
+                   dtype=np.float64)
+    return Detection(out, score)
+
+
 def detections_and_candidates(prob_map: np.ndarray, orig_width: int, orig_height: int,
                               config: PostConfig = PostConfig()) -> tuple[list[Detection], int]:
     """``(detections, candidates)``: the detections in original-image pixels from one probability
@@ -188,46 +234,14 @@ def detections_and_candidates(prob_map: np.ndarray, orig_width: int, orig_height
     candidates = len(contours)
     if candidates > config.max_candidates:
         contours = contours[: config.max_candidates]
-    sx, sy = orig_width / w, orig_height / h
-    min_size, box_thresh, unclip_ratio = config.min_size, config.box_thresh, config.unclip_ratio
+    scale, size = (orig_width / w, orig_height / h), (orig_width, orig_height)
+    region = _polygon_region if config.polygon else _box_region
     detections = []
     # Hot loop: cheap rejections first (point count, size), then the score, then the unclip.
     for contour in contours:
         if len(contour) < 3:
             continue
-        if config.polygon:
-            epsilon = 0.002 * cv2.arcLength(contour, True)  # authors' value
-            points = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2)
-            if len(points) < 4:
-                continue
-            if min(cv2.minAreaRect(points)[1]) < min_size:  # (int32 = float32 result, see below)
-                continue
-            score = _int_region_score(prob_map, points)
-            if score < box_thresh:
-                continue
-            expanded = unclip(points, unclip_ratio)
-            if expanded is None or len(expanded) < 3:
-                continue
-            if min(cv2.minAreaRect(expanded.astype(np.float32))[1]) < min_size + 2:
-                continue
-            out = expanded * (sx, sy)
-            np.clip(out, 0, (orig_width, orig_height), out=out)
-        else:  # = mini_box, mean score, unclip, mini_box (see _corners)
-            # minAreaRect of the int32 contour = of its float32 copy (convexHull's integer path is
-            # exact and the hull goes to float32 before the rotating calipers), one copy less.
-            rect = cv2.minAreaRect(contour)
-            if min(rect[1]) < min_size:
-                continue
-            score = _int_region_score(prob_map, contour)
-            if score < box_thresh:
-                continue
-            expanded = _unclip_quad(_corners(rect), unclip_ratio)
-            if expanded is None:
-                continue
-            rect = cv2.minAreaRect(expanded)
-            if min(rect[1]) < min_size + 2:
-                continue
-            out = np.array([[min(max(x * sx, 0.0), orig_width), min(max(y * sy, 0.0), orig_height)]
-                            for x, y in _corners(rect)], dtype=np.float64)
-        detections.append(Detection(out, score))
+        det = region(prob_map, contour, config, scale, size)
+        if det is not None:
+            detections.append(det)
     return detections, candidates

@@ -121,6 +121,22 @@ def _gaps(starts: np.ndarray, ends: np.ndarray) -> list[tuple[float, float]]:
     return gaps
 
 
+def _column_parts(indices: list[int], b: np.ndarray, gutter: float) -> list[list[int]] | None:
+    """``indices`` split at vertical gutters at least ``gutter`` wide into columns, left to right; else
+    split at the widest horizontal gap into the part above and the part below; None when neither
+    exists. ``b``: the deskewed boxes of ``indices``."""
+    cuts = [(lo + hi) / 2 for lo, hi in _gaps(b[:, 0], b[:, 2]) if hi - lo >= gutter]
+    if cuts:
+        column = np.searchsorted(cuts, (b[:, 0] + b[:, 2]) / 2)
+        return [[i for i, c in zip(indices, column) if c == k] for k in range(len(cuts) + 1)]
+    gaps = _gaps(b[:, 1], b[:, 3])
+    if gaps:
+        lo, hi = max(gaps, key=lambda g: g[1] - g[0])
+        above = (b[:, 1] + b[:, 3]) / 2 < (lo + hi) / 2
+        return [[i for i, a in zip(indices, part) if a] for part in (above, ~above)]
+    return None
+
+
 def _xy_cut(indices: list[int], boxes: np.ndarray, gutter: float, polygons: Sequence[np.ndarray],
             directions: Sequence[tuple[float, float]], skew: float, out: list[int]) -> None:
     """Append ``indices`` to ``out`` in column order (see the module doc); ``boxes`` ``(n, 4)`` are the
@@ -128,23 +144,13 @@ def _xy_cut(indices: list[int], boxes: np.ndarray, gutter: float, polygons: Sequ
     if len(indices) <= 1:
         out.extend(indices)
         return
-    b = boxes[indices]
-    cuts = [(lo + hi) / 2 for lo, hi in _gaps(b[:, 0], b[:, 2]) if hi - lo >= gutter]
-    if cuts:  # columns, left to right
-        column = np.searchsorted(cuts, (b[:, 0] + b[:, 2]) / 2)
-        for k in range(len(cuts) + 1):
-            _xy_cut([i for i, c in zip(indices, column) if c == k], boxes, gutter, polygons, directions, skew,
-                    out)
+    parts = _column_parts(indices, boxes[indices], gutter)
+    if parts is None:  # one block: its lines
+        for group in _line_groups([polygons[i] for i in indices], [directions[i] for i in indices], skew):
+            out.extend(indices[i] for i in group)
         return
-    gaps = _gaps(b[:, 1], b[:, 3])
-    if gaps:  # the widest horizontal gap: the part above, then the part below
-        lo, hi = max(gaps, key=lambda g: g[1] - g[0])
-        above = (b[:, 1] + b[:, 3]) / 2 < (lo + hi) / 2
-        for part in (above, ~above):
-            _xy_cut([i for i, a in zip(indices, part) if a], boxes, gutter, polygons, directions, skew, out)
-        return
-    for group in _line_groups([polygons[i] for i in indices], [directions[i] for i in indices], skew):
-        out.extend(indices[i] for i in group)
+    for part in parts:
+        _xy_cut(part, boxes, gutter, polygons, directions, skew, out)
 
 
 def reading_order(polygons: Sequence[np.ndarray], mode: str = "lines") -> list[int]:

@@ -468,6 +468,37 @@ def save_checkpoint(run: Run, state: RunState, path: Path, epoch: int, metrics: 
     atomic_torch_save(checkpoint, path)
 
 
+def _set_lr(run: Run, state: RunState) -> None:
+    """The poly-decayed, warmed-up learning rate of ``state.step`` into ``state.lr`` and the optimizer."""
+    config = run.config
+    progress_frac = state.step / (run.total_steps + 1)
+    if config.time_limit and config.time_schedule:
+        # The schedule ends at whichever comes first: the last step or the time limit.
+        progress_frac = max(progress_frac, (time.time() - state.started) / (config.time_limit * 60))
+    state.lr = poly_lr(config.lr, progress_frac, config.poly_power) * warmup_factor(state.step, config.warmup_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = state.lr
+
+
+def _non_finite(run: Run, state: RunState) -> None:
+    """A skipped step: counted, said, and the run stopped after 10 in a row (``state.stop``)."""
+    state.bad_steps += 1
+    run.log(f"warning: non-finite loss at step {state.step} ({state.bad_steps} in a row): step skipped")
+    run.optimizer.zero_grad(set_to_none=True)
+    if state.bad_steps >= 10:
+        state.stop, state.stop_message = Stop.NON_FINITE, "10 non-finite losses in a row"
+
+
+def _budget_spent(run: Run, state: RunState) -> bool:
+    """Whether ``--max-steps`` or ``--time-limit`` stops the run now (then ``state.stop`` says which)."""
+    config = run.config
+    if config.max_steps and state.step - state.start_step >= config.max_steps:
+        state.stop, state.stop_message = Stop.MAX_STEPS, f"--max-steps {config.max_steps} reached"
+    elif config.time_limit and time.time() - state.started > config.time_limit * 60:
+        state.stop, state.stop_message = Stop.TIME_LIMIT, f"--time-limit {config.time_limit} min reached"
+    return state.stop is not None
+
+
 def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: Any) -> dict:
     """Train on one epoch's batches (the rest of it, for a run resumed mid-epoch); returns
     ``{"batches", "sums", "count", "seen", "t_epoch"}``. Sets ``state.stop`` when the run must stop."""
@@ -479,14 +510,7 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
     count, seen, t_epoch = 0, 0, time.time()
     for batch in run.loader:
         batches += 1
-        progress_frac = state.step / (run.total_steps + 1)
-        if config.time_limit and config.time_schedule:
-            # The schedule ends at whichever comes first: the last step or the time limit.
-            progress_frac = max(progress_frac, (time.time() - state.started) / (config.time_limit * 60))
-        state.lr = poly_lr(config.lr, progress_frac, config.poly_power) * warmup_factor(state.step,
-                                                                                        config.warmup_steps)
-        for group in run.optimizer.param_groups:
-            group["lr"] = state.lr
+        _set_lr(run, state)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         images_t = batch["image"].contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
@@ -494,11 +518,8 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
         parts = db_loss(outputs, batch, run.loss_config)
         loss = parts["loss"]
         if not torch.isfinite(loss):
-            state.bad_steps += 1
-            run.log(f"warning: non-finite loss at step {state.step} ({state.bad_steps} in a row): step skipped")
-            run.optimizer.zero_grad(set_to_none=True)
-            if state.bad_steps >= 10:
-                state.stop, state.stop_message = Stop.NON_FINITE, "10 non-finite losses in a row"
+            _non_finite(run, state)
+            if state.stop is not None:
                 break
             continue
         state.bad_steps = 0
@@ -518,11 +539,7 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
             f"T {sums['loss_thresh'] / count:.4f}) lr {state.lr:.5f} {rate:.1f} img/s"))
         if state.step % config.log_every == 0:
             run.log(f"step {state.step}/{run.total_steps} {progress.tasks[task].fields['info']}")
-        if config.max_steps and state.step - state.start_step >= config.max_steps:
-            state.stop, state.stop_message = Stop.MAX_STEPS, f"--max-steps {config.max_steps} reached"
-            break
-        if config.time_limit and time.time() - state.started > config.time_limit * 60:
-            state.stop, state.stop_message = Stop.TIME_LIMIT, f"--time-limit {config.time_limit} min reached"
+        if _budget_spent(run, state):
             break
     return {"batches": batches, "sums": sums, "count": count, "seen": seen, "t_epoch": t_epoch}
 
@@ -584,17 +601,48 @@ def _save_final_weights(run: Run, state: RunState) -> None:
     run.log(f"weights written to {run.out / 'weights.pt'}")
 
 
-def train(config: TrainConfig, command_line: str = "") -> Path:
-    """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``."""
-    from rich.console import Console
-
+def _prepare_device(config: TrainConfig) -> tuple[torch.device, bool]:
+    """The run's device (CPU tuning applied) and whether this is a torchrun process group."""
     device = pick_device(config.device)
     if device.type == "cpu":
         tune_malloc()
         torch.set_flush_denormal(True)  # denormal activations slow CPU kernels many-fold
-    distributed = init_distributed(device)
-    rank, world_size = world()
-    is_main = rank == 0
+    return device, init_distributed(device)
+
+
+def _announce(run: Run) -> None:
+    """``config.json`` and the run's first log line (main process)."""
+    config, out = run.config, run.out
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    run.log(f"run {out}: {config.arch} ({count_parameters(run.model) / 1e6:.2f}M params) on {run.device}, "
+            f"amp={run.amp_dtype}, {len(run.train_samples)} train / {len(run.val_samples)} val images, "
+            f"{run.steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x "
+            f"{run.world_size}")
+
+
+def _train_epochs(run: Run, state: RunState, console: Any, metrics_file: Any) -> None:
+    """Every epoch left (``train_one_epoch`` then ``_end_epoch``) until the last or a stop."""
+    progress = progress_bar(console, "train", run.total_steps, unit=None, info=True)
+    task = progress.add_task("train", total=run.total_steps, completed=state.step, info="")
+    run.model.train()
+    with progress:
+        for epoch in range(state.start_epoch, run.config.epochs):
+            done = train_one_epoch(run, state, epoch, progress, task)
+            if state.stop is Stop.NON_FINITE:
+                break
+            _end_epoch(run, state, epoch, done, metrics_file)
+            if state.stop is not None:
+                break
+    if state.stop is not None:
+        run.log(f"stopped: {state.stop_message}")
+
+
+def train(config: TrainConfig, command_line: str = "") -> Path:
+    """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``."""
+    from rich.console import Console
+
+    device, distributed = _prepare_device(config)
+    is_main = world()[0] == 0
     console = Console(stderr=True, quiet=not is_main)
     config, resume_state, init_weights = _resolve_config(config)
     out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -607,28 +655,11 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
             log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")
         run = _setup_run(config, out, resume_state, init_weights, device, distributed, log, command_line)
         state = _restore(run, resume_state)
-        config = run.config
         if is_main:
-            (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
-            log(f"run {out}: {config.arch} ({count_parameters(run.model) / 1e6:.2f}M params) on {device}, "
-                f"amp={run.amp_dtype}, {len(run.train_samples)} train / {len(run.val_samples)} val images, "
-                f"{run.steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x "
-                f"{world_size}")
+            _announce(run)
         metrics_file = files.enter_context(open(out / "metrics.jsonl", "a", encoding="utf-8")) if is_main else None
         state.started += time.time()
-        progress = progress_bar(console, "train", run.total_steps, unit=None, info=True)
-        task = progress.add_task("train", total=run.total_steps, completed=state.step, info="")
-        run.model.train()
-        with progress:
-            for epoch in range(state.start_epoch, config.epochs):
-                done = train_one_epoch(run, state, epoch, progress, task)
-                if state.stop is Stop.NON_FINITE:
-                    break
-                _end_epoch(run, state, epoch, done, metrics_file)
-                if state.stop is not None:
-                    break
-        if state.stop is not None:
-            log(f"stopped: {state.stop_message}")
+        _train_epochs(run, state, console, metrics_file)
         if is_main:
             _save_final_weights(run, state)
     if distributed:

@@ -9,16 +9,8 @@ from dbcli.models.dbnet import DBNet
 from dbcli.models.resnet import ResNet
 
 
-def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
-    """Load a torchvision-style ImageNet ResNet checkpoint into ``model.backbone``.
-
-    Returns ``(missing_keys, unexpected_keys)`` (``fc.*`` is always unexpected: there is no ``fc``).
-    Raises ``DBNetError`` naming the file when it is not a checkpoint, when no key matches the
-    backbone, or when tensor shapes do not fit (e.g. a ResNet-50 file for ``--arch resnet18``).
-    """
-    if not isinstance(model.backbone, ResNet):
-        raise DBNetError(f"{path}: --pretrained-backbone loads torchvision ResNet weights; the "
-                         f"{model.config.arch} backbone takes none (start from --init-weights instead)")
+def _read_state(path: str) -> dict:
+    """The tensors of a torchvision-style checkpoint (``module.`` prefixes dropped); ``DBNetError``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -29,7 +21,20 @@ def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DBNetError(f"{path}: not a state dict of tensors (a torchvision ResNet checkpoint)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
+    """Load a torchvision-style ImageNet ResNet checkpoint into ``model.backbone``.
+
+    Returns ``(missing_keys, unexpected_keys)`` (``fc.*`` is always unexpected: there is no ``fc``).
+    Raises ``DBNetError`` naming the file when it is not a checkpoint, when no key matches the
+    backbone, or when tensor shapes do not fit (e.g. a ResNet-50 file for ``--arch resnet18``).
+    """
+    if not isinstance(model.backbone, ResNet):
+        raise DBNetError(f"{path}: --pretrained-backbone loads torchvision ResNet weights; the "
+                         f"{model.config.arch} backbone takes none (start from --init-weights instead)")
+    state = _read_state(path)
     expected = model.backbone.state_dict()
     if not expected.keys() & state.keys():
         raise DBNetError(f"{path}: none of its {len(state)} keys is a {model.config.arch} backbone "
