@@ -2,7 +2,7 @@
 ``visualize``, ``eval``) and of the ``Detector`` API, declared once.
 
 Each field carries its command-line declaration beside its type (``typing.Annotated`` with a
-``typer.Option``): ``dbcli.commands.common.inference_options`` turns the fields into the options of a
+``typer.Option``): ``dbcli.commands.common.options_from`` turns the fields into the options of a
 command. ``None`` means "the weights file's value, else the default in ``dbcli.defaults``"; the
 values are resolved, checked and turned into engine ``Settings`` by ``dbcli.inference.settings``.
 
