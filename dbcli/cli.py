@@ -18,8 +18,11 @@ from dbcli.progress import plural
 from dbcli.train_config import TrainConfig
 from dbcli.weights import SHIPPED, shipped_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  context_settings={"help_option_names": ["-h", "--help"]},
+# Help is click's plain two-column layout (rich_markup_mode=None): every option name stays whole and
+# its description wraps beside it on an 80-column terminal (rich's table cut long names to "--no-time-…"
+# and squeezed the descriptions into a narrow column); up to 120 columns wide on wider terminals.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
                   help="DBNet scene-text detection: train, evaluate, detect, export, visualize.")
 
 
@@ -52,7 +55,7 @@ def _max_candidates_opt():
                              "are dropped with a warning).")
 
 
-@app.command()
+@app.command(short_help="Train DBNet (the paper's recipe by default) into a run folder.")
 def train(
     dataset: str = typer.Option(TrainConfig.dataset, help="icdar15, td500, totaltext, ctw1500 or custom."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
@@ -136,7 +139,7 @@ def train(
 
 
 # --- eval: owned by the datasets/eval work -------------------------------------------------------
-@app.command("eval")
+@app.command("eval", short_help="Score weights or a predictions file on a dataset: P, R, hmean.")
 def eval_command(
     dataset: str = typer.Option("icdar15", help="icdar15, td500, totaltext, ctw1500 or custom."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
@@ -287,7 +290,7 @@ def _dpi_opt():
     return typer.Option(144.0, "--dpi", min=1.0,
                         help="PDF inputs: render pages at this many pixels per inch (144: 10-12 pt text is "
                              "~20-24 px high); points are in these page pixels (x_pt = x * 72 / dpi). "
-                             "Needs pip install 'dbnet\\[pdf]'.")
+                             "Needs pip install 'dbnet[pdf]'.")
 
 
 def _no_exif_opt():
@@ -324,7 +327,7 @@ def _load(weights, backend, device, precision, short_side, max_side, thresh, box
     return model, settings
 
 
-@app.command()
+@app.command(short_help="Find text in images and PDF pages and write its polygons.")
 def detect(
     inputs: list[str] = _inputs_arg(),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
@@ -400,7 +403,7 @@ def detect(
                    f"in {summary.seconds:.1f} s ({rate:.1f} images/s)", err=True)
 
 
-@app.command()
+@app.command(short_help="Draw the detections over each image or page as PNG files.")
 def visualize(
     inputs: list[str] = _inputs_arg(),
     out: Path = typer.Option(..., "--out", "-o", show_default=False,
@@ -456,7 +459,7 @@ def visualize(
     typer.echo(f"wrote {plural(len(summary.written), 'PNG file')} to {out}{skipped}", err=True)
 
 
-@app.command()
+@app.command(short_help="Export weights to ONNX or TorchScript, checked against PyTorch.")
 def export(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", show_default=False,
                                            help="dbnet weights file or shipped name (default: general)."),
@@ -490,7 +493,7 @@ def export(
                f"{'x'.join(map(str, result.input_shape))} input (limit {tolerance:g})")
 
 
-@app.command()
+@app.command(short_help="Convert a PaddleOCR DB detector (ONNX) into a dbnet weights file.")
 def convert(
     source: Path = typer.Argument(..., metavar="MODEL.onnx", show_default=False,
                                   help="A PaddleOCR DB detector exported to ONNX with its BatchNorm layers "
