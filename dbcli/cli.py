@@ -103,12 +103,14 @@ def train(
                                   help="Stop after N optimizer steps in this run (0: no limit)."),
     time_limit: Optional[float] = typer.Option(None, show_default=False,
                                                help="Stop with a checkpoint once the run has trained N minutes, "
-                                                    "earlier sessions of a resumed run included (default: no "
-                                                    "limit; with --resume: the run's)."),
+                                                    "earlier sessions of a resumed run included, with the lr "
+                                                    "schedule fitted into them (see --time-schedule). Default: "
+                                                    "no limit; with --resume: the run's."),
     time_schedule: Optional[bool] = typer.Option(None, "--time-schedule/--no-time-schedule", show_default=False,
                                                  help="With --time-limit: the poly lr decay ends at the time "
-                                                      "limit instead of the last epoch (for compute-budgeted "
-                                                      "runs). Default: off; with --resume: the run's."),
+                                                      "limit (or the last epoch, if sooner), so that a run "
+                                                      "stopped by it ends at a low lr. Default: on with "
+                                                      "--time-limit; with --resume: the run's."),
     thresh: Optional[float] = typer.Option(None, min=0.0, max=1.0, show_default=False,
                                            help="Binarisation threshold for validation (default: the "
                                                 "--init-weights file's or a resumed run's, else 0.3)."),

@@ -135,7 +135,7 @@ def test_scores_never_cover_another_detection_on_a_dense_page():
     for x0, y0, x1, y1 in boxes:
         assert not mask[y0 + 3:y1 - 2, x0 + 3:x1 - 2].any()  # inside each outline: untouched
     # no room above or below: every score but the last goes right of its own line, centred on it
-    for x0, y0, x1, y1 in boxes[:-1]:
+    for _, y0, _, y1 in boxes[:-1]:
         assert mask[y0:y1, 302:330].mean() > 0.4  # a plate (black digits on it)
     assert mask[boxes[-1][3] + 1:, 20:40].mean() > 0.4 and not mask[boxes[-1][1]:boxes[-1][3], 305:].any()
 
@@ -211,7 +211,8 @@ def test_a_number_boxed_in_on_every_side_goes_further_out_with_a_leader_line():
     from dbcli.visualize import _leader, place_labels
 
     cell = 14  # a 3 x 3 grid of touching 14 px cells: no spot beside the middle one, none inside it
-    boxes = [(40 + cell * c, 40 + cell * r, 40 + cell * (c + 1), 40 + cell * (r + 1)) for r in range(3) for c in range(3)]
+    boxes = [(40 + cell * c, 40 + cell * r, 40 + cell * (c + 1), 40 + cell * (r + 1))
+             for r in range(3) for c in range(3)]
     boxes = [boxes[4]] + boxes[:4] + boxes[5:]
     spots = place_labels(boxes, [(20, 12)] + [(0, 0)] * 8, 200, 200, inside=True, required=True)
     spots[1:] = [None] * 8
