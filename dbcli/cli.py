@@ -18,8 +18,11 @@ from dbcli.progress import plural
 from dbcli.train_config import TrainConfig
 from dbcli.weights import SHIPPED, shipped_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  context_settings={"help_option_names": ["-h", "--help"]},
+# Help is click's plain two-column layout (rich_markup_mode=None): every option name stays whole and
+# its description wraps beside it on an 80-column terminal (rich's table cut long names to "--no-time-…"
+# and squeezed the descriptions into a narrow column); up to 120 columns wide on wider terminals.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
                   help="DBNet scene-text detection: train, evaluate, detect, export, visualize.")
 
 
@@ -52,7 +55,7 @@ def _max_candidates_opt():
                              "are dropped with a warning).")
 
 
-@app.command()
+@app.command(short_help="Train DBNet (the paper's recipe by default) into a run folder.")
 def train(
     dataset: str = typer.Option(TrainConfig.dataset, help="icdar15, td500, totaltext, ctw1500 or custom."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
@@ -100,12 +103,14 @@ def train(
                                   help="Stop after N optimizer steps in this run (0: no limit)."),
     time_limit: Optional[float] = typer.Option(None, show_default=False,
                                                help="Stop with a checkpoint once the run has trained N minutes, "
-                                                    "earlier sessions of a resumed run included (default: no "
-                                                    "limit; with --resume: the run's)."),
+                                                    "earlier sessions of a resumed run included, with the lr "
+                                                    "schedule fitted into them (see --time-schedule). Default: "
+                                                    "no limit; with --resume: the run's."),
     time_schedule: Optional[bool] = typer.Option(None, "--time-schedule/--no-time-schedule", show_default=False,
                                                  help="With --time-limit: the poly lr decay ends at the time "
-                                                      "limit instead of the last epoch (for compute-budgeted "
-                                                      "runs). Default: off; with --resume: the run's."),
+                                                      "limit (or the last epoch, if sooner), so that a run "
+                                                      "stopped by it ends at a low lr. Default: on with "
+                                                      "--time-limit; with --resume: the run's."),
     thresh: Optional[float] = typer.Option(None, min=0.0, max=1.0, show_default=False,
                                            help="Binarisation threshold for validation (default: the "
                                                 "--init-weights file's or a resumed run's, else 0.3)."),
@@ -136,7 +141,7 @@ def train(
 
 
 # --- eval: owned by the datasets/eval work -------------------------------------------------------
-@app.command("eval")
+@app.command("eval", short_help="Score weights or a predictions file on a dataset: P, R, hmean.")
 def eval_command(
     dataset: str = typer.Option("icdar15", help="icdar15, td500, totaltext, ctw1500 or custom."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $DBNET_DATA/<dataset>)."),
@@ -287,7 +292,7 @@ def _dpi_opt():
     return typer.Option(144.0, "--dpi", min=1.0,
                         help="PDF inputs: render pages at this many pixels per inch (144: 10-12 pt text is "
                              "~20-24 px high); points are in these page pixels (x_pt = x * 72 / dpi). "
-                             "Needs pip install 'dbnet\\[pdf]'.")
+                             "Needs pip install 'dbnet[pdf]'.")
 
 
 def _no_exif_opt():
@@ -324,12 +329,13 @@ def _load(weights, backend, device, precision, short_side, max_side, thresh, box
     return model, settings
 
 
-@app.command()
+@app.command(short_help="Find text in images and PDF pages and write its polygons.")
 def detect(
     inputs: list[str] = _inputs_arg(),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
-                                       help="Output file (json, jsonl) or folder (icdar). Without it, a "
-                                            "summary table is printed."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", show_default=False, metavar="<path>",
+                                      help="Output file (json, jsonl; a folder such as results/ gets "
+                                           "polygons.json inside it) or folder (icdar). Without it, a "
+                                           "summary table is printed."),
     crops: Optional[Path] = typer.Option(None, "--crops", show_default=False,
                                          help="Also cut every detected region out as an upright PNG into this "
                                               "folder (tilted text straightened, vertical text turned to read "
@@ -375,7 +381,7 @@ def detect(
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
     if fmt is None:
-        fmt = "jsonl" if out is not None and out.suffix.lower() == ".jsonl" else "json"
+        fmt = "jsonl" if out is not None and Path(out).suffix.lower() == ".jsonl" else "json"
     if fmt.lower() not in FORMATS:
         fail(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
     try:
@@ -394,13 +400,13 @@ def detect(
         where = f"wrote {summary.out}: " if summary.out is not None else ""
         skipped = f", {summary.failed} skipped" if summary.failed else ""
         skipped += f", {summary.resumed} done before" if summary.resumed else ""
-        skipped += f", {plural(summary.crops, 'crop')} in {crops}" if crops is not None else ""
         rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0
+        crop_files = f"; {plural(summary.crops, 'crop')} written to {crops}" if crops is not None else ""
         typer.echo(f"{where}{plural(summary.images, 'image')}, {plural(summary.detections, 'text region')}{skipped} "
-                   f"in {summary.seconds:.1f} s ({rate:.1f} images/s)", err=True)
+                   f"in {summary.seconds:.1f} s ({rate:.1f} images/s){crop_files}", err=True)
 
 
-@app.command()
+@app.command(short_help="Draw the detections over each image or page as PNG files.")
 def visualize(
     inputs: list[str] = _inputs_arg(),
     out: Path = typer.Option(..., "--out", "-o", show_default=False,
@@ -456,7 +462,7 @@ def visualize(
     typer.echo(f"wrote {plural(len(summary.written), 'PNG file')} to {out}{skipped}", err=True)
 
 
-@app.command()
+@app.command(short_help="Export weights to ONNX or TorchScript, checked against PyTorch.")
 def export(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", show_default=False,
                                            help="dbnet weights file or shipped name (default: general)."),
@@ -490,7 +496,7 @@ def export(
                f"{'x'.join(map(str, result.input_shape))} input (limit {tolerance:g})")
 
 
-@app.command()
+@app.command(short_help="Convert a PaddleOCR DB detector (ONNX) into a dbnet weights file.")
 def convert(
     source: Path = typer.Argument(..., metavar="MODEL.onnx", show_default=False,
                                   help="A PaddleOCR DB detector exported to ONNX with its BatchNorm layers "

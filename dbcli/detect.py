@@ -33,7 +33,17 @@ from dbcli.fileio import acquire_lock, release_lock
 from dbcli.inputs import Input, expand_inputs, input_name, output_keys
 from dbcli.pdf import DEFAULT_DPI
 from dbcli.progress import plural, progress_bar, warn
-from dbcli.writers import FORMATS, JsonlWriter, Writer, done_files, file_key, icdar_name, make_writer, partial_path  # noqa: F401
+from dbcli.writers import (  # noqa: F401
+    FORMATS,
+    JsonlWriter,
+    Writer,
+    done_files,
+    file_key,
+    icdar_name,
+    make_writer,
+    output_path,
+    partial_path,
+)
 
 
 def _world() -> tuple[int, int]:
@@ -160,8 +170,10 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
            model: Model | None = None, settings: Settings | None = None, *, console=None,
            out_console=None, progress: bool = True, resume: bool = False, crops: str | Path | None = None,
            dpi: float = DEFAULT_DPI) -> DetectSummary:
-    """Detect text in ``inputs`` and write ``out`` (see the module doc). ``model`` and ``settings``
-    come from ``load_model`` and ``resolve_settings``. ``resume`` (jsonl): skip the images already in
+    """Detect text in ``inputs`` and write ``out`` (see the module doc; with json and jsonl, a folder,
+    existing or ending in ``/``, gets ``polygons.json`` / ``polygons.jsonl`` inside it, named in
+    ``DetectSummary.out``). ``model`` and ``settings`` come from ``load_model`` and
+    ``resolve_settings``. ``resume`` (jsonl): skip the images already in
     ``<out>.partial`` (an interrupted run) or ``out`` and append the others. ``crops``: a folder for
     one rectified PNG per detection, ``<key>_<NNN>.png`` (``dbcli.inputs.output_keys``, numbered
     from 1 in the detections' order), each named in its detection's ``crop`` entry. ``dpi``: the
@@ -176,7 +188,7 @@ def detect(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, f
     if model is None:
         model = load_model()
     fmt = (fmt or "json").lower()
-    out = Path(out) if out is not None else None
+    out = output_path(out, fmt)  # json / jsonl into a folder (``results/``): results/polygons.json
     crops = Path(crops) if crops is not None else None
     _check_request(fmt, out, resume, crops)
 

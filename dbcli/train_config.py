@@ -52,7 +52,8 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps in this run (0: no limit)
     # Budget: stop (with a checkpoint) after this many minutes of training in all, earlier sessions of
     # a resumed run included (0: no limit); with time_schedule the poly decay ends at that limit.
-    # None: 0 / False for a new run, the run's own values for --resume.
+    # None: for a new run no limit, and a schedule that follows the time limit when there is one; for
+    # --resume the run's own values.
     time_limit: float | None = None
     time_schedule: bool | None = None
     loss: dict = field(default_factory=_default_loss)  # LossConfig as a dict
