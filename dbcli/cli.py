@@ -8,8 +8,11 @@ import typer
 from dbcli import __version__
 from dbcli.commands import convert, detect, evaluate, export, train, visualize
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  context_settings={"help_option_names": ["-h", "--help"]},
+# Help is click's plain two-column layout (rich_markup_mode=None): every option name stays whole and
+# its description wraps beside it on an 80-column terminal (rich's table cut long names to "--no-time-…"
+# and squeezed the descriptions into a narrow column); up to 120 columns wide on wider terminals.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
                   help="DBNet scene-text detection: train, evaluate, detect, export, visualize.")
 
 
@@ -25,12 +28,12 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """DBNet (Liao et al., AAAI 2020) scene-text detector."""
 
 
-app.command()(train.train)
-app.command("eval")(evaluate.eval_command)
-app.command()(detect.detect)
-app.command()(visualize.visualize)
-app.command()(export.export)
-app.command()(convert.convert)
+app.command(short_help="Train DBNet (the paper's recipe by default) into a run folder.")(train.train)
+app.command("eval", short_help="Score weights or a predictions file on a dataset: P, R, hmean.")(evaluate.eval_command)
+app.command(short_help="Find text in images and PDF pages and write its polygons.")(detect.detect)
+app.command(short_help="Draw the detections over each image or page as PNG files.")(visualize.visualize)
+app.command(short_help="Export weights to ONNX or TorchScript, checked against PyTorch.")(export.export)
+app.command(short_help="Convert a PaddleOCR DB detector (ONNX) into a dbnet weights file.")(convert.convert)
 
 
 def run() -> None:

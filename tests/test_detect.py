@@ -26,6 +26,7 @@ from dbcli.inference.loading import load_model
 from dbcli.inference.options import InferenceOptions
 from dbcli.inference.pipeline import run_pipeline
 from dbcli.inference.settings import resolve_settings
+from dbcli.inference.writers import output_path
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -199,6 +200,29 @@ def test_icdar_and_jsonl_match_json(model_files, image_dir, tmp_path, monkeypatc
         result = invoke("detect", image_dir / "a.png", "--format", fmt, "--out", blocker / "sub" / f"p.{fmt}",
                         *common)
         assert result.exit_code == 1 and "cannot write" in result.stderr, (fmt, result.output)
+
+
+def test_out_folder_gets_polygons_file_inside(model_files, image_dir, tmp_path):
+    """``--out results/`` (or an existing folder) with json / jsonl writes ``polygons.json`` /
+    ``polygons.jsonl`` inside the folder and says so, never a file named ``results``."""
+    common = ["--weights", model_files["onnx"], "--device", "cpu", "--short-side", "192"]
+    result = invoke("detect", image_dir / "a.png", "--out", f"{tmp_path / 'results'}/", *common)
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "results" / "polygons.json"
+    assert (tmp_path / "results").is_dir() and json.loads(written.read_text())["images"][0]["file"].endswith("a.png")
+    assert f"wrote {written}:" in result.stderr
+    # an existing folder, no trailing slash, jsonl: polygons.jsonl inside it; --resume finds it again
+    (tmp_path / "lines").mkdir()
+    for extra in ([], ["--resume"]):
+        result = invoke("detect", image_dir / "a.png", image_dir / "b.jpg", "--format", "jsonl",
+                        "--out", tmp_path / "lines", *extra, *common)
+        assert result.exit_code == 0, result.output
+        assert f"wrote {tmp_path / 'lines' / 'polygons.jsonl'}:" in result.stderr
+    assert len((tmp_path / "lines" / "polygons.jsonl").read_text().splitlines()) == 2
+    assert "2 done before" in result.stderr
+    # icdar: the folder itself, as before
+    assert output_path(f"{tmp_path / 'icdar'}/", "icdar") == tmp_path / "icdar"
+    assert output_path(tmp_path / "p.json", "json") == tmp_path / "p.json"
 
 
 def test_summary_table_without_out(model_files, image_dir):

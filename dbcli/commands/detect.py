@@ -17,18 +17,19 @@ def _summary_line(summary, crops: Path | None) -> str:
     where = f"wrote {summary.out}: " if summary.out is not None else ""
     skipped = f", {summary.failed} skipped" if summary.failed else ""
     skipped += f", {summary.resumed} done before" if summary.resumed else ""
-    skipped += f", {plural(summary.crops, 'crop')} in {crops}" if crops is not None else ""
     rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0
+    crop_files = f"; {plural(summary.crops, 'crop')} written to {crops}" if crops is not None else ""
     return (f"{where}{plural(summary.images, 'image')}, {plural(summary.detections, 'text region')}{skipped} "
-            f"in {summary.seconds:.1f} s ({rate:.1f} images/s)")
+            f"in {summary.seconds:.1f} s ({rate:.1f} images/s){crop_files}")
 
 
 @options_from(InferenceOptions)
 def detect(
     inputs: list[str] = inputs_arg(),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
-                                       help="Output file (json, jsonl) or folder (icdar). Without it, a "
-                                            "summary table is printed."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", show_default=False, metavar="<path>",
+                                      help="Output file (json, jsonl; a folder such as results/ gets "
+                                           "polygons.json inside it) or folder (icdar). Without it, a "
+                                           "summary table is printed."),
     crops: Optional[Path] = typer.Option(None, "--crops", show_default=False,
                                          help="Also cut every detected region out as an upright PNG into this "
                                               "folder (tilted text straightened, vertical text turned to read "
@@ -61,7 +62,7 @@ def detect(
     from dbcli.inference.writers import FORMATS
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
-    fmt = fmt or ("jsonl" if out is not None and out.suffix.lower() == ".jsonl" else "json")
+    fmt = fmt or ("jsonl" if out is not None and Path(out).suffix.lower() == ".jsonl" else "json")
     if fmt.lower() not in FORMATS:
         fail(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
     try:

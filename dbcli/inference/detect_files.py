@@ -31,7 +31,16 @@ from dbcli.inference.loading import load_model
 from dbcli.inference.pipeline import run_pipeline
 from dbcli.inference.records import Failure, ImageRecord
 from dbcli.inference.settings import Settings
-from dbcli.inference.writers import FORMATS, JsonlWriter, Writer, done_files, file_key, icdar_name, make_writer
+from dbcli.inference.writers import (
+    FORMATS,
+    JsonlWriter,
+    Writer,
+    done_files,
+    file_key,
+    icdar_name,
+    make_writer,
+    output_path,
+)
 from dbcli.postprocess.crops import write_crops
 from dbcli.progress import plural, progress_bar, warn
 
@@ -261,8 +270,10 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
                  model: Model | None = None, settings: Settings | None = None, *, console: Any = None,
                  out_console: Any = None, progress: bool = True, resume: bool = False,
                  crops: str | Path | None = None, dpi: float = defaults.DPI) -> DetectSummary:
-    """Detect text in ``inputs`` and write ``out`` (see the module doc). ``model`` and ``settings``
-    come from ``dbcli.inference.loading.load``. ``resume`` (jsonl): skip the images already in
+    """Detect text in ``inputs`` and write ``out`` (see the module doc; with json and jsonl, a folder,
+    existing or ending in ``/``, gets ``polygons.json`` / ``polygons.jsonl`` inside it, named in
+    ``DetectSummary.out``). ``model`` and ``settings`` come from ``dbcli.inference.loading.load``.
+    ``resume`` (jsonl): skip the images already in
     ``<out>.partial`` (an interrupted run) or ``out`` and append the others. ``crops``: a folder for
     one rectified PNG per detection, ``<key>_<NNN>.png`` (``dbcli.inference.inputs.output_keys``,
     numbered from 1 in the detections' order), each named in its detection's ``crop`` entry.
@@ -276,7 +287,7 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
     settings = settings or Settings()
     model = model if model is not None else load_model()
     fmt = (fmt or "json").lower()
-    out = Path(out) if out is not None else None
+    out = output_path(out, fmt)  # json / jsonl into a folder (``results/``): results/polygons.json
     crops = Path(crops) if crops is not None else None
     _check_request(fmt, out, resume, crops)
     plan = plan_inputs(inputs, fmt, out, resume, dpi)

@@ -21,34 +21,102 @@ TEXT_COLOUR = (0, 0, 0)
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (pixels, exclusive ends)
 
 
-def _overlaps(a: Rect, b: Rect) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _label_place(box: Rect, size: tuple[int, int], width: int, height: int, taken: list[Rect],
-                 others: list[Rect], beside: bool = False) -> Rect | None:
-    """Where a label of ``size`` (w, h) goes for the detection whose bounding box is ``box``: just
-    above it, else just below it (with ``beside``, else left of it, as line numbers sit), never over
-    another detection (whose text it would hide) nor over a label already placed; None when no spot
-    is free (the outline is still drawn)."""
+def _candidates(box: Rect, size: tuple[int, int], width: int, inside: bool, far: int) -> np.ndarray:
+    """Spots ``(k, 4)`` for a label of ``size`` (w, h) beside ``box``, in order of preference: just
+    above it (left-aligned, kept inside the image's ``width``), just below, left of it (where line
+    numbers go), right of it (both centred on it), (``inside``: in its top-left corner); then ``far`` rings of spots
+    further out, half a label height apart (reached by a leader line)."""
     tw, th = size
-    x = min(max(box[0], 0), max(0, width - tw))
-    spots = [(x, box[1] - th), (x, box[3])] + ([(box[0] - tw - 1, box[1])] if beside else [])
-    for x0, y0 in spots:
-        spot = (x0, y0, x0 + tw, y0 + th)
-        if x0 < 0 or y0 < 0 or spot[2] > width or spot[3] > height:
+    x0, y0, x1, y1 = box
+    cy = (y0 + y1 - th) // 2
+    xa = min(max(x0, 0), max(0, width - tw))
+    spots = [(xa, y0 - th), (xa, y1), (x0 - tw - 1, cy), (x1 + 1, cy)] + ([(xa, y0)] if inside else [])
+    for step in range(1, far + 1):
+        d = step * max(th // 2, 1)
+        spots += [(xa, y0 - th - d), (xa, y1 + d), (x1 + 1 + d, cy), (x0 - tw - 1 - d, cy),
+                  (x1 + 1 + d, y0 - th - d), (x0 - tw - 1 - d, y0 - th - d), (x1 + 1 + d, y1 + d),
+                  (x0 - tw - 1 - d, y1 + d)]
+    xy = np.array(spots, np.int64).reshape(-1, 2)
+    return np.concatenate([xy, xy + [tw, th]], axis=1)
+
+
+def _overlap_area(spots: np.ndarray, rects: np.ndarray) -> np.ndarray:
+    """``(k, n)`` intersection areas of ``spots (k, 4)`` with ``rects (n, 4)`` (exclusive ends)."""
+    w = np.minimum(spots[:, None, 2], rects[None, :, 2]) - np.maximum(spots[:, None, 0], rects[None, :, 0])
+    h = np.minimum(spots[:, None, 3], rects[None, :, 3]) - np.maximum(spots[:, None, 1], rects[None, :, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
+def place_labels(boxes: Sequence[Rect | None], sizes: Sequence[tuple[int, int]], width: int, height: int, *,
+                 inside: bool = False, required: bool = False, pad: int = 0, far: int = 8,
+                 clearance: float = 0.25) -> list[Rect | None]:
+    """Where each detection's label goes: for the detection bounding ``boxes[k]`` (x0, y0, x1, y1 in
+    pixels, exclusive ends; None: no label) a rectangle of ``sizes[k]`` (w, h) inside the
+    ``width`` x ``height`` image that overlaps no other detection's box (grown by ``pad`` pixels,
+    an outline's half-thickness) nor, just above or below its box, comes nearer to one than
+    ``clearance`` of its own height (a label under its box but touching the next line reads as that
+    line's), and overlaps
+    no label placed before it. The first free spot of ``_candidates`` wins (``inside``: the label may sit in
+    its own box's corner); ``far`` rings further out are tried too (draw a leader line to those).
+    When no spot is free the label is None, or with ``required`` (numbers must not go missing) the
+    spot covering the least of other boxes and labels. Returns one rectangle (or None) per box."""
+    real = [(k, b) for k, b in enumerate(boxes) if b is not None]
+    grown = np.array([[b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad] for _, b in real], np.int64).reshape(-1, 4)
+    owner = np.array([k for k, _ in real], np.int64)
+    taken = np.zeros((len(boxes), 4), np.int64)
+    n_taken = 0
+    placed: list[Rect | None] = [None] * len(boxes)
+    for k, box in enumerate(boxes):
+        tw, th = sizes[k]
+        if box is None or tw > width or th > height:
             continue
-        if not any(_overlaps(spot, r) for r in taken) and not any(_overlaps(spot, r) for r in others):
-            return spot
-    return None
+        spots = _candidates(box, (tw, th), width, inside, far)
+        # just above and just below (the first two spots): kept clear of the boxes above and below
+        c = max(1, round(clearance * th))
+        margin = np.zeros_like(spots)
+        margin[:2] = [0, -c, 0, c]
+        fits = (spots[:, 0] >= 0) & (spots[:, 1] >= 0) & (spots[:, 2] <= width) & (spots[:, 3] <= height)
+        spots, margin = spots[fits], margin[fits]
+        if required and len(spots) == 0:  # nothing beside the box fits the image: inside it, clamped
+            x, y = min(max(box[0], 0), width - tw), min(max(box[1], 0), height - th)
+            spots, margin = np.array([[x, y, x + tw, y + th]], np.int64), np.zeros((1, 4), np.int64)
+        if len(spots) == 0:
+            continue
+        cover = (_overlap_area(spots + margin, grown[owner != k]).sum(axis=1)
+                 + _overlap_area(spots, taken[:n_taken]).sum(axis=1))
+        free = np.flatnonzero(cover == 0)
+        if len(free):
+            best = int(free[0])
+        elif required:
+            best = int(np.argmin(cover))
+        else:
+            continue
+        placed[k] = tuple(int(v) for v in spots[best])  # type: ignore[assignment]
+        taken[n_taken] = spots[best]
+        n_taken += 1
+    return placed
+
+
+def _leader(label: Rect, box: Rect) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """A line from ``label`` to the nearest point of ``box`` when they are apart (else None)."""
+    lx, ly = (label[0] + label[2]) // 2, (label[1] + label[3]) // 2
+    bx, by = min(max(lx, box[0]), box[2] - 1), min(max(ly, box[1]), box[3] - 1)
+    gap_x = max(label[0] - box[2], box[0] - label[2], 0)
+    gap_y = max(label[1] - box[3], box[1] - label[3], 0)
+    if gap_x <= 1 and gap_y <= 1:
+        return None
+    ex, ey = min(max(bx, label[0]), label[2] - 1), min(max(by, label[1]), label[3] - 1)
+    return (ex, ey), (bx, by)
 
 
 def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, float]], numbers: bool = False
                     ) -> np.ndarray:
     """A copy of the ``(H, W, 3)`` RGB image with each closed polygon drawn and its score (or, with
     ``numbers``, its position in ``detections`` from 1: the reading order, as crop files are
-    numbered) written just above it (or below it). On a dense page a score that would cover another
-    detection's text or another label is left out; a number then goes inside its box's corner."""
+    numbered) on a plate beside it: above, below, left or right of it (a number also in its own
+    box's corner; further out, with a leader line, when those are taken), never over another
+    detection nor another label (``place_labels``). On a dense page a score with no free spot is
+    left out; a number never is."""
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     thickness = max(1, round(min(h, w) / 300))
@@ -63,23 +131,24 @@ def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, fl
         x0, y0 = outline.reshape(-1, 2).min(axis=0)
         x1, y1 = outline.reshape(-1, 2).max(axis=0)
         boxes.append((int(x0), int(y0), int(x1) + 1, int(y1) + 1))
-    taken: list[Rect] = []
-    for k, (box, (_, score)) in enumerate(zip(boxes, detections)):  # labels over all outlines
-        if box is None:
+    texts, scales, sizes, bases = [], [], [], []
+    for k, (box, (_, score)) in enumerate(zip(boxes, detections)):
+        texts.append(str(k + 1) if numbers else f"{score:.2f}")
+        height = box[3] - box[1] if box is not None else 0
+        scales.append(min(font_scale, max(0.3, height / 36)))  # small text: a small label
+        (tw, th), base = cv2.getTextSize(texts[-1], cv2.FONT_HERSHEY_SIMPLEX, scales[-1], 1)
+        sizes.append((tw + 2, th + base + 3))
+        bases.append(th)
+    spots = place_labels(boxes, sizes, w, h, inside=numbers, required=numbers, pad=(thickness + 1) // 2,
+                         far=8 if numbers else 0)  # a score with no room beside its box is left out
+    for box, spot, text, scale, th in zip(boxes, spots, texts, scales, bases):  # labels over all outlines
+        if spot is None or box is None:
             continue
-        label = str(k + 1) if numbers else f"{score:.2f}"
-        scale = min(font_scale, max(0.3, (box[3] - box[1]) / 36))  # small text: a small label
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        others = [r for j, r in enumerate(boxes) if j != k and r is not None]
-        spot = _label_place(box, (tw + 2, th + base + 3), w, h, taken, others, beside=numbers)
-        if spot is None and numbers:  # a number must not go missing: inside the box's top-left corner
-            x0, y0 = min(max(box[0], 0), max(0, w - tw - 2)), min(max(box[1], 0), max(0, h - th - base - 3))
-            spot = (x0, y0, x0 + tw + 2, y0 + th + base + 3)
-        if spot is None:
-            continue
-        taken.append(spot)
+        leader = _leader(spot, box)
+        if leader is not None:
+            cv2.line(out, leader[0], leader[1], BOX_COLOUR, 1, cv2.LINE_AA)
         cv2.rectangle(out, (spot[0], spot[1]), (spot[2] - 1, spot[3] - 1), BOX_COLOUR, -1)
-        cv2.putText(out, label, (spot[0] + 1, spot[1] + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+        cv2.putText(out, text, (spot[0] + 1, spot[1] + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     TEXT_COLOUR, 1, cv2.LINE_AA)
     return out
 

@@ -18,6 +18,21 @@ from dbcli.inference.records import ImageRecord
 from dbcli.progress import plural
 
 FORMATS = ("json", "jsonl", "icdar")
+DEFAULT_NAME = "polygons"  # the file written inside a folder given as --out for json / jsonl
+
+
+def output_path(out: str | os.PathLike | None, fmt: str) -> Path | None:
+    """The file or folder ``--out`` names for ``fmt``. For json and jsonl, a path that ends in a
+    separator (``results/``) or is an existing folder is a folder: the output is
+    ``<folder>/polygons.json`` (``.jsonl``) inside it, not a file named ``results``. For icdar the
+    path is the folder itself."""
+    if out is None:
+        return None
+    text = os.fspath(out)
+    path = Path(text)
+    if fmt in ("json", "jsonl") and (text.endswith(("/", os.sep)) or path.is_dir()):
+        return path / f"{DEFAULT_NAME}.{fmt}"
+    return path
 
 
 class Writer:

@@ -111,13 +111,15 @@ class TrainConfig:
     )
     # Budget: stop (with a checkpoint) after this many minutes of training in all, earlier sessions of
     # a resumed run included (0: no limit); with time_schedule the poly decay ends at that limit.
-    # None: 0 / False for a new run, the run's own values for --resume.
+    # None: for a new run no limit, and a schedule that follows the time limit when there is one; for
+    # --resume the run's own values.
     time_limit: Annotated[
         Optional[float],
         typer.Option(
             show_default=False,
             help="Stop with a checkpoint once the run has trained N minutes, earlier sessions of a resumed run "
-                 "included (default: no limit; with --resume: the run's).",
+                 "included, with the lr schedule fitted into them (see --time-schedule). Default: no limit; with "
+                 "--resume: the run's.",
         ),
     ] = None
     time_schedule: Annotated[
@@ -125,8 +127,9 @@ class TrainConfig:
         typer.Option(
             "--time-schedule/--no-time-schedule",
             show_default=False,
-            help="With --time-limit: the poly lr decay ends at the time limit instead of the last epoch (for "
-                 "compute-budgeted runs). Default: off; with --resume: the run's.",
+            help="With --time-limit: the poly lr decay ends at the time limit (or the last epoch, if sooner), so "
+                 "that a run stopped by it ends at a low lr. Default: on with --time-limit; with --resume: the "
+                 "run's.",
         ),
     ] = None
     loss: dict = field(default_factory=_default_loss)  # LossConfig as a dict

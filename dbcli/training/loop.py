@@ -333,8 +333,11 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict
                              post={**saved.post, **config.post})
         config.out = str(resume_path.parent)
     config = replace(config, workers=default_workers() if config.workers is None else config.workers)
+    # --time-limit on a new run fits the lr schedule into it unless --no-time-schedule says otherwise
+    # (stopping at a time limit part-way down a 1200-epoch decay would leave the lr near its peak).
+    time_schedule = bool(config.time_limit) if config.time_schedule is None else config.time_schedule
     config = replace(config, val_limit=config.val_limit or 0, time_limit=config.time_limit or 0.0,
-                     time_schedule=bool(config.time_schedule))
+                     time_schedule=time_schedule)
     init_weights = None
     if config.init_weights and resume_state is None:
         if config.pretrained_backbone:
@@ -496,6 +499,10 @@ def _budget_spent(run: Run, state: RunState) -> bool:
         state.stop, state.stop_message = Stop.MAX_STEPS, f"--max-steps {config.max_steps} reached"
     elif config.time_limit and time.time() - state.started > config.time_limit * 60:
         state.stop, state.stop_message = Stop.TIME_LIMIT, f"--time-limit {config.time_limit} min reached"
+        if not config.time_schedule:
+            state.stop_message += (f" at step {state.step} of {run.total_steps}, with the lr at {state.lr:.3g} "
+                                   f"({state.lr / config.lr:.0%} of --lr {config.lr:g}): the poly decay was "
+                                   f"set for {config.epochs} epochs (--no-time-schedule)")
     return state.stop is not None
 
 
@@ -618,6 +625,11 @@ def _announce(run: Run) -> None:
             f"amp={run.amp_dtype}, {len(run.train_samples)} train / {len(run.val_samples)} val images, "
             f"{run.steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x "
             f"{run.world_size}")
+    if config.time_limit:
+        run.log(f"--time-limit {config.time_limit:g} min: the poly lr decay ends at the time limit (or the last "
+                "epoch, if sooner)" if config.time_schedule else
+                f"--time-limit {config.time_limit:g} min with --no-time-schedule: the poly lr decay is set for "
+                f"{config.epochs} epochs; stopped at the time limit, the lr may still be near its peak")
 
 
 def _train_epochs(run: Run, state: RunState, console: Any, metrics_file: Any) -> None:
