@@ -214,9 +214,11 @@ def _weights_opt():
 
 
 def _backend_opt():
-    return typer.Option(None, "--backend", show_default=False,
-                        help="torch or onnx (onnxruntime, no torch import). Default: onnx for a .onnx "
-                             "--weights file, else torch.")
+    return typer.Option("auto", "--backend",
+                        help="auto, torch or onnx (onnxruntime; a .pt file is exported once and cached). "
+                             "auto: onnx for a .onnx file; torch on CUDA, for --precision bf16/fp16 and "
+                             "--maps, or without onnxruntime; else onnx (fastest on a CPU, also when "
+                             "other programs share the cores).")
 
 
 def _device_opt():
@@ -315,10 +317,10 @@ def _sigterm_as_interrupt():
 
 
 def _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh, unclip_ratio,
-          polygon, batch_size, no_exif, max_megapixels, max_candidates, sort):
+          polygon, batch_size, no_exif, max_megapixels, max_candidates, sort, maps=False):
     from dbcli.detect import load_model, resolve_settings
 
-    model = load_model(weights, backend, device, precision)
+    model = load_model(weights, backend, device, precision, maps=maps)
     settings = resolve_settings(model, short_side, max_side, thresh, box_thresh, unclip_ratio, polygon,
                                 batch_size, not no_exif, max_megapixels, max_candidates, sort)
     return model, settings
@@ -445,7 +447,7 @@ def visualize(
         if pred is None or maps:
             model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh,
                                     unclip_ratio, polygon, batch_size, no_exif, max_megapixels, max_candidates,
-                                    sort)
+                                    sort, maps=maps)
         else:
             model, settings = None, Settings(batch_size=batch_size or 1, exif=not no_exif,
                                              max_megapixels=max_megapixels)
