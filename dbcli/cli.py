@@ -179,11 +179,12 @@ def eval_command(
                                              help="Also write the figures to this JSON file."),
 ) -> None:
     """Evaluate on a dataset split (ICDAR 2015 IoU protocol): precision, recall, hmean, images/s."""
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.eval_cli import EvalOptions
     from dbcli.eval_cli import run as run_eval
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     try:
         run_eval(EvalOptions(
             dataset=dataset, data_root=data_root, split=split, weights=weights, pred=pred, short_side=short_side,
@@ -371,11 +372,12 @@ def detect(
     <out>.partial, and --resume continues it.
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.detect import FORMATS, DetectInterrupted
     from dbcli.detect import detect as run_detect
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     if fmt is None:
         fmt = "jsonl" if out is not None and out.suffix.lower() == ".jsonl" else "json"
     if fmt.lower() not in FORMATS:
@@ -438,11 +440,12 @@ def visualize(
     With --maps, also what the network sees: its probability and threshold maps. With --pred, the
     regions are numbered in the file's order.
     """
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.detect import Settings
     from dbcli.visualize import visualize as run_visualize
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     try:
         if pred is None or maps:
             model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh,

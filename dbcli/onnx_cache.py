@@ -5,7 +5,7 @@ processes share the cores, where PyTorch's OpenMP threads do not (bench/README.m
 The first run on a weights file exports it (``dbcli.export.export_bytes``: BN folded, verified
 against PyTorch to 1e-4) into ``cache_dir()``; later runs load the file, without importing torch.
 
-The cache file's name holds the weights file's SHA-256 (content, not path or date), this dbnet's
+The cache file's name holds the weights file's SHA-256 (its content, not its name or date), dbnet's
 version and the installed torch version, so a changed file, a new dbnet or a new exporter makes a
 new export. Files are written atomically; an unwritable cache directory gives an export kept in
 memory (made again by the next process); a cached file that onnxruntime cannot load, or that names
@@ -50,12 +50,13 @@ def torch_version() -> str:
         return "none"
 
 
-def cache_path(weights: Path, sha256: str) -> Path:
-    """Where the export of ``weights`` (whose content hashes to ``sha256``) is cached."""
+def cache_path(sha256: str) -> Path:
+    """Where the export of the weights file whose content hashes to ``sha256`` is cached (by content:
+    the same bytes under another name share it)."""
     from dbcli import __version__
 
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{__version__}-torch{torch_version()}")
-    return cache_dir() / f"{weights.stem}-{sha256[:20]}-dbnet{safe}.onnx"
+    return cache_dir() / f"dbnet-{sha256[:24]}-{safe}.onnx"
 
 
 def cached_onnx_backend(weights: Path, device: str = "cpu", threads: int | None = None):
@@ -68,7 +69,7 @@ def cached_onnx_backend(weights: Path, device: str = "cpu", threads: int | None 
         sha = file_sha256(weights)
     except OSError as exc:
         raise DBNetError(f"{weights}: cannot read ({exc.strerror or exc})") from None
-    path = cache_path(weights, sha)
+    path = cache_path(sha)
     if path.is_file():
         try:
             backend = OnnxBackend(path, device, threads)
