@@ -164,6 +164,7 @@ def load_model(weights: str | Path | None = None, backend: str | None = "auto", 
             if not auto:
                 raise
             note = f"using the torch backend: no ONNX model of {path} ({exc})"
+            backend = "torch"  # (a file torch cannot read either gets the torch loader's error)
     if backend == "torch":
         from dbcli.inference import TorchBackend
         from dbcli.weights import load_weights

@@ -142,3 +142,10 @@ def test_quiet_openmp_sets_the_policy_only_before_torch_and_only_if_unset(monkey
     assert quiet_openmp() and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stays
     assert not quiet_openmp() and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_without_the_onnx_exporter_the_default_falls_back_to_torch(model_files, cache, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # torch.onnx.export needs it: no export can be made
+    model = load_model(model_files["pt"], device="cpu")
+    assert model.info["backend"] == "torch" and "no ONNX model" in (model.note or "")
+    assert "onnx package" in (model.note or "") and not any(cache[0].glob("*.onnx"))
