@@ -42,7 +42,9 @@ class Detector:
         weights: a ``.pt`` weights file, a ``.onnx`` export (onnxruntime, torch never imported), a
             shipped short name (``"general"``, ...) or None for the default (``general``).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        backend: ``"torch"`` or ``"onnx"``; None picks by the file's suffix.
+        backend: ``"auto"`` (default, as ``dbnet detect``: onnxruntime on a CPU when installed, a
+            ``.pt`` file exported once and cached; torch on CUDA, for bf16/fp16, or without
+            onnxruntime), ``"torch"`` or ``"onnx"``.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (torch backend only).
         short_side: the network input's shorter side in pixels (default: the weights' own, else 736).
         max_side: cap on the network input's longer side in pixels (None: 4096).
@@ -58,7 +60,7 @@ class Detector:
     """
 
     def __init__(self, weights: str | os.PathLike[str] | None = None, device: str = "auto", *,
-                 backend: str | None = None, precision: str = "fp32", short_side: int | None = None,
+                 backend: str | None = "auto", precision: str = "fp32", short_side: int | None = None,
                  max_side: int | None = None, thresh: float | None = None, box_thresh: float | None = None,
                  unclip_ratio: float | None = None, polygon: bool | None = None,
                  batch_size: int | None = None, exif: bool = True,

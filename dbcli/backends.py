@@ -57,11 +57,18 @@ class Model:
 LoadedModel = Model  # the name the public API documents
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
 def default_weights(backend: str) -> Path:
+    """The default weights file (``general``, or ``$DBNET_WEIGHTS``): a ``.pt``; with
+    ``backend == "onnx"`` a ``.onnx`` beside it when one is there."""
     from dbcli.weights import default_weights_path  # torch-free at import
 
     path = default_weights_path()
-    return path.with_suffix(".onnx") if backend == "onnx" else path
+    if backend == "onnx" and path.with_suffix(".onnx").exists():
+        return path.with_suffix(".onnx")
+    return path
 
 
 def weights_path(weights: str | Path | None, backend: str) -> Path:
@@ -79,35 +86,94 @@ def onnx_precision(precision: str | None) -> str:
     return precision
 
 
-def load_model(weights: str | Path | None = None, backend: str | None = None, device: str = "auto",
-               precision: str = "fp32") -> Model:
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime imports (installed and loadable)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA (or ROCm) device. torch is imported only where a GPU driver's device
+    node exists, so that a CPU-only machine picks its backend without importing torch."""
+    if not any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pick_backend(backend: str | None, path: Path, device: str = "auto", precision: str = "fp32",
+                 maps: bool = False) -> str:
+    """``torch`` or ``onnx`` for ``--backend`` (``auto`` or None: the fastest that can do the job):
+    a ``.onnx`` file runs on onnxruntime; a ``.pt`` file on torch where only torch can run it
+    (``precision`` bf16/fp16, ``maps`` (the threshold map), a CUDA ``device``) or where onnxruntime is
+    not installed, else on onnxruntime (its export cached, ``dbcli.onnx_cache``): on a CPU it is as
+    fast as torch when the cores are free and stays fast when they are shared (bench/README.md)."""
+    backend = (backend or "auto").lower()
+    if backend not in BACKENDS:
+        raise DBNetError(f"unknown backend {backend!r} (auto, torch or onnx)")
+    if backend != "auto":
+        return backend
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if maps or (precision or "fp32").lower() != "fp32" or not onnxruntime_available():
+        return "torch"
+    if device.startswith("cuda") or (device == "auto" and cuda_available()):
+        return "torch"
+    return "onnx"
+
+
+def _onnx_model(runner, weights: Path, note: str | None = None) -> Model:
+    info = {"weights": str(weights), "backend": "onnx", "device": runner.device, "dtype": "fp32",
+            **runner.model_config}
+    return Model(runner, info, runner.postprocess, runner.short_side, note=note, train=runner.train)
+
+
+def load_model(weights: str | Path | None = None, backend: str | None = "auto", device: str = "auto",
+               precision: str = "fp32", maps: bool = False) -> Model:
     """Load ``weights`` (a ``.pt`` file, a ``.onnx`` export, a shipped short name, or None for the
-    default) on ``device`` (auto, cpu, cuda, cuda:N). ``backend`` None: ``onnx`` for a ``.onnx``
-    file, else ``torch``. ``precision`` (torch backend): fp32, bf16 or fp16 (see
-    ``inference.TorchBackend``). Raises ``DBNetError`` naming the file when it cannot be used."""
-    if backend is None:
-        backend = "onnx" if weights is not None and Path(weights).suffix.lower() == ".onnx" else "torch"
-    backend = backend.lower()
+    default) on ``device`` (auto, cpu, cuda, cuda:N). ``backend``: ``auto`` (or None; see
+    ``pick_backend``), ``torch`` or ``onnx`` (a ``.pt`` file is exported once and cached,
+    ``dbcli.onnx_cache``). ``precision`` (torch backend): fp32, bf16 or fp16 (see
+    ``inference.TorchBackend``). ``maps``: the threshold map is wanted too (torch). Raises
+    ``DBNetError`` naming the file when it cannot be used."""
+    auto = (backend or "auto").lower() == "auto"
+    path = weights_path(weights, "auto" if auto else (backend or "auto").lower())
+    backend = pick_backend(backend, path, device, precision, maps)
+    note = None
     if backend == "onnx":
         onnx_precision(precision)
-        from dbcli.onnx_backend import OnnxBackend
+        if path.suffix.lower() == ".onnx":
+            from dbcli.onnx_backend import OnnxBackend
 
-        path = weights_path(weights, backend)
-        if path.suffix.lower() == ".pt":
-            raise DBNetError(f"{path}: a PyTorch weights file; export it first "
-                             f"(dbnet export --weights {path} --format onnx --out model.onnx)")
-        runner = OnnxBackend(path, device)
-        info = {"weights": str(path), "backend": "onnx", "device": runner.device, "dtype": "fp32",
-                **runner.model_config}
-        return Model(runner, info, runner.postprocess, runner.short_side)
+            return _onnx_model(OnnxBackend(path, device), path)
+        if not path.exists():
+            from dbcli.weights import load_weights
+
+            load_weights(path)  # the torch loader's one-line error for a missing file
+        from dbcli.onnx_cache import cached_onnx_backend
+
+        try:
+            return _onnx_model(cached_onnx_backend(path, device), path)
+        except DBNetError as exc:
+            if not auto:
+                raise
+            note = f"using the torch backend: no ONNX model of {path} ({exc})"
+            backend = "torch"  # (a file torch cannot read either gets the torch loader's error)
     if backend == "torch":
         from dbcli.inference import TorchBackend
         from dbcli.weights import load_weights
 
-        data = load_weights(weights)
+        data = load_weights(path)
         torch_runner = TorchBackend(data, device, precision or "fp32")
         info = {"weights": data["path"], "backend": "torch", "device": str(torch_runner.device),
                 "dtype": torch_runner.precision, **data["model"]}
         return Model(torch_runner, info, data.get("postprocess") or {}, data.get("short_side"),
-                     maps_fn=torch_runner, uses_torch=True, note=torch_runner.note, train=data.get("train"))
-    raise DBNetError(f"unknown backend {backend!r} (torch or onnx)")
+                     maps_fn=torch_runner, uses_torch=True, note=torch_runner.note or note,
+                     train=data.get("train"))
+    raise DBNetError(f"unknown backend {backend!r} (auto, torch or onnx)")

@@ -184,11 +184,12 @@ def eval_command(
                                              help="Also write the figures to this JSON file."),
 ) -> None:
     """Evaluate on a dataset split (ICDAR 2015 IoU protocol): precision, recall, hmean, images/s."""
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.eval_cli import EvalOptions
     from dbcli.eval_cli import run as run_eval
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     try:
         run_eval(EvalOptions(
             dataset=dataset, data_root=data_root, split=split, weights=weights, pred=pred, short_side=short_side,
@@ -219,9 +220,11 @@ def _weights_opt():
 
 
 def _backend_opt():
-    return typer.Option(None, "--backend", show_default=False,
-                        help="torch or onnx (onnxruntime, no torch import). Default: onnx for a .onnx "
-                             "--weights file, else torch.")
+    return typer.Option("auto", "--backend",
+                        help="auto, torch or onnx (onnxruntime; a .pt file is exported once and cached). "
+                             "auto: onnx for a .onnx file; torch on CUDA, for --precision bf16/fp16 and "
+                             "--maps, or without onnxruntime; else onnx (fastest on a CPU, also when "
+                             "other programs share the cores).")
 
 
 def _device_opt():
@@ -320,10 +323,10 @@ def _sigterm_as_interrupt():
 
 
 def _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh, unclip_ratio,
-          polygon, batch_size, no_exif, max_megapixels, max_candidates, sort):
+          polygon, batch_size, no_exif, max_megapixels, max_candidates, sort, maps=False):
     from dbcli.detect import load_model, resolve_settings
 
-    model = load_model(weights, backend, device, precision)
+    model = load_model(weights, backend, device, precision, maps=maps)
     settings = resolve_settings(model, short_side, max_side, thresh, box_thresh, unclip_ratio, polygon,
                                 batch_size, not no_exif, max_megapixels, max_candidates, sort)
     return model, settings
@@ -375,11 +378,12 @@ def detect(
     <out>.partial, and --resume continues it.
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.detect import FORMATS, DetectInterrupted
     from dbcli.detect import detect as run_detect
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     if fmt is None:
         fmt = "jsonl" if out is not None and Path(out).suffix.lower() == ".jsonl" else "json"
     if fmt.lower() not in FORMATS:
@@ -442,16 +446,17 @@ def visualize(
     With --maps, also what the network sees: its probability and threshold maps. With --pred, the
     regions are numbered in the file's order.
     """
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.detect import Settings
     from dbcli.visualize import visualize as run_visualize
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     try:
         if pred is None or maps:
             model, settings = _load(weights, backend, device, precision, short_side, max_side, thresh, box_thresh,
                                     unclip_ratio, polygon, batch_size, no_exif, max_megapixels, max_candidates,
-                                    sort)
+                                    sort, maps=maps)
         else:
             model, settings = None, Settings(batch_size=batch_size or 1, exif=not no_exif,
                                              max_megapixels=max_megapixels)
