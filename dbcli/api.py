@@ -50,7 +50,9 @@ class Detector:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         **options: the other fields of ``dbcli.inference.options.InferenceOptions`` (the options of
             ``dbnet detect``):
-        backend: ``"torch"`` or ``"onnx"``; None picks by the file's suffix.
+        backend: ``"auto"`` (default, as ``dbnet detect``: onnxruntime on a CPU when installed, a
+            ``.pt`` file exported once and cached; torch on CUDA, for bf16/fp16, or without
+            onnxruntime), ``"torch"`` or ``"onnx"``.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (torch backend only).
         short_side: the network input's shorter side in pixels (default: the weights' own, else 736).
         max_side: cap on the network input's longer side in pixels (None: 4096).

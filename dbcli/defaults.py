@@ -11,6 +11,7 @@ MAX_MEGAPIXELS = 200.0  # images of more million pixels are refused before decod
 DPI = 144.0  # PDF pages are rendered at this many pixels per inch
 SORT = "lines"  # the order of each image's detections (dbcli.postprocess.reading_order.SORT_MODES)
 DEVICE = "auto"
+BACKEND = "auto"  # onnxruntime on a CPU (a .pt exported once and cached), torch where only it can run
 PRECISION = "fp32"
 CUDA_BATCH_SIZE = 8  # images per forward pass on CUDA when no --batch-size is given (1 on a CPU)
 

@@ -95,7 +95,8 @@ def test_detect_json_schema_and_boxes(model_files, image_dir, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert set(data) == {"model", "settings", "images"}
-    assert data["model"]["backend"] == "torch" and data["model"]["arch"] == "resnet18"
+    # the default backend (auto) on a CPU with onnxruntime: the .pt file's cached ONNX export
+    assert data["model"]["backend"] == "onnx" and data["model"]["arch"] == "resnet18"
     # thresholds come from the weights file when not given on the command line
     assert data["settings"]["box_thresh"] == 0.5 and data["settings"]["short_side"] == 256
     assert data["settings"]["exif"] is True
@@ -597,6 +598,17 @@ def test_shipped_weights_on_examples(tmp_path):
     assert len(data["images"]) == len(expand_inputs([examples])[0])
     assert Path(data["model"]["weights"]).name == default_weights_path().name
     assert sum(len(e["detections"]) for e in data["images"]) > 0
+    # the default backend (onnxruntime on a CPU) finds the same regions as the torch backend
+    torch_out = tmp_path / "torch.json"
+    proc = subprocess.run([sys.executable, "-m", "dbcli.cli", "detect", "examples/", "--backend", "torch",
+                           "--out", str(torch_out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch_data = json.loads(torch_out.read_text())
+    assert data["model"]["backend"] == "onnx" and torch_data["model"]["backend"] == "torch"
+    for got, expected in zip(data["images"], torch_data["images"], strict=True):
+        assert got["file"] == expected["file"] and len(got["detections"]) == len(expected["detections"])
+        for a, b in zip(got["detections"], expected["detections"], strict=True):
+            assert np.abs(np.array(a["points"]) - np.array(b["points"])).max() <= 1.0, got["file"]
 
 
 def test_cuda_device_request_without_cuda_fails_cleanly(model_files, image_dir):

@@ -56,12 +56,13 @@ def detect(
     <out>.partial, and --resume continues it.
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.inference.detect_files import DetectInterrupted, detect_files
     from dbcli.inference.loading import load
     from dbcli.inference.writers import FORMATS
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     fmt = fmt or ("jsonl" if out is not None and Path(out).suffix.lower() == ".jsonl" else "json")
     if fmt.lower() not in FORMATS:
         fail(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")

@@ -36,10 +36,11 @@ def eval_command(
     options: InferenceOptions,
 ) -> None:
     """Evaluate on a dataset split (ICDAR 2015 IoU protocol): precision, recall, hmean, images/s."""
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.evaluation.evaluate_dataset import EvalOptions, evaluate_dataset
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     try:
         evaluate_dataset(EvalOptions(
             dataset=dataset, data_root=data_root, split=split, pred=pred, limit=limit,

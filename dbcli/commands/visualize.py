@@ -36,14 +36,15 @@ def visualize(
     With --maps, also what the network sees: its probability and threshold maps. With --pred, the
     regions are numbered in the file's order.
     """
-    from dbcli.cpu import tune_malloc
+    from dbcli.cpu import quiet_openmp, tune_malloc
     from dbcli.inference.loading import load
     from dbcli.inference.settings import decode_settings
     from dbcli.inference.visualize_files import visualize_files
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
+    quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too
     try:
-        model, settings = load(options) if pred is None or maps else (None, decode_settings(options))
+        model, settings = load(options, maps=maps) if pred is None or maps else (None, decode_settings(options))
         summary = visualize_files(inputs, out, pred, maps, model, settings, numbers=numbers, dpi=dpi)
     except DBNetError as exc:
         fail(str(exc))

@@ -40,7 +40,7 @@ def _import_ort():
 
 def make_session(model: str | Path | bytes, device: str = "auto", threads: int | None = None):
     """An ``InferenceSession`` with all graph optimisations, sequential execution and
-    ``threads`` intra-op threads (default: ``default_threads()``); CUDA when asked for or, with
+    ``threads`` intra-op threads (default: ``default_threads()``) that do not spin; CUDA when asked for or, with
     ``auto``, when onnxruntime has the CUDA provider."""
     ort = _import_ort()
     options = ort.SessionOptions()
@@ -48,6 +48,11 @@ def make_session(model: str | Path | bytes, device: str = "auto", threads: int |
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
+    # Idle worker threads sleep instead of spinning: with every core busy elsewhere (a browser, a CI
+    # neighbour, another job) a spinning thread takes the core the working one needs; as fast when idle
+    # (bench/README.md, "Shared CPUs").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     available = ort.get_available_providers()
     if device == "auto":
         device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
@@ -73,28 +78,33 @@ def make_session(model: str | Path | bytes, device: str = "auto", threads: int |
 class OnnxBackend:
     """An exported DBNet as a ``prob_fn``: ``(N, 3, H, W)`` float32 -> ``(N, H, W)`` float32."""
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None):
-        path = Path(path)
-        if not path.exists():
-            raise DBNetError(f"{path}: ONNX model not found (make one with `dbnet export --format onnx`)")
+    def __init__(self, path: str | Path | bytes, device: str = "auto", threads: int | None = None,
+                 name: str | None = None):
+        """``path``: an ONNX file, or its bytes (an export made in memory; ``name`` names it in messages)."""
+        if not isinstance(path, bytes):
+            path = Path(path)
+            if not path.exists():
+                raise DBNetError(f"{path}: ONNX model not found (make one with `dbnet export --format onnx`)")
         self.path = path
+        label = (name or "ONNX model") if isinstance(path, bytes) else str(path)
         self.session = make_session(path, device, threads)
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         meta = self.session.get_modelmeta().custom_metadata_map
         if not meta.get("dbnet.format", "").startswith(FORMAT_PREFIX):
-            raise DBNetError(f"{path}: not a dbnet ONNX export (no dbnet metadata); "
+            raise DBNetError(f"{label}: not a dbnet ONNX export (no dbnet metadata); "
                              "make one with `dbnet export --format onnx`")
         try:
             self.model_config = json.loads(meta.get("dbnet.model", "{}"))
             self.postprocess = json.loads(meta.get("dbnet.postprocess", "{}"))
             self.short_side = int(meta["dbnet.short_side"]) if "dbnet.short_side" in meta else None
+            self.train = json.loads(meta["dbnet.train"]) if "dbnet.train" in meta else None
         except (ValueError, TypeError) as exc:
-            raise DBNetError(f"{path}: bad dbnet metadata ({exc})") from None
+            raise DBNetError(f"{label}: bad dbnet metadata ({exc})") from None
         from dbcli.postprocess.boxes import post_entries_problem
 
         problem = post_entries_problem(self.postprocess)
         if problem:
-            raise DBNetError(f"{path}: bad dbnet metadata ({problem})")
+            raise DBNetError(f"{label}: bad dbnet metadata ({problem})")
         self.metadata = dict(meta)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

@@ -32,7 +32,8 @@ class InferenceOptions:
 
     Args:
         weights: a shipped name, a dbnet ``.pt`` file or a ``.onnx`` export (None: ``general``).
-        backend: ``"torch"`` or ``"onnx"`` (None: ``onnx`` for a ``.onnx`` file, else ``torch``).
+        backend: ``"auto"`` (onnxruntime on a CPU when installed, a ``.pt`` file exported once and
+            cached; torch on CUDA, for bf16/fp16, or without onnxruntime), ``"torch"`` or ``"onnx"``.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (torch backend).
         short_side: the network input's shorter side in pixels (None: the weights', else 736).
@@ -49,10 +50,11 @@ class InferenceOptions:
         "--weights", "-w", show_default=False,
         help="Weights: a shipped name, a dbnet .pt file, or a .onnx from `dbnet export` (default: general; "
              f"dbnet eval --dataset icdar15: icdar15). Shipped: {_shipped_help()}.")] = None
-    backend: Annotated[Optional[str], typer.Option(
-        "--backend", show_default=False,
-        help="torch or onnx (onnxruntime, no torch import). Default: onnx for a .onnx --weights file, "
-             "else torch.")] = None
+    backend: Annotated[str, typer.Option(
+        "--backend",
+        help="auto, torch or onnx (onnxruntime; a .pt file is exported once and cached). auto: onnx for a "
+             ".onnx file; torch on CUDA, for --precision bf16/fp16 and --maps, or without onnxruntime; "
+             "else onnx (fastest on a CPU, also when other programs share the cores).")] = defaults.BACKEND
     device: Annotated[str, typer.Option(
         "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")] = defaults.DEVICE
     precision: Annotated[str, typer.Option(

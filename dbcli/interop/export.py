@@ -8,7 +8,8 @@ The threshold branch is left out: inference needs only P (SPEC, "Differentiable 
 An ONNX file carries what ``dbnet detect --backend onnx`` needs in its ``metadata_props`` (read
 without torch by ``dbcli.inference.onnx_backend``): ``dbnet.format``, ``dbnet.model`` (arch, dcn, k),
 ``dbnet.postprocess`` (threshold defaults), ``dbnet.short_side``, ``dbnet.normalization``,
-``dbnet.source`` and ``dbnet.verified_max_diff``.
+``dbnet.source``, ``dbnet.train`` (the weights file's training data, when known) and
+``dbnet.verified_max_diff``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def _metadata(weights: dict) -> dict[str, str]:
         "dbnet.normalization": json.dumps({"layout": "NCHW RGB", "mean": [float(v) for v in MEAN],
                                            "std": [float(v) for v in STD], "formula": "(pixel - mean) / std"}),
         "dbnet.source": str(weights.get("path", "")),
+        **({"dbnet.train": json.dumps(weights["train"], default=str)} if weights.get("train") else {}),
     }
 
 
@@ -158,24 +160,19 @@ def _export_torchscript(module: ProbMapModel, weights: dict) -> bytes:
     return buffer.getvalue()
 
 
-def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: int = OPSET,
-           tolerance: float = TOLERANCE) -> ExportResult:
-    """Export, compare the exported graph's probability map (run from the very bytes to be written)
-    with the PyTorch model's (unfolded, fp32) on ``verification_input()``, then write ``out``
-    atomically. Raises ``DBNetError`` (and writes nothing) when the export fails or the max
-    difference is ``>= tolerance``."""
+def export_bytes(weights_path: str | Path | None, fmt: str = "onnx", opset: int = OPSET,
+                 tolerance: float = TOLERANCE, extra_metadata: dict[str, str] | None = None
+                 ) -> tuple[bytes, float, tuple[int, ...]]:
+    """``(file bytes, max |P_export - P_torch|, verification input shape)``: the export of
+    ``weights_path`` in memory, its probability map (run from these very bytes) compared with the
+    PyTorch model's (unfolded, fp32) on ``verification_input()``. ``extra_metadata``: more ONNX
+    ``metadata_props``. Raises ``DBNetError`` when the export fails or the max difference is
+    ``>= tolerance``."""
     from dbcli.weights import build_model, load_weights
 
     fmt = fmt.lower()
     if fmt not in ("onnx", "torchscript"):
         raise DBNetError(f"unknown export format {fmt!r} (onnx or torchscript)")
-    out = Path(out)
-    if out.is_dir():
-        raise DBNetError(f"{out}: is a directory; --out needs a file name")
-    try:  # said before the export (tens of seconds), not after it
-        check_writable(out)
-    except OSError as exc:
-        raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
     weights = load_weights(weights_path)
     reference = build_model(weights, "cpu")
     module = inference_module(reference)
@@ -203,11 +200,29 @@ def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: in
         import onnx
 
         proto = onnx.load_from_string(data)
-        proto.metadata_props.add(key="dbnet.verified_max_diff", value=f"{max_diff:.3g}")
+        for key, value in {"dbnet.verified_max_diff": f"{max_diff:.3g}", **(extra_metadata or {})}.items():
+            proto.metadata_props.add(key=key, value=value)
         data = proto.SerializeToString()
+    return data, max_diff, tuple(test.shape)
+
+
+def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: int = OPSET,
+           tolerance: float = TOLERANCE) -> ExportResult:
+    """``export_bytes``, then write ``out`` atomically. Raises ``DBNetError`` (and writes nothing)
+    when the export fails or the max difference is ``>= tolerance``."""
+    fmt = fmt.lower()
+    if fmt not in ("onnx", "torchscript"):
+        raise DBNetError(f"unknown export format {fmt!r} (onnx or torchscript)")
+    out = Path(out)
+    if out.is_dir():
+        raise DBNetError(f"{out}: is a directory; --out needs a file name")
+    try:  # said before the export (tens of seconds), not after it
+        check_writable(out)
+    except OSError as exc:
+        raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    data, max_diff, shape = export_bytes(weights_path, fmt, opset, tolerance)
     try:
         atomic_write_bytes(out, data)
     except OSError as exc:
         raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    return ExportResult(out, fmt, max_diff, tuple(test.shape), out.stat().st_size)
-
+    return ExportResult(out, fmt, max_diff, shape, out.stat().st_size)
