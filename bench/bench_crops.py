@@ -2,7 +2,8 @@
 
     python bench/bench_crops.py [--images DIR] [--weights NAME_OR_FILE] [--repeats 7] [--loops 5]
 
-Contenders (interleaved in the same run, each a whole ``dbcli.detect.detect`` call over the images,
+Contenders (interleaved in the same run, each a whole ``dbcli.inference.detect_files.detect_files`` call over
+the images,
 JSON written, model loaded once; a sample is ``--loops`` such calls, the figure the median of
 ``--repeats`` samples):
 - ``--sort none``: no reading order and no crops: the detect of before this feature, the baseline;
@@ -39,10 +40,14 @@ def main() -> None:
 
     from rich.console import Console
 
-    from dbcli.crops import crop_regions, write_crops
-    from dbcli.detect import detect, load_model, resolve_settings, run_pipeline
-    from dbcli.inputs import expand_inputs, output_keys
-    from dbcli.reading_order import reading_order
+    from dbcli.inference.detect_files import detect_files
+    from dbcli.inference.inputs import expand_inputs, output_keys
+    from dbcli.inference.loading import load_model
+    from dbcli.inference.options import InferenceOptions
+    from dbcli.inference.pipeline import run_pipeline
+    from dbcli.inference.settings import resolve_settings
+    from dbcli.postprocess.crops import crop_regions, write_crops
+    from dbcli.postprocess.reading_order import reading_order
 
     header("dbnet detect: reading order and --crops (bench/bench_crops.py)")
     images, _ = expand_inputs([args.images])
@@ -50,7 +55,7 @@ def main() -> None:
         raise SystemExit(f"{args.images}: no images")
     model = load_model(Path(args.weights), None, "cpu", "fp32")
     quiet = Console(quiet=True)
-    settings = {mode: resolve_settings(model, short_side=args.short_side, sort=mode)
+    settings = {mode: resolve_settings(model, InferenceOptions(short_side=args.short_side, sort=mode))
                 for mode in ("none", "lines", "columns")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -59,9 +64,9 @@ def main() -> None:
         def run(name: str, mode: str, crops: bool):
             def call():
                 for _ in range(args.loops):
-                    summary = detect([args.images], tmp_path / f"{name}.json", "json", model, settings[mode],
-                                     console=quiet, out_console=quiet, progress=False,
-                                     crops=tmp_path / "crops" if crops else None)
+                    summary = detect_files([args.images], tmp_path / f"{name}.json", "json", model, settings[mode],
+                                           console=quiet, out_console=quiet, progress=False,
+                                           crops=tmp_path / "crops" if crops else None)
                 counts[name] = summary.crops
             return call
 

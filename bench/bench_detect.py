@@ -1,16 +1,18 @@
 """End-to-end ``detect`` throughput (decode -> polygons) vs the PP-OCR DB detector of RapidOCR.
 
     python bench/bench_detect.py [--count 8] [--repeats 3] [--images DIR] [--weights FILE ...]
-                                 [--rapidocr DIR] [--fetch-rapidocr]
+                                 [--rapidocr DIR] [--fetch-rapidocr] [--busy]
 
 Inputs: ``--count`` synthetic 1280x720 JPEGs (bench/synthetic.py), or the first ``--count`` images
 of ``--images DIR``; network input at short side 736 (1280x720 -> 736x1312).
 
 Contenders (interleaved in the same run, median of ``--repeats`` passes over all images):
+- dbcli, the default backend (``auto``, what ``dbnet detect`` and ``Detector()`` run without
+  ``--backend``: on a CPU onnxruntime, the export cached per weights file, ``dbcli.inference.onnx_cache``).
 - dbcli, torch backend (fp32, and bf16 on CPUs with native bfloat16: ``--precision bf16``) and
-  onnxruntime backend, batch 1 and 8: ``dbcli.detect.run_pipeline`` (what
+  onnxruntime backend, batch 1 and 8: ``dbcli.inference.pipeline.run_pipeline`` (what
   ``dbnet detect`` runs: decoding in a thread pool overlapping the network, same-size batches,
-  post-processing). The ONNX model is exported from the same weights (``dbcli.export``).
+  post-processing). The ONNX model is exported from the same weights (``dbcli.interop.export``).
 - PP-OCRv4 det (``rapidocr-onnxruntime==1.4.4``): its ``ch_PP-OCRv4_det_infer.onnx`` through
   onnxruntime with RapidOCR's own pre-processing (``DetPreProcess``: short side 736, sides rounded to
   multiples of 32, (x/255 - 0.5)/0.5) and post-processing (``DBPostProcess``: dilation, box score,
@@ -20,6 +22,11 @@ Contenders (interleaved in the same run, median of ``--repeats`` passes over all
   ``$DBNET_BENCH_RAPIDOCR``, an importable ``rapidocr_onnxruntime``, or the cache that
   ``--fetch-rapidocr`` fills with ``pip download`` + unzip, no install) and skips that row otherwise.
 Then a per-stage breakdown (decode, resize + normalise, network, post-processing), run sequentially.
+
+``--busy``: the contenders are timed twice in the same run, first as they are, then while one
+competing CPU-bound process (a pure-Python loop, started and stopped by the bench) runs beside them,
+as on a laptop with a browser busy, a shared CI runner or server; a table each, with the load average.
+The bench runs torch as ``dbnet detect`` does: ``dbcli.cpu.tune_malloc()`` and ``quiet_openmp()``.
 
 Weights: ``--weights`` (one or more files or shipped names), else the shipped ``general``
 (DB-MobileNetV3) and ``icdar15-r18`` (DB-ResNet-18) files, the last being the baseline of the ratio
@@ -98,18 +105,40 @@ def resolve_weights(names: list[str] | None, tmp: Path) -> list[tuple[str, Path,
 
 
 def export_onnx(weights: Path, out: Path) -> Path:
-    from dbcli.export import export
+    from dbcli.interop.export import export
 
     export(weights, "onnx", out)
     return out
 
 
 def load_backends(label: str, weights: Path, onnx_path: Path) -> dict:
-    """``{"<label> torch": model, "<label> onnx": model}`` as ``dbcli.detect.load_model`` gives them."""
-    from dbcli.backends import load_model
+    """``{"<label> default (auto -> ...)": model, "<label> torch": model, "<label> onnx": model}`` as
+    ``dbcli.inference.loading.load_model`` gives them (the default: no backend named, as ``dbnet detect``)."""
+    from dbcli.inference.loading import load_model
 
-    return {f"{label} torch": load_model(weights, "torch", device="cpu"),
+    default = load_model(weights)
+    return {f"{label} default (auto -> {default.info['backend']})": default,
+            f"{label} torch": load_model(weights, "torch", device="cpu"),
             f"{label} onnx": load_model(onnx_path, "onnx", device="cpu")}
+
+
+class Busy:
+    """One competing CPU-bound process (a pure-Python loop) while the ``with`` block runs."""
+
+    def __init__(self, on: bool):
+        self.on = on
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Busy:
+        if self.on:
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(1.0)  # let it take its core
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def prob_fn_of(model):
@@ -118,7 +147,8 @@ def prob_fn_of(model):
 
 def run_dbcli(model, paths: list[Path], short_side: int, batch: int):
     """All images through dbnet detect's pipeline; returns the detections per image."""
-    from dbcli.engine import Settings, run_pipeline
+    from dbcli.inference.pipeline import run_pipeline
+    from dbcli.inference.settings import Settings
 
     settings = Settings(short_side=short_side, batch_size=batch)
     return [r.detections for r in run_pipeline(paths, model, settings)]
@@ -257,13 +287,19 @@ def main(argv=None) -> int:
                     help="also time the torch backend at --precision bf16 (auto: when the CPU has native "
                          "bfloat16, AVX512-BF16 or AMX)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the per-stage table")
+    ap.add_argument("--busy", action="store_true",
+                    help="time the contenders again while one competing CPU-bound process runs (started "
+                         "and stopped here), as on a shared machine")
     args = ap.parse_args(argv)
+
+    from dbcli.cpu import quiet_openmp, tune_malloc
+
+    tune_malloc()  # as `dbnet detect` does (dbcli/cli.py): the whole process, RapidOCR's rows too
+    quiet_openmp()  # as `dbnet detect` does, before torch loads
 
     import torch
 
-    from dbcli.cpu import tune_malloc
-
-    tune_malloc()  # as `dbnet detect` does (dbcli/cli.py): the whole process, RapidOCR's rows too
     threads = torch.get_num_threads()
     header(f"end-to-end detect, decode -> polygons, short side {args.short_side}")
     if args.fetch_rapidocr:
@@ -272,8 +308,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp_name)
         paths = list_images(Path(args.images), args.count) if args.images else make_images(tmp, args.count, args.seed)
         first = cv2.imread(str(paths[0]))
-        from dbcli.backends import load_model
         from dbcli.cpu import cpu_supports_bf16
+        from dbcli.inference.loading import load_model
 
         print(f"# {len(paths)} images ({'from ' + args.images if args.images else 'synthetic'}, first "
               f"{first.shape[1]}x{first.shape[0]}); {threads} threads for torch and onnxruntime")
@@ -309,28 +345,35 @@ def main(argv=None) -> int:
                 contenders[f"PP-OCRv4 det (RapidOCR), batch {b}"] = (lambda b=b: rapid.run(paths, b))
         for name, fn in contenders.items():
             counts[name] = sum(len(d) for d in fn()) / len(paths)  # (also the warm-up)
-        times = interleaved(contenders, args.repeats, warmup=0)
-        ips = {name: len(paths) / median(t) for name, t in times.items()}
-        rows = []
-        for name in contenders:
-            b = name.rsplit(" ", 1)[1]
-            ref = ips.get(f"PP-OCRv4 det (RapidOCR), batch {b}")
-            base = ips.get(f"dbcli {baseline}, batch {b}")
-            rows.append([name, f"{ips[name]:.2f}", f"{1e3 / ips[name]:.0f}", spread(times[name]),
-                         f"{counts[name]:.1f}", f"{ips[name] / base:.2f}x" if base else "",
-                         f"{ips[name] / ref:.2f}x" if ref and not name.startswith("PP-OCR") else ""])
-        print_table(f"end-to-end images/s ({len(paths)} images, median of {args.repeats} interleaved passes)",
-                    ["pipeline", "images/s", "ms/image", "spread", "dets/image", f"vs {baseline}",
-                     "speed vs PP-OCR"], rows)
+        for phase in (["idle", "busy"] if args.busy else ["idle"]):
+            with Busy(phase == "busy"):
+                load0 = os.getloadavg()[0]
+                times = interleaved(contenders, args.repeats, warmup=0)
+                load1 = os.getloadavg()[0]
+            ips = {name: len(paths) / median(t) for name, t in times.items()}
+            rows = []
+            for name in contenders:
+                b = name.rsplit(" ", 1)[1]
+                ref = ips.get(f"PP-OCRv4 det (RapidOCR), batch {b}")
+                base = ips.get(f"dbcli {baseline}, batch {b}")
+                rows.append([name, f"{ips[name]:.2f}", f"{1e3 / ips[name]:.0f}", spread(times[name]),
+                             f"{counts[name]:.1f}", f"{ips[name] / base:.2f}x" if base else "",
+                             f"{ips[name] / ref:.2f}x" if ref and not name.startswith("PP-OCR") else ""])
+            what = ("with ONE competing CPU-bound process" if phase == "busy" else "nothing of the bench's beside")
+            print_table(f"end-to-end images/s, {what} ({len(paths)} images, median of {args.repeats} interleaved "
+                        f"passes; load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} CPUs)",
+                        ["pipeline", "images/s", "ms/image", "spread", "dets/image", f"vs {baseline}",
+                         "speed vs PP-OCR"], rows)
 
-        breakdown(paths, models, rapid, args, threads)
+        if not args.no_breakdown:
+            breakdown(paths, models, rapid, args, threads)
     return 0
 
 
 def breakdown(paths, models, rapid, args, threads) -> None:
     """Per-stage ms per image, each stage run on its own (sequentially, no overlap)."""
     from dbcli.imaging import prepare, read_image
-    from dbcli.postprocess import boxes_from_prob_map
+    from dbcli.postprocess.boxes import boxes_from_prob_map
 
     images = [read_image(p) for p in paths]
     inputs = [prepare(img, args.short_side) for img in images]
@@ -346,7 +389,7 @@ def breakdown(paths, models, rapid, args, threads) -> None:
             stages[f"network: dbcli {backend}, batch {b}"] = (
                 lambda fn=fn, batches=batches: [fn(x) for x in batches])
         maps[backend] = [fn(x[None])[0] for x in inputs]
-    first_onnx = next(name for name in maps if name.endswith("onnx"))
+    first_onnx = next(name for name in maps if name.endswith("onnx"))  # (not the default's row)
     stages[f"post-processing: dbcli, {first_onnx} maps"] = lambda: [
         boxes_from_prob_map(m, img.shape[1], img.shape[0]) for m, img in zip(maps[first_onnx], images)]
     icdar_like = [synthetic.prob_map(np.random.default_rng([args.seed, 9, i]), 736, 1312)[0] for i in range(len(paths))]

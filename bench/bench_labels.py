@@ -6,10 +6,10 @@ Crops are synthetic (bench/synthetic.py): ~15 text polygons after the random res
 4-90 px, aspect 1.5-10, rotated up to 10 degrees, ~10 % don't-care); a second set has curved
 14-point polygons. Contenders, timed interleaved in the same run (median of ``--repeats`` passes):
 
-- dbcli: ``dbcli.labels.make_targets`` (shrink map + mask, threshold map + mask);
+- dbcli: ``dbcli.data.labels.make_targets`` (shrink map + mask, threshold map + mask);
 - reference: bench/reference.py, ``MakeSegDetectionData`` + ``MakeBorderMap`` as the authors
   wrote them (law-of-cosines distance per edge over the dilated polygon's whole bounding box).
-Then the data-loader cost per image and worker: ``dbcli.augment.augment`` of a 1280x720 picture
+Then the data-loader cost per image and worker: ``dbcli.data.augment.augment`` of a 1280x720 picture
 (flip, rotation, rescale, crop) + labels + normalisation, with dbcli's labels and with the
 reference's. Target (issue 6): labels >= 3x faster than the reference, so that 4 workers feed
 >= 300 images/s.
@@ -25,9 +25,9 @@ from bench import synthetic
 from bench.common import header, interleaved, median, print_table, spread
 from bench.reference import ref_make_targets
 
-from dbcli.augment import augment
+from dbcli.data.augment import augment
+from dbcli.data.labels import make_targets
 from dbcli.imaging import normalize
-from dbcli.labels import make_targets
 
 SIZE = 640
 

@@ -5,7 +5,7 @@
 Maps are synthetic and ICDAR-2015-like (bench/synthetic.py: 10-40 words, faint regions, specks).
 Contenders, timed interleaved in the same run (median of ``--repeats`` passes over all maps):
 
-- dbcli: ``dbcli.postprocess.boxes_from_prob_map`` (box mode, then ``--polygon`` mode);
+- dbcli: ``dbcli.postprocess.boxes.boxes_from_prob_map`` (box mode, then ``--polygon`` mode);
 - reference, authors: bench/reference.py, ``SegDetectorRepresenter`` as the authors wrote it
   (score on the minimum-area quad; polygons with epsilon 0.01 and unclip 2.0);
 - reference, dbcli conventions: the same code switched to dbcli's choices (score on the contour,
@@ -30,7 +30,7 @@ from bench import synthetic
 from bench.common import header, interleaved, median, print_table, spread
 from bench.reference import ref_boxes_from_prob_map
 
-from dbcli.postprocess import PostConfig, _corners, _int_region_score, _unclip_quad, boxes_from_prob_map
+from dbcli.postprocess.boxes import PostConfig, _corners, _int_region_score, _unclip_quad, boxes_from_prob_map
 
 W, H = 1280, 720  # original image size (the maps are at 736x1280, the network's input size)
 

@@ -147,11 +147,12 @@ def main() -> None:
     from rich.console import Console
 
     from dbcli.cpu import tune_malloc
-    from dbcli.detect import detect, load_model, resolve_settings
+    from dbcli.inference.detect_files import detect_files as detect
+    from dbcli.inference.loading import load
+    from dbcli.inference.options import InferenceOptions
 
     tune_malloc()
-    model = load_model(args.weights, None, "cpu", "fp32")
-    settings = resolve_settings(model)
+    model, settings = load(InferenceOptions(weights=args.weights, device="cpu"))
     quiet = Console(quiet=True)
     servers = [("serve (CPU default: --max-batch 1)", 1, levels)]
     if not args.no_compare:

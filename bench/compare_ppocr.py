@@ -70,9 +70,11 @@ def main() -> int:
     ap.add_argument("--out", default="runs/compare_ppocr", help="folder for the two predictions files")
     args = ap.parse_args()
 
-    from dbcli.backends import load_model
-    from dbcli.datasets import load_samples
-    from dbcli.engine import resolve_settings, run_pipeline
+    from dbcli.data.datasets import load_samples
+    from dbcli.inference.loading import load_model
+    from dbcli.inference.options import InferenceOptions
+    from dbcli.inference.pipeline import run_pipeline
+    from dbcli.inference.settings import resolve_settings
 
     samples = load_samples("icdar15", args.data_root, "test")
     samples = samples[: args.limit] if args.limit else samples
@@ -88,7 +90,7 @@ def main() -> int:
 
     model = load_model(args.weights, "torch", device="cpu")
     # the package's scale: shorter side raised to 960 (ICDAR 2015 images are 1280x720)
-    settings = resolve_settings(model, short_side=960, thresh=0.3, box_thresh=0.6, unclip_ratio=1.6)
+    settings = resolve_settings(model, InferenceOptions(short_side=960, thresh=0.3, box_thresh=0.6, unclip_ratio=1.6))
     t0 = time.perf_counter()
     ours = [[d.points.tolist() for d in r.detections]
             for r in run_pipeline([s.image_path for s in samples], model, settings)]

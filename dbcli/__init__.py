@@ -12,9 +12,9 @@ __all__ = ["Detector", "ImageResult", "Detection", "DBNetError", "__version__"]
 
 if TYPE_CHECKING:
     from dbcli.api import Detector
-    from dbcli.engine import ImageResult
     from dbcli.errors import DBNetError
-    from dbcli.postprocess import Detection
+    from dbcli.inference.result import ImageResult
+    from dbcli.postprocess.boxes import Detection
 
 
 def __getattr__(name: str) -> Any:
@@ -24,11 +24,11 @@ def __getattr__(name: str) -> Any:
 
         return Detector
     if name == "ImageResult":
-        from dbcli.engine import ImageResult
+        from dbcli.inference.result import ImageResult
 
         return ImageResult
     if name == "Detection":
-        from dbcli.postprocess import Detection
+        from dbcli.postprocess.boxes import Detection
 
         return Detection
     if name == "DBNetError":

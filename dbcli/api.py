@@ -8,8 +8,9 @@
         print(det.points.round(1).tolist(), det.score, crop.shape)
     pages = detector.pdf("report.pdf")          # one result per page (pip install 'dbnet[pdf]')
 
-It runs the engine of ``dbnet detect`` (``dbcli.engine.run_pipeline``), so a file gives the same
-detections as ``dbnet detect`` with the same options.
+It loads its model where every command does (``dbcli.inference.loading.load``) and runs the engine of
+``dbnet detect`` (``dbcli.inference.pipeline.run_pipeline``), so a file gives the same detections as
+``dbnet detect`` with the same options.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from typing import TYPE_CHECKING, Any, Union, overload
 
 import numpy as np
 
-from dbcli.backends import Model, load_model
-from dbcli.engine import Failure, ImageResult, Settings, resolve_settings, run_pipeline
+from dbcli import defaults
 from dbcli.errors import DBNetError
-from dbcli.imaging import DEFAULT_MAX_MEGAPIXELS
-from dbcli.pdf import DEFAULT_DPI, is_pdf, pdf_pages
+from dbcli.inference.backend import Model
+from dbcli.inference.loading import load
+from dbcli.inference.options import InferenceOptions
+from dbcli.inference.pdf import is_pdf, pdf_pages
+from dbcli.inference.pipeline import run_pipeline
+from dbcli.inference.records import Failure
+from dbcli.inference.result import ImageResult
+from dbcli.inference.settings import Settings
 
 __all__ = ["Detector", "ImageResult"]
 
@@ -42,7 +48,11 @@ class Detector:
         weights: a ``.pt`` weights file, a ``.onnx`` export (onnxruntime, torch never imported), a
             shipped short name (``"general"``, ...) or None for the default (``general``).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        backend: ``"torch"`` or ``"onnx"``; None picks by the file's suffix.
+        **options: the other fields of ``dbcli.inference.options.InferenceOptions`` (the options of
+            ``dbnet detect``):
+        backend: ``"auto"`` (default, as ``dbnet detect``: onnxruntime on a CPU when installed, a
+            ``.pt`` file exported once and cached; torch on CUDA, for bf16/fp16, or without
+            onnxruntime), ``"torch"`` or ``"onnx"``.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (torch backend only).
         short_side: the network input's shorter side in pixels (default: the weights' own, else 736).
         max_side: cap on the network input's longer side in pixels (None: 4096).
@@ -52,24 +62,18 @@ class Detector:
         exif: apply files' EXIF orientation (what a viewer shows).
         max_megapixels: files of more pixels are refused (decompression bombs); None: no limit.
         sort: the order of each image's detections: ``"lines"`` (reading order by text lines, the
-            default), ``"columns"`` (multi-column documents) or ``"none"`` (``dbcli.reading_order``).
+            default), ``"columns"`` (multi-column documents) or ``"none"`` (``dbcli.postprocess.reading_order``).
 
-    Raises ``DBNetError`` when the weights cannot be loaded or a setting is out of range.
+    Raises ``DBNetError`` when the weights cannot be loaded or a setting is out of range, ``TypeError``
+    for a keyword that is not an option.
     """
 
-    def __init__(self, weights: str | os.PathLike[str] | None = None, device: str = "auto", *,
-                 backend: str | None = None, precision: str = "fp32", short_side: int | None = None,
-                 max_side: int | None = None, thresh: float | None = None, box_thresh: float | None = None,
-                 unclip_ratio: float | None = None, polygon: bool | None = None,
-                 batch_size: int | None = None, exif: bool = True,
-                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS, max_candidates: int | None = None,
-                 sort: str = "lines"):
-        self.model: Model = load_model(Path(weights) if weights is not None else None, backend, device,
-                                       precision)
-        self.settings: Settings = resolve_settings(
-            self.model, short_side=short_side, max_side=max_side, thresh=thresh, box_thresh=box_thresh,
-            unclip_ratio=unclip_ratio, polygon=polygon, batch_size=batch_size, exif=exif,
-            max_megapixels=max_megapixels, max_candidates=max_candidates, sort=sort)
+    def __init__(self, weights: str | os.PathLike[str] | None = None, device: str = defaults.DEVICE,
+                 **options: Any):
+        self.options = InferenceOptions(weights=str(weights) if weights is not None else None, device=device,
+                                        **options)
+        loaded: tuple[Model, Settings] = load(self.options)
+        self.model, self.settings = loaded
 
     @property
     def info(self) -> dict:
@@ -91,7 +95,7 @@ class Detector:
                 tuple of these.
             crops: also cut each detected region out: ``.crops`` holds one upright ``(h, w, 3)``
                 uint8 RGB array per detection, in the same order (tilted text straightened,
-                vertical text turned to read left to right; ``dbcli.crops``).
+                vertical text turned to read left to right; ``dbcli.postprocess.crops``).
 
         Returns:
             For one image an ``ImageResult``, for a list a list of them in the same order:
@@ -114,7 +118,7 @@ class Detector:
         results = self._run(sources, crops)
         return results[0] if single else results
 
-    def pdf(self, path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, crops: bool = False
+    def pdf(self, path: str | os.PathLike[str], *, dpi: float = defaults.DPI, crops: bool = False
             ) -> list[ImageResult]:
         """Detect text on every page of a PDF (needs ``pip install 'dbnet[pdf]'``): one result per
         page, in page order, named ``<path>#page=N``, with points in the pixels of the page rendered
@@ -128,7 +132,7 @@ class Detector:
         for item in run_pipeline(sources, self.model, self.settings, with_crops=crops):
             if isinstance(item, Failure):
                 raise DBNetError(item.message)
-            results.append(item)
+            results.append(ImageResult.from_record(item))
         return results
 
     def __repr__(self) -> str:

@@ -48,3 +48,16 @@ def tune_malloc() -> None:
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
     except (OSError, AttributeError):
         pass
+
+
+def quiet_openmp() -> bool:
+    """Let PyTorch's idle OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``), unless
+    the user set a policy or torch is already imported (OpenMP reads it once, when torch loads).
+    With a core taken by another program, spinning threads wait for a descheduled one at every
+    layer's barrier: the DB-MobileNetV3 forward went from ~120 ms to 0.7-3 s on a 2-core CPU, and to
+    0.3-0.8 s with this setting (bench/README.md, "Shared CPUs"). For the inference commands (the
+    torch backend is their fallback); returns whether it was set. Process-wide."""
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True

@@ -1,5 +1,5 @@
-"""Polygon geometry shared by the training labels (``dbcli.labels``) and post-processing
-(``dbcli.postprocess``): area, perimeter and the Vatti offset. Polygons are ``(K, 2)`` arrays of
+"""Polygon geometry shared by the training labels (``dbcli.data.labels``) and post-processing
+(``dbcli.postprocess.boxes``): area, perimeter and the Vatti offset. Polygons are ``(K, 2)`` arrays of
 (x, y) pixel coordinates."""
 
 from __future__ import annotations

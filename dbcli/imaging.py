@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from dbcli import defaults
 from dbcli.errors import DBNetError
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
@@ -41,7 +42,6 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
 # Pillow's own bomb guard (a raw DecompressionBombWarning at 89 MP, an error at 179 MP) is replaced
 # by one policy, ``check_pixels``, applied to every decoder and said in the file's own warning.
 Image.MAX_IMAGE_PIXELS = None
-DEFAULT_MAX_MEGAPIXELS = 200.0  # decoded images above this are refused (--max-megapixels raises it)
 # Formats Pillow reads in full: when it cannot, the file is damaged, and OpenCV would decode it anyway
 # (a truncated JPEG comes back grey-filled) while libjpeg / libpng print their own lines on stderr.
 _PILLOW_ONLY_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
@@ -127,7 +127,7 @@ def _signature(path: Path) -> bytes:
         return b""
 
 
-def decode_image(path: str | Path, exif: bool = True, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+def decode_image(path: str | Path, exif: bool = True, max_megapixels: float | None = defaults.MAX_MEGAPIXELS
                  ) -> tuple[np.ndarray, list[str]]:
     """Decode an image file to ``(H, W, 3)`` uint8 RGB, with notes for the user (an animated or
     multi-page file, of which the first frame is used).
@@ -170,13 +170,12 @@ def decode_image(path: str | Path, exif: bool = True, max_megapixels: float | No
     return to_rgb_uint8(array), notes
 
 
-def read_image(path: str | Path, exif: bool = True, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+def read_image(path: str | Path, exif: bool = True, max_megapixels: float | None = defaults.MAX_MEGAPIXELS
                ) -> np.ndarray:
     """``decode_image`` without its notes: ``(H, W, 3)`` uint8 RGB. Raises ``DBNetError``."""
     return decode_image(path, exif, max_megapixels)[0]
 
 
-DEFAULT_MAX_SIDE = 4096  # the network input's longer side when no max_side is given (bounded memory)
 MAX_SHORT_SIDE = 4096  # the largest --short-side accepted
 MAX_MAX_SIDE = 16384  # the largest --max-side accepted
 
@@ -191,12 +190,12 @@ def check_sides(short_side: int, max_side: int | None) -> None:
         raise DBNetError(f"--max-side must lie in [32, {MAX_MAX_SIDE}] pixels, got {max_side}")
 
 
-def inference_size(height: int, width: int, short_side: int = 736, max_side: int | None = None
+def inference_size(height: int, width: int, short_side: int = defaults.SHORT_SIDE, max_side: int | None = None
                    ) -> tuple[int, int]:
     """Network input size: shorter side scaled to ``short_side``, longer side capped at ``max_side``
-    (``None``: ``DEFAULT_MAX_SIDE``), both rounded to multiples of 32 (at least 32), in pixels.
+    (``None``: ``defaults.MAX_SIDE``), both rounded to multiples of 32 (at least 32), in pixels.
     Returns ``(new_height, new_width)``."""
-    cap = DEFAULT_MAX_SIDE if max_side is None else max_side
+    cap = defaults.MAX_SIDE if max_side is None else max_side
     scale = short_side / min(height, width)
     if max(height, width) * scale > cap:
         scale = cap / max(height, width)
@@ -208,11 +207,11 @@ def inference_size(height: int, width: int, short_side: int = 736, max_side: int
 def default_cap_note(height: int, width: int, short_side: int, max_side: int | None) -> str | None:
     """A note when the default cap (``max_side`` None) shrinks an image's network input below
     ``short_side`` on its shorter side (a long strip or panorama), else None."""
-    if max_side is not None or max(height, width) * short_side / min(height, width) <= DEFAULT_MAX_SIDE:
+    if max_side is not None or max(height, width) * short_side / min(height, width) <= defaults.MAX_SIDE:
         return None
     new_h, new_w = inference_size(height, width, short_side, None)
     return (f"{width}x{height} pixels: the network input is capped at {new_w}x{new_h} (longer side "
-            f"{DEFAULT_MAX_SIDE}, the default --max-side), so small text may be missed")
+            f"{defaults.MAX_SIDE}, the default --max-side), so small text may be missed")
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
@@ -224,7 +223,7 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def prepare(image: np.ndarray, short_side: int = 736, max_side: int | None = None) -> np.ndarray:
+def prepare(image: np.ndarray, short_side: int = defaults.SHORT_SIDE, max_side: int | None = None) -> np.ndarray:
     """Resize (area filter when shrinking) and normalise: ``(3, H', W')`` float32."""
     h, w = image.shape[:2]
     new_h, new_w = inference_size(h, w, short_side, max_side)

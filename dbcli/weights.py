@@ -163,7 +163,7 @@ def weights_problem(data: dict) -> str | None:
     """What makes a loaded weights dict unusable (a file from a newer dbnet, an unknown architecture,
     a non-numeric threshold, ...), or None. The architectures known are ``dbcli.models.ARCHS``."""
     from dbcli.models import ModelConfig
-    from dbcli.postprocess import post_entries_problem
+    from dbcli.postprocess.boxes import post_entries_problem
 
     version = data.get("version", VERSION)
     if not isinstance(version, int) or isinstance(version, bool):

@@ -84,7 +84,7 @@ def planted_files(root: Path) -> dict:
     """``{"pt": weights, "onnx": export}`` under ``root``, made once per test session."""
     key = str(root)
     if key not in _CACHE:
-        from dbcli.export import export
+        from dbcli.interop.export import export
 
         root.mkdir(parents=True, exist_ok=True)
         pt = save_planted(root / "planted.pt")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from synth import random_rects
 
-from dbcli.augment import AugmentConfig, augment, choose_crop
+from dbcli.data.augment import AugmentConfig, augment, choose_crop
 
 
 def _white_on_black(polygons, width, height):

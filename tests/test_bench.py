@@ -36,8 +36,9 @@ def test_bench_labels_runs(tmp_path):
 
 def test_bench_detect_runs(tmp_path):
     out = run_bench("bench_detect.py", "--count", "1", "--batches", "1", "--repeats", "1", "--short-side", "64",
-                    "--bf16", "yes", tmp_path=tmp_path)
-    for row in ("dbcli general torch, batch 1", "dbcli general onnx, batch 1", "dbcli icdar15-r18 torch, batch 1",
+                    "--bf16", "yes", "--busy", tmp_path=tmp_path)
+    for row in ("dbcli general default (auto -> onnx), batch 1", "with ONE competing CPU-bound process",
+                "dbcli general torch, batch 1", "dbcli general onnx, batch 1", "dbcli icdar15-r18 torch, batch 1",
                 "dbcli general torch bf16, batch 1", "vs icdar15-r18 torch", "skipping the PP-OCR row",
                 "network: dbcli icdar15-r18 torch bf16, batch 1", "post-processing: dbcli"):
         assert row in out, row

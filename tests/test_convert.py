@@ -16,9 +16,9 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from dbcli.cli import app  # noqa: E402
-from dbcli.convert import convert, paddle_input, verification_images  # noqa: E402
 from dbcli.errors import DBNetError  # noqa: E402
 from dbcli.imaging import normalize  # noqa: E402
+from dbcli.interop.paddleocr import convert, paddle_input, verification_images  # noqa: E402
 from dbcli.models import DBNet, ModelConfig  # noqa: E402
 from dbcli.models.dbnet import BgrInput  # noqa: E402
 from dbcli.weights import build_model, load_weights  # noqa: E402
@@ -129,7 +129,7 @@ def test_convert_loads_every_tensor_and_matches_the_source(paddle_like, tmp_path
 
 
 def test_converted_model_exports_and_detects(paddle_like, tmp_path):
-    from dbcli.export import export
+    from dbcli.interop.export import export
 
     _, path = paddle_like
     convert(path, tmp_path / "w.pt")
@@ -138,7 +138,7 @@ def test_converted_model_exports_and_detects(paddle_like, tmp_path):
 
 
 def test_folded_batchnorm_is_another_family(tmp_path):
-    from dbcli.export import fold_batchnorm
+    from dbcli.models.fold import fold_batchnorm
 
     folded = fold_batchnorm(source_model())
     path = tmp_path / "v4.onnx"

@@ -1,4 +1,4 @@
-"""Text crops (``dbcli.crops``, ``dbnet detect --crops``, ``Detector(...)(..., crops=True)``):
+"""Text crops (``dbcli.postprocess.crops``, ``dbnet detect --crops``, ``Detector(...)(..., crops=True)``):
 generated images with rotated rectangles of known size whose halves have known colours, so that a
 crop's size, straightness and orientation can be checked."""
 
@@ -15,8 +15,8 @@ from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.crops import crop_corners, crop_name, crop_region
-from dbcli.reading_order import reading_order
+from dbcli.postprocess.crops import crop_corners, crop_name, crop_region
+from dbcli.postprocess.reading_order import reading_order
 
 RED, BLUE, GREY = (150, 0, 0), (0, 0, 150), (225, 225, 225)
 
@@ -134,7 +134,7 @@ def test_detect_crops_writes_one_straight_png_per_detection_named_in_the_json(mo
     result = CliRunner().invoke(app, ["detect", str(tmp_path / "sign.png"), "--weights", str(model_files["pt"]),
                                       "--device", "cpu", "--out", str(out), "--crops", str(crops)])
     assert result.exit_code == 0, result.output
-    assert "3 crops" in result.stderr
+    assert f"3 crops written to {crops}" in result.stderr  # (once said "3 crops in crops in 0.1 s")
     dets = json.loads(out.read_text())["images"][0]["detections"]
     assert [Path(d["crop"]).name for d in dets] == ["sign_001.png", "sign_002.png", "sign_003.png"]
     assert sorted(p.name for p in crops.iterdir()) == ["sign_001.png", "sign_002.png", "sign_003.png"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dbcli.dataset_formats import (
+from dbcli.data.datasets import load_custom, load_icdar15, load_samples, parse_icdar_gt, split_holdout
+from dbcli.data.formats import (
     load_ctw1500,
     load_td500,
     load_totaltext,
@@ -18,7 +19,6 @@ from dbcli.dataset_formats import (
     parse_totaltext_gt,
     td500_box,
 )
-from dbcli.datasets import load_custom, load_icdar15, load_samples, parse_icdar_gt, split_holdout
 from dbcli.errors import DBNetError
 
 BOM = "\ufeff"

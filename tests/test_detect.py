@@ -20,7 +20,13 @@ from planted_model import match_rects, planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.detect import detect, expand_inputs, load_model, resolve_settings, run_pipeline
+from dbcli.inference.detect_files import detect_files as detect
+from dbcli.inference.inputs import expand_inputs
+from dbcli.inference.loading import load_model
+from dbcli.inference.options import InferenceOptions
+from dbcli.inference.pipeline import run_pipeline
+from dbcli.inference.settings import resolve_settings
+from dbcli.inference.writers import output_path
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -89,7 +95,8 @@ def test_detect_json_schema_and_boxes(model_files, image_dir, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert set(data) == {"model", "settings", "images"}
-    assert data["model"]["backend"] == "torch" and data["model"]["arch"] == "resnet18"
+    # the default backend (auto) on a CPU with onnxruntime: the .pt file's cached ONNX export
+    assert data["model"]["backend"] == "onnx" and data["model"]["arch"] == "resnet18"
     # thresholds come from the weights file when not given on the command line
     assert data["settings"]["box_thresh"] == 0.5 and data["settings"]["short_side"] == 256
     assert data["settings"]["exif"] is True
@@ -121,23 +128,24 @@ def test_options_override_weights_defaults(model_files, image_dir, tmp_path):
 
 
 def test_settings_resolution_order():
-    from dbcli.detect import Model
+    from dbcli.inference.backend import Model
 
     model = Model(lambda b: b[:, 0], {}, {"thresh": 0.25, "box_thresh": 0.7, "unknown": 1}, 1024)
     s = resolve_settings(model)
     assert (s.post.thresh, s.post.box_thresh, s.post.unclip_ratio, s.short_side) == (0.25, 0.7, 1.5, 1024)
-    s = resolve_settings(model, short_side=640, box_thresh=0.5, polygon=True)
+    s = resolve_settings(model, InferenceOptions(short_side=640, box_thresh=0.5, polygon=True))
     assert (s.post.thresh, s.post.box_thresh, s.post.polygon, s.short_side) == (0.25, 0.5, True, 640)
     assert resolve_settings(Model(lambda b: b, {}, {}, None)).short_side == 736
     # batch size: 1 on a CPU, 8 on CUDA, unless given
     assert resolve_settings(Model(lambda b: b, {"device": "cpu"}, {}, None)).batch_size == 1
     assert resolve_settings(Model(lambda b: b, {"device": "cuda:0"}, {}, None)).batch_size == 8
-    assert resolve_settings(Model(lambda b: b, {"device": "cuda"}, {}, None), batch_size=3).batch_size == 3
+    cuda = Model(lambda b: b, {"device": "cuda"}, {}, None)
+    assert resolve_settings(cuda, InferenceOptions(batch_size=3)).batch_size == 3
     from dbcli.errors import DBNetError
 
     for bad in ({"thresh": 1.5}, {"batch_size": 0}, {"short_side": 8}, {"unclip_ratio": 0.0}):
         with pytest.raises(DBNetError):
-            resolve_settings(model, **bad)
+            resolve_settings(model, InferenceOptions(**bad))
 
 
 # --- other formats --------------------------------------------------------------------------------
@@ -183,7 +191,7 @@ def test_icdar_and_jsonl_match_json(model_files, image_dir, tmp_path, monkeypatc
     result = invoke("detect", image_dir / "a.png", "--out", blocker / "sub" / "p.json", *common)
     assert result.exit_code == 1 and "cannot write" in result.stderr and "Traceback" not in result.output
     # ... found before any image is processed, in every format (a long job must not fail at its end)
-    import dbcli.detect as detect_module
+    import dbcli.inference.detect_files as detect_module
 
     def no_images(*args, **kwargs):
         raise AssertionError("images were processed before the output was checked")
@@ -193,6 +201,29 @@ def test_icdar_and_jsonl_match_json(model_files, image_dir, tmp_path, monkeypatc
         result = invoke("detect", image_dir / "a.png", "--format", fmt, "--out", blocker / "sub" / f"p.{fmt}",
                         *common)
         assert result.exit_code == 1 and "cannot write" in result.stderr, (fmt, result.output)
+
+
+def test_out_folder_gets_polygons_file_inside(model_files, image_dir, tmp_path):
+    """``--out results/`` (or an existing folder) with json / jsonl writes ``polygons.json`` /
+    ``polygons.jsonl`` inside the folder and says so, never a file named ``results``."""
+    common = ["--weights", model_files["onnx"], "--device", "cpu", "--short-side", "192"]
+    result = invoke("detect", image_dir / "a.png", "--out", f"{tmp_path / 'results'}/", *common)
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "results" / "polygons.json"
+    assert (tmp_path / "results").is_dir() and json.loads(written.read_text())["images"][0]["file"].endswith("a.png")
+    assert f"wrote {written}:" in result.stderr
+    # an existing folder, no trailing slash, jsonl: polygons.jsonl inside it; --resume finds it again
+    (tmp_path / "lines").mkdir()
+    for extra in ([], ["--resume"]):
+        result = invoke("detect", image_dir / "a.png", image_dir / "b.jpg", "--format", "jsonl",
+                        "--out", tmp_path / "lines", *extra, *common)
+        assert result.exit_code == 0, result.output
+        assert f"wrote {tmp_path / 'lines' / 'polygons.jsonl'}:" in result.stderr
+    assert len((tmp_path / "lines" / "polygons.jsonl").read_text().splitlines()) == 2
+    assert "2 done before" in result.stderr
+    # icdar: the folder itself, as before
+    assert output_path(f"{tmp_path / 'icdar'}/", "icdar") == tmp_path / "icdar"
+    assert output_path(tmp_path / "p.json", "json") == tmp_path / "p.json"
 
 
 def test_summary_table_without_out(model_files, image_dir):
@@ -309,7 +340,7 @@ def test_image_formats_decode(model_files, tmp_path):
     names = sorted(list(files) + ["image.webp", "rgba.png"])
 
     model = load_model(model_files["onnx"], "onnx", "cpu")
-    settings = resolve_settings(model, batch_size=3)
+    settings = resolve_settings(model, InferenceOptions(batch_size=3))
     items = list(run_pipeline(sorted(tmp_path.iterdir()), model, settings))
     assert [Path(i.file).name for i in items] == names
     for item in items:
@@ -357,8 +388,8 @@ def test_torch_and_onnx_backends_agree(model_files, tmp_path):
     assert onnx_model.info["backend"] == "onnx" and torch_model.info["backend"] == "torch"
     for polygon in (False, True):
         # The ONNX file carries the weights' defaults in its metadata: same settings without the .pt
-        s_torch = resolve_settings(torch_model, polygon=polygon, batch_size=2)
-        s_onnx = resolve_settings(onnx_model, polygon=polygon, batch_size=3)
+        s_torch = resolve_settings(torch_model, InferenceOptions(polygon=polygon, batch_size=2))
+        s_onnx = resolve_settings(onnx_model, InferenceOptions(polygon=polygon, batch_size=3))
         assert s_torch.post == s_onnx.post and s_torch.short_side == s_onnx.short_side
         a = list(run_pipeline(paths, torch_model, s_torch))
         b = list(run_pipeline(paths, onnx_model, s_onnx))
@@ -398,7 +429,7 @@ def test_bf16_precision_is_close_to_fp32(model_files, tmp_path):
     p32, p16 = fp32.prob_fn(batch), bf16.prob_fn(batch)
     assert p16.dtype == np.float32 and p16.shape == p32.shape
     assert 0 < np.abs(p16 - p32).max() < 0.02  # it does run in bf16, and stays close
-    settings = resolve_settings(fp32, batch_size=2)
+    settings = resolve_settings(fp32, InferenceOptions(batch_size=2))
     total = _assert_close_detections(list(run_pipeline(paths, fp32, settings)),
                                      list(run_pipeline(paths, bf16, settings)), 1.0, 0.01)
     assert total >= 15
@@ -436,7 +467,7 @@ def test_fp16_on_cuda_is_close_to_fp32(model_files, tmp_path):
         pytest.skip("no CUDA device")
     paths = _parity_images(tmp_path)
     fp32 = load_model(model_files["pt"], "torch", "cuda")
-    settings = resolve_settings(fp32, batch_size=4)
+    settings = resolve_settings(fp32, InferenceOptions(batch_size=4))
     reference = list(run_pipeline(paths, fp32, settings))
     for precision in ("fp16", "bf16"):
         half = load_model(model_files["pt"], "torch", "cuda", precision=precision)
@@ -447,8 +478,8 @@ def test_fp16_on_cuda_is_close_to_fp32(model_files, tmp_path):
 def test_batching_does_not_change_results(model_files, tmp_path):
     paths = _parity_images(tmp_path)
     model = load_model(model_files["onnx"], "onnx", "cpu")
-    one = [r.to_dict() for r in run_pipeline(paths, model, resolve_settings(model, batch_size=1))]
-    four = [r.to_dict() for r in run_pipeline(paths, model, resolve_settings(model, batch_size=4))]
+    one = [r.to_dict() for r in run_pipeline(paths, model, resolve_settings(model, InferenceOptions(batch_size=1)))]
+    four = [r.to_dict() for r in run_pipeline(paths, model, resolve_settings(model, InferenceOptions(batch_size=4)))]
     assert one == four
 
 
@@ -499,8 +530,8 @@ def test_onnx_backend_never_imports_torch(model_files, image_dir, tmp_path):
 # --- multi-process sharding -----------------------------------------------------------------------
 def test_ranks_split_inputs_and_rank0_merges(model_files, image_dir, tmp_path, monkeypatch):
     """torchrun logic without processes: rank r takes images r, r+2, ...; rank 0 writes all, in
-    input order. ``_gather`` is replaced by a fake holding the other rank's share."""
-    import dbcli.detect as det
+    input order. ``distributed.gather`` is replaced by a fake holding the other rank's share."""
+    import dbcli.inference.distributed as distributed
 
     model = load_model(model_files["onnx"], "onnx", "cpu")
     settings = resolve_settings(model)
@@ -510,7 +541,7 @@ def test_ranks_split_inputs_and_rank0_merges(model_files, image_dir, tmp_path, m
         shares[rank] = local
         return [item for r in sorted(shares) for item in shares[r]]
 
-    monkeypatch.setattr(det, "_gather", fake_gather)
+    monkeypatch.setattr(distributed, "gather", fake_gather)
     monkeypatch.setenv("WORLD_SIZE", "2")
     for rank in (1, 0):
         monkeypatch.setenv("RANK", str(rank))
@@ -567,6 +598,17 @@ def test_shipped_weights_on_examples(tmp_path):
     assert len(data["images"]) == len(expand_inputs([examples])[0])
     assert Path(data["model"]["weights"]).name == default_weights_path().name
     assert sum(len(e["detections"]) for e in data["images"]) > 0
+    # the default backend (onnxruntime on a CPU) finds the same regions as the torch backend
+    torch_out = tmp_path / "torch.json"
+    proc = subprocess.run([sys.executable, "-m", "dbcli.cli", "detect", "examples/", "--backend", "torch",
+                           "--out", str(torch_out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch_data = json.loads(torch_out.read_text())
+    assert data["model"]["backend"] == "onnx" and torch_data["model"]["backend"] == "torch"
+    for got, expected in zip(data["images"], torch_data["images"], strict=True):
+        assert got["file"] == expected["file"] and len(got["detections"]) == len(expected["detections"])
+        for a, b in zip(got["detections"], expected["detections"], strict=True):
+            assert np.abs(np.array(a["points"]) - np.array(b["points"])).max() <= 1.0, got["file"]
 
 
 def test_cuda_device_request_without_cuda_fails_cleanly(model_files, image_dir):

@@ -1,4 +1,4 @@
-"""``dbnet eval`` and ``dbcli.evaluate``: predictions files, model runs, threshold sweeps."""
+"""``dbnet eval`` and ``dbcli.evaluation.scoring``: predictions files, model runs, threshold sweeps."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dbcli import metrics
 from dbcli.cli import app
-from dbcli.datasets import load_samples, split_holdout
+from dbcli.data.datasets import load_samples, split_holdout
 from dbcli.errors import DBNetError
-from dbcli.evaluate import evaluate_model, evaluate_predictions, sweep_maps, sweep_model
+from dbcli.evaluation import metrics
+from dbcli.evaluation.scoring import evaluate_model, evaluate_predictions
+from dbcli.evaluation.sweep import sweep_maps, sweep_model
 from dbcli.imaging import MEAN, STD
-from dbcli.postprocess import PostConfig, boxes_from_prob_map
+from dbcli.inference.settings import Settings
+from dbcli.postprocess.boxes import PostConfig, boxes_from_prob_map
 
 runner = CliRunner()
 
@@ -187,16 +189,17 @@ def test_sweep_and_evaluate_model_with_a_backend(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     samples = load_samples("custom", tmp_path, "test")
     messages = []
-    result = sweep_model(samples, red_channel_prob, short_side=96, box_threshes=BOX_THRESHES,
-                         threshes=THRESHES, batch_size=2, warn=messages.append)
+    result = sweep_model(samples, red_channel_prob, settings=Settings(short_side=96, batch_size=2),
+                         box_threshes=BOX_THRESHES, threshes=THRESHES, warn=messages.append)
     assert (result.best["thresh"], result.best["box_thresh"]) == (0.3, 0.6)
     assert result.best["num_images"] == 3 and result.best["hmean"] == 1.0
     assert [Path(p).name for p in result.skipped] == ["broken.png"]
     assert any("broken.png" in m for m in messages)  # reported, not silent
-    at_best = evaluate_model(samples, red_channel_prob, 96, post=PostConfig(thresh=0.3, box_thresh=0.6))
+    at_best = evaluate_model(samples, red_channel_prob,
+                             settings=Settings(96, post=PostConfig(thresh=0.3, box_thresh=0.6)))
     assert at_best.scores.hmean == 1.0 and at_best.scores.num_images == 3
-    worse = evaluate_model(samples, red_channel_prob, 96, post=PostConfig(thresh=0.3, box_thresh=0.5),
-                           batch_size=3)
+    worse = evaluate_model(samples, red_channel_prob,
+                           settings=Settings(96, post=PostConfig(thresh=0.3, box_thresh=0.5), batch_size=3))
     row = next(r for r in result.rows if (r["thresh"], r["box_thresh"]) == (0.3, 0.5))
     assert worse.scores.to_dict() == {k: row[k] for k in worse.scores.to_dict()}
     assert worse.scores.precision == pytest.approx(2 / 3)
@@ -281,7 +284,7 @@ def test_eval_sweep_refuses_test_split_and_uses_the_training_holdout(tmp_path, r
 
 
 def test_sweep_grid_option_parsing():
-    from dbcli.eval_cli import parse_grid
+    from dbcli.evaluation.sweep import parse_grid
 
     grid = parse_grid("0.3:0.8:0.05", "sweep-box-thresh")
     assert len(grid) == 11 and grid[0] == 0.3 and grid[-1] == 0.8 and grid[5] == 0.55

@@ -13,8 +13,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.export import ProbMapModel, count_batchnorm, fold_batchnorm, inference_module
+from dbcli.interop.export import ProbMapModel, inference_module
 from dbcli.models import DBNet, ModelConfig
+from dbcli.models.fold import count_batchnorm, fold_batchnorm
 from dbcli.weights import build_model, load_weights, save_weights
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from synth import random_rects, rotated_rect
 
-from dbcli.labels import (
+from dbcli.data.labels import (
     make_targets,
     offset_polygon,
     polygon_area,

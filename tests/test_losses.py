@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dbcli.losses import LossConfig, balanced_bce, db_loss, dice_loss, masked_l1
+from dbcli.training.losses import LossConfig, balanced_bce, db_loss, dice_loss, masked_l1
 
 
 def bce(p: float, y: float) -> float:

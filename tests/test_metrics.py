@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dbcli.metrics import evaluate, evaluate_image, summarize, to_polygon
+from dbcli.evaluation.metrics import evaluate, evaluate_image, summarize, to_polygon
 
 
 def box(x0, y0, x1, y1):

@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 from synth import random_rects, render
 
+from dbcli.data.labels import make_targets
 from dbcli.errors import DBNetError
 from dbcli.imaging import normalize
-from dbcli.labels import make_targets
-from dbcli.losses import db_loss
-from dbcli.models import DBNet, MobileNetV3, ModelConfig, ResNet, count_parameters, load_backbone_state
+from dbcli.models import DBNet, MobileNetV3, ModelConfig, ResNet, count_parameters
 from dbcli.models.deform_conv import DeformConv2d, deform_conv2d_reference
+from dbcli.training.losses import db_loss
+from dbcli.training.pretrained import load_backbone_state
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,4 +1,4 @@
-"""PDF input (``dbcli.pdf``): PDFs made in the test (pages of dark rectangles at known places, drawn
+"""PDF input (``dbcli.inference.pdf``): PDFs made in the test (pages of dark rectangles at known places, drawn
 with Pillow; encrypted, damaged and page-less files written by hand), through ``dbnet detect``,
 ``dbnet visualize`` and the Python API."""
 
@@ -160,7 +160,7 @@ def test_visualize_draws_pdf_pages_numbered_in_reading_order(model_files, tmp_pa
 
 
 def test_numbers_label_regions_by_position_not_by_score():
-    from dbcli.visualize import draw_detections
+    from dbcli.inference.drawing import draw_detections
 
     image = np.full((200, 300, 3), 255, np.uint8)
     a = np.array([[20, 60], [120, 60], [120, 90], [20, 90]], np.float64)
@@ -198,20 +198,20 @@ def test_a_pdf_given_to_a_detector_call_points_to_its_pdf_method(model_files, tm
 def test_a_page_result_with_crops_survives_the_trip_between_processes():
     """Under torchrun, results travel as ``to_dict`` entries and come back with ``from_dict``: the
     page's fields and the crop files must come back too (rank 0 writes them)."""
-    from dbcli.engine import ImageResult
-    from dbcli.pdf import PageInfo
-    from dbcli.postprocess import Detection
+    from dbcli.inference.pdf import PageInfo
+    from dbcli.inference.records import ImageRecord
+    from dbcli.postprocess.boxes import Detection
 
     box = np.array([[1.0, 2.0], [30.0, 2.0], [30.0, 12.0], [1.0, 12.0]])
-    result = ImageResult(3, "r.pdf#page=2", 1191, 1684, [Detection(box, 0.9), Detection(box + 20, 0.8)],
+    result = ImageRecord(3, "r.pdf#page=2", 1191, 1684, [Detection(box, 0.9), Detection(box + 20, 0.8)],
                          page=PageInfo(2, 595.28, 841.89, 144.0), crop_files=["c/r_p2_001.png", "c/r_p2_002.png"])
     entry = json.loads(json.dumps(result.to_dict()))
     assert entry["page"] == 2 and entry["page_size_pt"] == [595.28, 841.89] and entry["dpi"] == 144.0
     assert [d["crop"] for d in entry["detections"]] == ["c/r_p2_001.png", "c/r_p2_002.png"]
-    back = ImageResult.from_dict(3, entry)
+    back = ImageRecord.from_dict(3, entry)
     assert back.to_dict() == entry and back.index == 3
-    plain = ImageResult(0, "a.png", 10, 10, [])
-    assert ImageResult.from_dict(0, plain.to_dict()).to_dict() == {"file": "a.png", "width": 10, "height": 10,
+    plain = ImageRecord(0, "a.png", 10, 10, [])
+    assert ImageRecord.from_dict(0, plain.to_dict()).to_dict() == {"file": "a.png", "width": 10, "height": 10,
                                                                     "detections": []}
 
 

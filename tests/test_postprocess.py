@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from synth import random_curves, random_rects, rotated_rect
 
-from dbcli.labels import offset_polygon, polygon_area, polygon_perimeter, shrink_distance, shrink_targets
-from dbcli.metrics import evaluate, evaluate_image, to_polygon
-from dbcli.postprocess import Detection, PostConfig, boxes_from_prob_map, order_box
+from dbcli.data.labels import offset_polygon, polygon_area, polygon_perimeter, shrink_distance, shrink_targets
+from dbcli.evaluation.metrics import evaluate, evaluate_image, to_polygon
+from dbcli.postprocess.boxes import Detection, PostConfig, boxes_from_prob_map, order_box
 
 W, H = 640, 480
 LAYOUTS = 30

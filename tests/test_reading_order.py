@@ -1,4 +1,4 @@
-"""Reading order (``dbcli.reading_order``): generated pages whose right order is known by
+"""Reading order (``dbcli.postprocess.reading_order``): generated pages whose right order is known by
 construction: lines of words in several columns, shuffled, straight and tilted a few degrees."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dbcli.reading_order import SORT_MODES, page_skew, reading_order
+from dbcli.postprocess.reading_order import SORT_MODES, page_skew, reading_order
 
 
 def box(x: float, y: float, w: float, h: float) -> np.ndarray:
@@ -75,7 +75,7 @@ def test_tilted_line_of_words_stays_one_line_when_the_page_is_level():
 
 def test_page_skew_is_the_median_direction_of_line_like_regions():
     boxes = tilt(page(columns=1, lines=4, words=2)[0], 5.0)
-    from dbcli.reading_order import _direction
+    from dbcli.postprocess.reading_order import _direction
 
     assert page_skew([_direction(p) for p in boxes]) == pytest.approx(5.0, abs=0.5)
     square = [box(0, 0, 20, 20)]  # no direction of its own
@@ -104,8 +104,8 @@ def test_polygons_with_many_points_are_ordered_like_their_boxes():
 
 
 def test_output_keys_keep_subfolders_and_never_collide(tmp_path):
-    from dbcli.inputs import output_keys
-    from dbcli.pdf import PdfPage
+    from dbcli.inference.inputs import output_keys
+    from dbcli.inference.pdf import PdfPage
 
     root = tmp_path / "in"
     items = [root / "a" / "photo.jpg", root / "b" / "photo.jpg", root / "a" / "scan.jpg", root / "a" / "scan.png",

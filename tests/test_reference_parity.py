@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the bench/ pa
 from bench import synthetic  # noqa: E402
 from bench.reference import ref_boxes_from_prob_map, ref_make_targets  # noqa: E402
 
-from dbcli import labels, postprocess  # noqa: E402
-from dbcli.postprocess import PostConfig, boxes_from_prob_map  # noqa: E402
+from dbcli.data import labels  # noqa: E402
+from dbcli.postprocess import boxes as postprocess  # noqa: E402
+from dbcli.postprocess.boxes import PostConfig, boxes_from_prob_map  # noqa: E402
 
 DBCLI_CONVENTIONS = dict(score_on="contour", round_coords=True, float_out=True, largest_piece=True)
 

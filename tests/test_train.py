@@ -12,10 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import dbcli.train as train_module
+import dbcli.training.loop as train_module
 from dbcli.cli import app
 from dbcli.errors import DBNetError
-from dbcli.train import TrainConfig, train
+from dbcli.training.config import TrainConfig
+from dbcli.training.loop import train
 from dbcli.weights import build_model, load_weights
 
 runner = CliRunner()
@@ -212,6 +213,37 @@ def test_resumed_run_keeps_its_clock(dataset, tmp_path):
     assert lr > 0.0
 
 
+@pytest.mark.parametrize("schedule", [None, False])
+def test_time_limit_fits_the_lr_schedule_unless_told_not_to(dataset, tmp_path, schedule):
+    """--time-limit alone (schedule None, as the CLI passes it) ends the poly decay at the time limit,
+    so a run stopped by it ends at a low lr; --no-time-schedule keeps the epochs' schedule and the
+    stop line says the lr it stopped at. The first session's clock is set to 9 min 59.9 s of a
+    10-minute budget, so the second stops after its first step, with no timing in the assertions."""
+    run = tmp_path / "run"
+    train(small_config(dataset, run, epochs=50, max_steps=1, time_limit=10.0, time_schedule=schedule))
+    assert json.loads((run / "config.json").read_text())["time_schedule"] is (schedule is None)
+    log = (run / "train.log").read_text()
+    assert ("ends at the time limit" in log) is (schedule is None)
+    assert ("may still be near its peak" in log) is (schedule is False)
+    state = _state(run / "latest.pt")
+    state["train_seconds"] = 599.9
+    torch.save(state, run / "latest.pt")
+
+    train(TrainConfig(resume=str(run), workers=0, device="cpu"))
+    assert _state(run / "latest.pt")["step"] == 2
+    lr = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    lr0 = small_config(dataset, run).lr
+    stop = [line for line in (run / "train.log").read_text().splitlines() if "stopped:" in line][-1]
+    assert "--time-limit 10.0 min reached" in stop
+    if schedule is None:
+        assert 0.0 <= lr <= lr0 * (0.1 / 600) ** 0.9 + 1e-12
+        assert "lr at" not in stop
+    else:
+        assert lr >= lr0 * (1 - 2 / 100) ** 0.9 - 1e-12  # step 1 of 100 (2 steps x 50 epochs)
+        assert f"at step 2 of 100, with the lr at {lr:.3g} ({lr / lr0:.0%} of --lr {lr0:g})" in stop
+        assert "set for 50 epochs" in stop
+
+
 def test_undecodable_image_without_cache_is_replaced(dataset, tmp_path, capsys):
     """--no-cache-images decodes in the loader: a corrupt image is reported by name and another image
     trains in its place, instead of a worker traceback."""
@@ -350,11 +382,14 @@ def test_cli_train_defaults_are_train_config_defaults():
     import dataclasses
     import inspect
 
-    import dbcli.cli as cli
+    from typer.models import OptionInfo
+
+    from dbcli.commands.train import train as train_command
 
     defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
                 for f in dataclasses.fields(TrainConfig)}
-    options = {name: p.default.default for name, p in inspect.signature(cli.train).parameters.items()}
+    options = {name: p.default.default if isinstance(p.default, OptionInfo) else p.default
+               for name, p in inspect.signature(train_command).parameters.items()}
     shared = set(options) & set(defaults)
     assert len(shared) >= 25  # every option but --thresh / --box-thresh (TrainConfig.post) is a field
     assert {name: options[name] for name in shared} == {name: defaults[name] for name in shared}

@@ -13,7 +13,8 @@ from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.visualize import BOX_COLOUR, load_predictions
+from dbcli.evaluation.predictions import load_predictions
+from dbcli.inference.drawing import BOX_COLOUR
 
 runner = CliRunner()
 RECTS = {"one.png": (200, 150, [(30, 40, 150, 70)]), "two.jpg": (180, 220, [(40, 60, 140, 90), (50, 150, 120, 190)])}
@@ -126,7 +127,7 @@ def test_visualize_from_predictions_file(images, tmp_path):
 def test_scores_never_cover_another_detection_on_a_dense_page():
     """Lines 6 px apart (a printed page): each score goes above or below its own box, never over the
     text of another one (printed_page.jpg's labels hid the line above)."""
-    from dbcli.visualize import draw_detections
+    from dbcli.inference.drawing import draw_detections
 
     boxes = [(20, 10 + 26 * i, 300, 30 + 26 * i) for i in range(12)]
     dets = [(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64), 0.9) for x0, y0, x1, y1 in boxes]
@@ -134,4 +135,87 @@ def test_scores_never_cover_another_detection_on_a_dense_page():
     mask = box_mask(drawn)
     for x0, y0, x1, y1 in boxes:
         assert not mask[y0 + 3:y1 - 2, x0 + 3:x1 - 2].any()  # inside each outline: untouched
-    assert mask[:, 310:].sum() == 0 and mask.sum() > 12 * 2 * 280  # outlines, and the labels at their left
+    # no room above or below: every score but the last goes right of its own line, centred on it
+    for _, y0, _, y1 in boxes[:-1]:
+        assert mask[y0:y1, 302:330].mean() > 0.4  # a plate (black digits on it)
+    assert mask[boxes[-1][3] + 1:, 20:40].mean() > 0.4 and not mask[boxes[-1][1]:boxes[-1][3], 305:].any()
+
+
+def _gap(a, b) -> int:
+    """Chebyshev distance between two rectangles (x0, y0, x1, y1, exclusive ends); 0 when touching."""
+    return max(a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3], 0)
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _check_labels(boxes, spots, width, height):
+    """Every label inside the image, over no other box and no other label; one right beside its box
+    (no leader line) is nearer its own box than any other."""
+    from dbcli.inference.drawing import _leader
+
+    for k, spot in enumerate(spots):
+        if spot is None:
+            continue
+        assert 0 <= spot[0] < spot[2] <= width and 0 <= spot[1] < spot[3] <= height
+        for j, other in enumerate(boxes):
+            assert j == k or not _overlap(spot, other), (k, spot, j, other)
+        for j, other in enumerate(spots):
+            assert j == k or other is None or not _overlap(spot, other)
+        if _leader(spot, boxes[k]) is None:
+            assert _gap(spot, boxes[k]) <= min(_gap(spot, b) for j, b in enumerate(boxes) if j != k) + 1
+
+
+def test_a_label_with_no_room_above_never_goes_over_the_next_box():
+    """Two lines touching, the first at the top of the image: its label used to go below it, over
+    the second line, where "1" read as the second line's number."""
+    from dbcli.inference.drawing import place_labels
+
+    boxes = [(10, 0, 200, 20), (10, 20, 200, 40), (10, 40, 200, 60)]
+    for numbers in (False, True):
+        spots = place_labels(boxes, [(12, 14)] * 3, 240, 80, inside=numbers, required=numbers)
+        _check_labels(boxes, spots, 240, 80)
+        assert spots[2] is not None and spots[2][1] >= 60  # room below the last one: there
+        assert spots[0] is not None and spots[0][0] >= 200  # no room above, below or left: right of it
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("numbers", [False, True])
+def test_labels_never_cover_another_box_on_generated_stacked_pages(seed, numbers):
+    """Columns of stacked lines 0-4 px apart, of random widths and heights: no label over another
+    box or label, all inside the image; numbers (which may sit in their own box's corner) all placed."""
+    from dbcli.inference.drawing import place_labels
+
+    rng = np.random.default_rng(seed)
+    width, height = 420, 300
+    boxes, x = [], 0
+    for _ in range(2):  # two columns, from the image's left edge (no room left of the first)
+        y, x1 = int(rng.integers(0, 3)), x + int(rng.integers(120, 200))
+        while True:
+            h = int(rng.integers(16, 30))
+            if y + h > height:
+                break
+            boxes.append((x + int(rng.integers(0, 20)), y, x1 - int(rng.integers(0, 40)), y + h))
+            y += h + int(rng.integers(0, 5))
+        x = x1 + int(rng.integers(2, 20))
+    sizes = [(int(rng.integers(8, 34)), int(rng.integers(10, 16))) for _ in boxes]
+    spots = place_labels(boxes, sizes, width, height, inside=numbers, required=numbers, far=8 if numbers else 0)
+    _check_labels(boxes, spots, width, height)
+    if numbers:
+        assert all(s is not None for s in spots)
+    else:
+        assert sum(s is not None for s in spots) >= len(boxes) // 4  # room right of the columns
+
+
+def test_a_number_boxed_in_on_every_side_goes_further_out_with_a_leader_line():
+    from dbcli.inference.drawing import _leader, place_labels
+
+    cell = 14  # a 3 x 3 grid of touching 14 px cells: no spot beside the middle one, none inside it
+    boxes = [(40 + cell * c, 40 + cell * r, 40 + cell * (c + 1), 40 + cell * (r + 1))
+             for r in range(3) for c in range(3)]
+    boxes = [boxes[4]] + boxes[:4] + boxes[5:]
+    spots = place_labels(boxes, [(20, 12)] + [(0, 0)] * 8, 200, 200, inside=True, required=True)
+    spots[1:] = [None] * 8
+    _check_labels(boxes, spots, 200, 200)
+    assert spots[0] is not None and _leader(spots[0], boxes[0]) is not None

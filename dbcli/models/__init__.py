@@ -2,6 +2,6 @@
 
 from dbcli.models.dbnet import ARCHS, DBNet, ModelConfig, count_parameters
 from dbcli.models.mobilenetv3 import MobileNetV3
-from dbcli.models.resnet import ResNet, load_backbone_state
+from dbcli.models.resnet import ResNet
 
-__all__ = ["ARCHS", "DBNet", "MobileNetV3", "ModelConfig", "ResNet", "count_parameters", "load_backbone_state"]
+__all__ = ["ARCHS", "DBNet", "MobileNetV3", "ModelConfig", "ResNet", "count_parameters"]

@@ -1,5 +1,5 @@
 """MobileNetV3-large backbone in the layer layout of PaddleOCR's DB detectors (PP-OCRv3 det uses
-``scale=0.5`` with SE disabled), so that their weights convert one to one (``dbcli.convert``).
+``scale=0.5`` with SE disabled), so that their weights convert one to one (``dbcli.interop.paddleocr``).
 
 ``MobileNetV3.forward`` maps ``(N, 3, H, W)`` to four feature maps at strides 4, 8, 16, 32 with
 ``out_channels`` channels (16, 24, 56, 480 at scale 0.5).

@@ -52,7 +52,7 @@ class RSELayer(nn.Module):
 class RSEFPN(nn.Module):
     """PaddleOCR's RSE-FPN (PP-OCRv3 det): the FPN with each 1x1 lateral and 3x3 output conv
     followed by a residual squeeze-excite. The convs run in PaddleOCR's order (laterals C5 -> C2,
-    then outputs P5 -> P2) so that ``dbcli.convert`` can match layers by execution order."""
+    then outputs P5 -> P2) so that ``dbcli.interop.paddleocr`` can match layers by execution order."""
 
     def __init__(self, in_channels: list[int], channels: int = 96):
         super().__init__()

@@ -6,16 +6,10 @@ with deformable convolution in stages conv3-conv5 (the paper's "+DCN").
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from dbcli.errors import DBNetError
 from dbcli.models.deform_conv import DeformConv2d
-
-if TYPE_CHECKING:
-    from dbcli.models.dbnet import DBNet
 
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
 _BLOCKS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
@@ -129,37 +123,3 @@ class ResNet(nn.Module):
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
         return [c2, c3, c4, c5]
-
-
-def load_backbone_state(model: DBNet, path: str) -> tuple[list[str], list[str]]:
-    """Load a torchvision-style ImageNet ResNet checkpoint into ``model.backbone``.
-
-    Returns ``(missing_keys, unexpected_keys)`` (``fc.*`` is always unexpected: there is no ``fc``).
-    Raises ``DBNetError`` naming the file when it is not a checkpoint, when no key matches the
-    backbone, or when tensor shapes do not fit (e.g. a ResNet-50 file for ``--arch resnet18``).
-    """
-    if not isinstance(model.backbone, ResNet):
-        raise DBNetError(f"{path}: --pretrained-backbone loads torchvision ResNet weights; the "
-                         f"{model.config.arch} backbone takes none (start from --init-weights instead)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DBNetError(f"{path}: no such file") from None
-    except Exception as exc:  # pickle, zip and weights_only errors have many types
-        raise DBNetError(f"{path}: not a PyTorch state dict ({exc.__class__.__name__})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DBNetError(f"{path}: not a state dict of tensors (a torchvision ResNet checkpoint)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    expected = model.backbone.state_dict()
-    if not expected.keys() & state.keys():
-        raise DBNetError(f"{path}: none of its {len(state)} keys is a {model.config.arch} backbone "
-                         "parameter (expected torchvision names: conv1.weight, layer1.0.conv1.weight ...)")
-    wrong = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
-    if wrong:
-        raise DBNetError(f"{path}: {len(wrong)} tensors do not fit the {model.config.arch} backbone, e.g. "
-                         f"{wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)} "
-                         "(a checkpoint of another ResNet depth?)")
-    result = model.backbone.load_state_dict(state, strict=False)
-    return list(result.missing_keys), list(result.unexpected_keys)

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -26,15 +25,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from dbcli import __version__
-from dbcli.engine import Failure, ImageResult, Settings
 from dbcli.errors import DBNetError
 from dbcli.imaging import check_pixels
-from dbcli.pdf import pdf_pages
+from dbcli.inference.backend import Model
+from dbcli.inference.options import InferenceOptions
+from dbcli.inference.pdf import pdf_pages
+from dbcli.inference.records import Failure, ImageRecord
+from dbcli.inference.settings import Settings
+from dbcli.inference.writers import detect_json
 from dbcli.serve.config import ServeConfig
 from dbcli.serve.options import OptionError, RequestOptions, parse_options
 from dbcli.serve.scheduler import Busy, Closed, Job, Scheduler
 from dbcli.serve.uploads import Disconnected, Upload, UploadError, receive_upload
-from dbcli.writers import detect_json
 
 log = logging.getLogger("dbnet.serve")
 BOMB_WORDS = "-megapixel limit"  # in the engine's message for an image over --max-megapixels
@@ -42,29 +44,26 @@ BOMB_WORDS = "-megapixel limit"  # in the engine's message for an image over --m
 
 @dataclass
 class Service:
-    """What the routes share: the config, the loaded model, the default settings, the queue."""
+    """What the routes share: the config, the loaded model, the default options and settings, the queue."""
 
     config: ServeConfig
-    model: Any
+    model: Model
+    base_options: InferenceOptions
     base: Settings
     scheduler: Scheduler
 
 
 def load_service(config: ServeConfig) -> Service:
-    """Load the model (``dbcli.Detector``: weights, backend, device, the option defaults) and start
-    the worker. Raises ``DBNetError`` for weights that cannot be loaded or a bad default."""
-    from dbcli import Detector
+    """Load the model and its default settings (``dbcli.inference.loading.load``, as every command)
+    and start the worker. Raises ``DBNetError`` for weights that cannot be loaded or a bad default."""
+    from dbcli.inference.loading import load
 
-    detector = Detector(config.weights, config.device, backend=config.backend, precision=config.precision,
-                        short_side=config.short_side, max_side=config.max_side, thresh=config.thresh,
-                        box_thresh=config.box_thresh, unclip_ratio=config.unclip_ratio, polygon=config.polygon,
-                        batch_size=config.batch_size, exif=config.exif, max_megapixels=config.max_megapixels,
-                        max_candidates=config.max_candidates, sort=config.sort)
+    options = config.model_options
+    model, settings = load(options)
     max_batch = config.max_batch
     if max_batch is None:
-        max_batch = 8 if str(detector.model.info.get("device", "")).startswith("cuda") else 1
-    return Service(config, detector.model, detector.settings,
-                   Scheduler(detector.model, config.max_queue, max_batch))
+        max_batch = 8 if str(model.info.get("device", "")).startswith("cuda") else 1
+    return Service(config, model, options, settings, Scheduler(model, config.max_queue, max_batch))
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -123,7 +122,7 @@ def answer(service: Service, upload: Upload, options: RequestOptions, items: lis
     """The HTTP status and JSON body for a finished job: ``dbnet detect``'s document (file names
     as uploaded; crops and images as data URLs when asked for) and ``warnings``, the lines the CLI
     would print (inputs skipped, notes); when no input could be used, the first one's error."""
-    results = [item for item in items if isinstance(item, ImageResult)]
+    results = [item for item in items if isinstance(item, ImageRecord)]
     failures = [item for item in items if isinstance(item, Failure)]
     if not results:
         message = upload.public(failures[0].message) if failures else f"{upload.name}: nothing to detect in"
@@ -187,7 +186,7 @@ async def detect(request: Request) -> Response:
     except Disconnected:
         return Response(status_code=400)  # nobody is listening
     try:
-        options = parse_options(values, service.model, service.config, service.base)
+        options = parse_options(values, service.model, service.config, service.base_options, service.base)
         job = await run_in_threadpool(make_job, upload, options, service.config)
         scheduler.submit(job)
     except OptionError as exc:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from dbcli.errors import DBNetError
+from dbcli.inference.options import InferenceOptions
 
 CONFIG_ENV = "DBNET_SERVE_CONFIG"  # how `uvicorn --factory dbcli.serve.app:app_from_env` gets its config
 
@@ -16,12 +17,10 @@ CONFIG_ENV = "DBNET_SERVE_CONFIG"  # how `uvicorn --factory dbcli.serve.app:app_
 class ServeConfig:
     """Everything ``dbnet serve`` is started with.
 
-    Model: ``weights`` (a shipped name or file; None: the default), ``device``, ``backend``,
-    ``precision``, as for ``dbnet detect``. Request defaults (a request may override them, within
-    the limits): ``short_side``, ``max_side`` (pixels; also the largest a request may ask for),
-    ``thresh``, ``box_thresh``, ``unclip_ratio``, ``polygon``, ``max_candidates`` (also the most a
-    request may ask for), ``sort``, ``dpi`` (PDF pages), ``exif``. Server-only: ``batch_size``
-    (images per network call; None: 8 on CUDA, 1 on a CPU).
+    ``inference``: the model (weights, backend, device, precision) and the defaults of the
+    per-request options, as for ``dbnet detect`` (``InferenceOptions``); a request may override the
+    post-processing, scale and order options within the limits (``max_side`` and ``max_candidates``
+    are also the most a request may ask for). ``dpi``: PDF pages' default rendering.
 
     Limits: ``max_upload_mb`` (request body, MB = 10^6 bytes; more is a 413), ``max_megapixels``
     (decoded image or rendered page, million pixels; more is a 413), ``max_pages`` (PDF pages per
@@ -32,21 +31,8 @@ class ServeConfig:
     ``workers``: where uvicorn listens and how many processes (each loads its own model).
     """
 
-    weights: str | None = None
-    device: str = "auto"
-    backend: str | None = None
-    precision: str = "fp32"
-    short_side: int | None = None
-    max_side: int | None = None
-    thresh: float | None = None
-    box_thresh: float | None = None
-    unclip_ratio: float | None = None
-    polygon: bool | None = None
-    max_candidates: int | None = None
-    sort: str = "lines"
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
     dpi: float = 144.0
-    exif: bool = True
-    batch_size: int | None = None
     max_upload_mb: float = 50.0
     max_megapixels: float = 50.0
     max_pages: int = 100
@@ -70,6 +56,13 @@ class ServeConfig:
             raise DBNetError(f"--port must lie in [0, 65535], got {self.port}")
 
     @property
+    def model_options(self) -> InferenceOptions:
+        """``inference`` with the server's megapixel limit: what the model is loaded and run with."""
+        from dataclasses import replace
+
+        return replace(self.inference, max_megapixels=self.max_megapixels)
+
+    @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1e6)
 
@@ -79,8 +72,9 @@ class ServeConfig:
 
     @classmethod
     def from_env(cls) -> ServeConfig:
-        """The config in ``$DBNET_SERVE_CONFIG`` (JSON of ``ServeConfig`` fields; unset: the defaults).
-        Raises ``DBNetError`` for bad JSON or an unknown field."""
+        """The config in ``$DBNET_SERVE_CONFIG`` (JSON of ``ServeConfig`` fields, ``inference`` an object
+        of ``InferenceOptions`` fields; unset: the defaults). Raises ``DBNetError`` for bad JSON or an
+        unknown field."""
         text = os.environ.get(CONFIG_ENV, "").strip()
         if not text:
             return cls()
@@ -88,8 +82,17 @@ class ServeConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DBNetError(f"${CONFIG_ENV}: not JSON ({exc})") from None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known) if isinstance(data, dict) else ["(not an object)"]
-        if unknown:
-            raise DBNetError(f"${CONFIG_ENV}: unknown settings {', '.join(unknown)} ({', '.join(sorted(known))})")
+        data = _known(data, cls, CONFIG_ENV)
+        if "inference" in data:
+            inference = _known(data["inference"], InferenceOptions, f"{CONFIG_ENV}.inference")
+            data["inference"] = InferenceOptions(**inference)
         return cls(**data)
+
+
+def _known(data: object, cls: type, where: str) -> dict:
+    """``data`` when it is an object whose keys are fields of ``cls``, else ``DBNetError``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known) if isinstance(data, dict) else ["(not an object)"]
+    if unknown:
+        raise DBNetError(f"${where}: unknown settings {', '.join(unknown)} ({', '.join(sorted(known))})")
+    return dict(data)  # type: ignore[call-overload]

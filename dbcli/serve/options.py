@@ -8,12 +8,14 @@ ask for a smaller network input cap (``max_side``) or fewer candidates, not more
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from dbcli.engine import Settings, resolve_settings
+from dbcli import defaults
 from dbcli.errors import DBNetError
-from dbcli.imaging import DEFAULT_MAX_SIDE
+from dbcli.inference.backend import Model
+from dbcli.inference.options import InferenceOptions
+from dbcli.inference.settings import Settings, resolve_settings
 from dbcli.serve.config import ServeConfig
 
 TRUE = {"1", "true", "yes", "on", "polygon", "base64"}
@@ -64,34 +66,31 @@ class RequestOptions:
     images: bool = False
 
 
-def parse_options(values: Mapping[str, str], model: Any, config: ServeConfig, base: Settings) -> RequestOptions:
-    """``values`` (name -> text) over the server's defaults. Raises ``OptionError`` naming the option
-    for an unknown name, a malformed value or one out of range."""
+def parse_options(values: Mapping[str, str], model: Model, config: ServeConfig, base_options: InferenceOptions,
+                  base: Settings) -> RequestOptions:
+    """``values`` (name -> text) over the server's defaults (``base_options``, resolved as ``base``).
+    Raises ``OptionError`` naming the option for an unknown name, a malformed value or one out of
+    range."""
     given: dict[str, Any] = {}
     for raw, value in values.items():
         name = raw.strip().lower().replace("-", "_")
         if name not in PARSERS:
             raise OptionError(f"unknown option {raw!r} (options: {', '.join(PARSERS)})")
         given[name] = PARSERS[name](name, value)
-    cap = base.max_side or DEFAULT_MAX_SIDE
+    cap = base.max_side or defaults.MAX_SIDE
     if given.get("max_side") is not None and given["max_side"] > cap:
         raise OptionError(f"max_side: at most {cap} pixels on this server, got {given['max_side']}")
     most = base.post.max_candidates
     if given.get("max_candidates") is not None and given["max_candidates"] > most:
         raise OptionError(f"max_candidates: at most {most} on this server, got {given['max_candidates']}")
-    dpi = given.get("dpi", config.dpi)
+    dpi = given.pop("dpi", config.dpi)
     if not 0 < dpi <= 1200:
         raise OptionError(f"dpi: must lie in (0, 1200], got {dpi}")
-    if not (given.keys() - {"crops", "images", "dpi"}):
-        return RequestOptions(base, dpi, given.get("crops", False), given.get("images", False))
-    pick = lambda key, default: given[key] if key in given else default  # noqa: E731
+    crops, images = given.pop("crops", False), given.pop("images", False)
+    if not given:
+        return RequestOptions(base, dpi, crops, images)
     try:
-        settings = resolve_settings(
-            model, short_side=pick("short_side", base.short_side), max_side=pick("max_side", base.max_side),
-            thresh=pick("thresh", base.post.thresh), box_thresh=pick("box_thresh", base.post.box_thresh),
-            unclip_ratio=pick("unclip_ratio", base.post.unclip_ratio), polygon=pick("polygon", base.post.polygon),
-            batch_size=base.batch_size, exif=pick("exif", base.exif), max_megapixels=base.max_megapixels,
-            max_candidates=pick("max_candidates", base.post.max_candidates), sort=pick("sort", base.sort))
+        settings = resolve_settings(model, replace(base_options, **given))
     except DBNetError as exc:
         raise OptionError(str(exc)) from None
-    return RequestOptions(settings, dpi, given.get("crops", False), given.get("images", False))
+    return RequestOptions(settings, dpi, crops, images)

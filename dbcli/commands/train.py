@@ -1,0 +1,36 @@
+"""``dbnet train``: ``TrainConfig``'s annotated fields as options, ``dbcli.training.loop.train`` out."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Optional
+
+import typer
+
+from dbcli.commands.common import fail, options_from
+from dbcli.errors import DBNetError
+from dbcli.training.config import TrainConfig
+
+
+@options_from(TrainConfig, name="config")
+def train(
+    thresh: Optional[float] = typer.Option(None, min=0.0, max=1.0, show_default=False,
+                                           help="Binarisation threshold for validation (default: the "
+                                                "--init-weights file's or a resumed run's, else 0.3)."),
+    box_thresh: Optional[float] = typer.Option(None, min=0.0, max=1.0, show_default=False,
+                                               help="Box score threshold for validation (default: the "
+                                                    "--init-weights file's or a resumed run's, else 0.6)."),
+    *,
+    config: TrainConfig,
+) -> None:
+    """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
+    from dataclasses import replace
+
+    from dbcli.training.loop import train as run_training
+
+    given = {k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh)) if v is not None}
+    try:
+        run_training(replace(config, post=given), command_line=shlex.join(["dbnet", *sys.argv[1:]]))
+    except DBNetError as exc:
+        fail(str(exc))

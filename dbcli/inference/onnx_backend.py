@@ -1,0 +1,115 @@
+"""onnxruntime backend: a ``prob_fn`` for ``dbcli.inference.torch_backend`` that never imports torch.
+
+Reads a file written by ``dbnet export --format onnx``; the model's ``metadata_props`` (see
+``dbcli.interop.export``) give the architecture, the test scale and the post-processing defaults, so the
+``.pt`` weights file is not needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dbcli.errors import DBNetError
+
+FORMAT_PREFIX = "dbnet-onnx/"
+
+
+def default_threads() -> int:
+    """Intra-op threads: the CPUs this process may use, shared among the local processes when
+    launched by torchrun (one session per rank)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(1, cpus // local)
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DBNetError("the onnx backend needs onnxruntime (pip install 'dbnet[onnx]')") from None
+    ort.set_default_logger_severity(3)  # errors only: no per-node placement notices
+    return ort
+
+
+def make_session(model: str | Path | bytes, device: str = "auto", threads: int | None = None):
+    """An ``InferenceSession`` with all graph optimisations, sequential execution and
+    ``threads`` intra-op threads (default: ``default_threads()``) that do not spin; CUDA when asked for or, with
+    ``auto``, when onnxruntime has the CUDA provider."""
+    ort = _import_ort()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    # Idle worker threads sleep instead of spinning: with every core busy elsewhere (a browser, a CI
+    # neighbour, another job) a spinning thread takes the core the working one needs; as fast when idle
+    # (bench/README.md, "Shared CPUs").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    available = ort.get_available_providers()
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise DBNetError("--device cuda asked for, but onnxruntime has no CUDA provider "
+                             "(install onnxruntime-gpu)")
+        index = int(device.split(":")[1]) if ":" in device else int(os.environ.get("LOCAL_RANK", 0))
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    elif device == "cpu":
+        providers = ["CPUExecutionProvider"]
+    else:
+        raise DBNetError(f"unknown device {device!r} (auto, cpu, cuda or cuda:N)")
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=providers)
+    except Exception as exc:
+        name = "ONNX model" if isinstance(model, bytes) else str(model)
+        raise DBNetError(f"{name}: not a loadable ONNX model ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
+
+
+class OnnxBackend:
+    """An exported DBNet as a ``prob_fn``: ``(N, 3, H, W)`` float32 -> ``(N, H, W)`` float32."""
+
+    def __init__(self, path: str | Path | bytes, device: str = "auto", threads: int | None = None,
+                 name: str | None = None):
+        """``path``: an ONNX file, or its bytes (an export made in memory; ``name`` names it in messages)."""
+        if not isinstance(path, bytes):
+            path = Path(path)
+            if not path.exists():
+                raise DBNetError(f"{path}: ONNX model not found (make one with `dbnet export --format onnx`)")
+        self.path = path
+        label = (name or "ONNX model") if isinstance(path, bytes) else str(path)
+        self.session = make_session(path, device, threads)
+        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if not meta.get("dbnet.format", "").startswith(FORMAT_PREFIX):
+            raise DBNetError(f"{label}: not a dbnet ONNX export (no dbnet metadata); "
+                             "make one with `dbnet export --format onnx`")
+        try:
+            self.model_config = json.loads(meta.get("dbnet.model", "{}"))
+            self.postprocess = json.loads(meta.get("dbnet.postprocess", "{}"))
+            self.short_side = int(meta["dbnet.short_side"]) if "dbnet.short_side" in meta else None
+            self.train = json.loads(meta["dbnet.train"]) if "dbnet.train" in meta else None
+        except (ValueError, TypeError) as exc:
+            raise DBNetError(f"{label}: bad dbnet metadata ({exc})") from None
+        from dbcli.postprocess.boxes import post_entries_problem
+
+        problem = post_entries_problem(self.postprocess)
+        if problem:
+            raise DBNetError(f"{label}: bad dbnet metadata ({problem})")
+        self.metadata = dict(meta)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        prob = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return prob[:, 0] if prob.ndim == 4 else prob

@@ -1,0 +1,202 @@
+"""The one image -> detections engine, used by ``dbnet detect``, ``eval``, ``visualize``, the
+trainer's validation and the Python API (``dbcli.Detector``).
+
+``run_pipeline`` in four named steps:
+
+1. ``decode_ahead``: decode + resize + normalise in a thread pool that runs ahead of the network
+   (``dbcli.inference.sources.decode``), so decoding overlaps inference;
+2. ``SameSizeBatches``: group prepared images of the same network input size into batches of
+   ``batch_size`` (same-size batches need no padding, so the results never depend on the batch size
+   or on which images share a batch);
+3. ``run_batch``: the backend (``dbcli.inference.backend.Backend``) on one batch;
+4. ``finish_image``: one image's post-processing (``dbcli.postprocess.boxes``), reading order
+   (``Settings.sort``, ``dbcli.postprocess.reading_order``) and, when asked for, rectified crops
+   (``dbcli.postprocess.crops``);
+
+then the records are yielded in input order.
+
+This module must not import torch: the ONNX backend runs without it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from dbcli.errors import DBNetError
+from dbcli.inference.backend import Model
+from dbcli.inference.records import Failure, ImageRecord
+from dbcli.inference.settings import Settings
+from dbcli.inference.sources import Decoded, Source, decode, source_name
+from dbcli.postprocess.boxes import cap_message, detections_and_candidates
+from dbcli.postprocess.reading_order import reading_order
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What each record holds besides its detections: the decoded image (``keep_images``), the
+    (P, T) maps (``with_maps``, via ``Model.maps_fn``), the probability map P alone (``with_prob``),
+    each detection's rectified crop (``with_crops``)."""
+
+    keep_images: bool = False
+    with_maps: bool = False
+    with_prob: bool = False
+    with_crops: bool = False
+
+
+@dataclass
+class Prepared:
+    """A decoded input waiting for the network."""
+
+    index: int
+    name: str
+    decoded: Decoded
+
+
+def decode_workers() -> int:
+    from dbcli.cpu import default_workers
+
+    return default_workers(4)
+
+
+def decode_ahead(sources: Sequence[Source], indices: Sequence[int], settings: Settings, network: bool,
+                 keep_image: bool, lookahead: int) -> Iterator[Prepared | Failure]:
+    """Each input decoded (``sources.decode``) in a thread pool at most ``lookahead`` inputs ahead,
+    in input order; an input that cannot be decoded comes as a ``Failure`` naming it."""
+    with ThreadPoolExecutor(decode_workers(), thread_name_prefix="dbnet-decode") as pool:
+        jobs: deque = deque()
+        todo = iter(zip(indices, sources))
+
+        def refill() -> None:
+            for index, source in todo:
+                name = source_name(source, index)
+                jobs.append((index, name, pool.submit(decode, source, name, settings, network, keep_image)))
+                if len(jobs) >= lookahead:
+                    return
+
+        refill()
+        while jobs:
+            index, name, future = jobs.popleft()
+            refill()
+            try:
+                yield Prepared(index, name, future.result())
+            except DBNetError as exc:
+                yield Failure(index, name, str(exc))
+            except Exception as exc:  # a decoder crash must not stop the run
+                yield Failure(index, name, f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})")
+
+
+class SameSizeBatches:
+    """Prepared images grouped by network input size. ``add`` returns the batch it completed (or,
+    when more than ``max_buffered`` images wait, the largest bucket), else None; ``drain`` gives
+    what is left."""
+
+    def __init__(self, batch_size: int, max_buffered: int):
+        self.batch_size, self.max_buffered = batch_size, max_buffered
+        self.buckets: dict[tuple, list[Prepared]] = {}
+
+    def add(self, item: Prepared) -> list[Prepared] | None:
+        assert item.decoded.x is not None
+        key = item.decoded.x.shape
+        self.buckets.setdefault(key, []).append(item)
+        if len(self.buckets[key]) >= self.batch_size:
+            return self.buckets.pop(key)
+        if sum(len(b) for b in self.buckets.values()) > self.max_buffered:
+            return self.buckets.pop(max(self.buckets, key=lambda k: len(self.buckets[k])))
+        return None
+
+    def drain(self) -> Iterator[list[Prepared]]:
+        for key in list(self.buckets):
+            yield self.buckets.pop(key)
+
+
+def run_batch(model: Model, batch: list[Prepared], with_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The backend on one same-size batch: ``(N, h, w)`` probability maps and, ``with_maps``, the
+    threshold maps (else None)."""
+    x = np.stack([item.decoded.x for item in batch if item.decoded.x is not None])
+    if with_maps:
+        assert model.maps_fn is not None
+        return model.maps_fn.maps(x)
+    return model.prob_fn(x), None
+
+
+def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, settings: Settings,
+                 wanted: Wanted) -> ImageRecord:
+    """One image's record from its ``(h, w)`` probability map: post-processing (``settings.post``),
+    reading order (``settings.sort``), crops (``wanted.with_crops``) and the candidate-cap note."""
+    d, post = item.decoded, settings.post
+    dets, candidates = detections_and_candidates(prob, d.width, d.height, post)
+    if settings.sort != "none" and len(dets) > 1:
+        dets = [dets[k] for k in reading_order([det.points for det in dets], settings.sort)]
+    crops = None
+    if wanted.with_crops:
+        from dbcli.postprocess.crops import crop_regions
+
+        assert d.image is not None  # (kept for the crops)
+        crops = crop_regions(d.image, [det.points for det in dets])
+    capped = candidates > post.max_candidates
+    cap_note = f"{item.name}: {cap_message(candidates, post.max_candidates)}" if capped else None
+    keep_prob = wanted.with_maps or wanted.with_prob
+    return ImageRecord(item.index, item.name, d.width, d.height, dets, d.image if wanted.keep_images else None,
+                       prob if keep_prob else None, thresh, d.notes, candidates, capped, cap_note, d.page, crops)
+
+
+def _decoded_only(item: Prepared, wanted: Wanted) -> ImageRecord:
+    d = item.decoded
+    return ImageRecord(item.index, item.name, d.width, d.height, [], d.image if wanted.keep_images else None,
+                       notes=d.notes, page=d.page)
+
+
+def _finish_batch(model: Model, batch: list[Prepared], settings: Settings, wanted: Wanted) -> list[ImageRecord]:
+    probs, threshs = run_batch(model, batch, wanted.with_maps)
+    return [finish_image(item, probs[j], threshs[j] if threshs is not None else None, settings, wanted)
+            for j, item in enumerate(batch)]
+
+
+def _records(sources: Sequence[Source], indices: list[int], model: Model | None, settings: Settings,
+             wanted: Wanted) -> Iterator[ImageRecord | Failure]:
+    """Every input's record or failure, in the order they are done (batches complete out of order)."""
+    lookahead = 2 * settings.batch_size + decode_workers()
+    batches = SameSizeBatches(settings.batch_size, 2 * settings.batch_size)
+    keep_image = wanted.keep_images or wanted.with_crops
+    for item in decode_ahead(sources, indices, settings, model is not None, keep_image, lookahead):
+        if isinstance(item, Failure):
+            yield item
+        elif model is None:
+            yield _decoded_only(item, wanted)
+        else:
+            batch = batches.add(item)
+            if batch is not None:
+                yield from _finish_batch(model, batch, settings, wanted)
+    for batch in batches.drain():
+        assert model is not None
+        yield from _finish_batch(model, batch, settings, wanted)
+
+
+def run_pipeline(paths: Sequence[Source], model: Model | None, settings: Settings, *,
+                 keep_images: bool = False, with_maps: bool = False, with_prob: bool = False,
+                 with_crops: bool = False, on_done: Callable[[], None] | None = None,
+                 indices: Sequence[int] | None = None) -> Iterator[ImageRecord | Failure]:
+    """Yield one ``ImageRecord`` or ``Failure`` per input of ``paths`` (see the module doc), in order.
+
+    ``model`` None: decode only (no detections). ``keep_images``, ``with_maps``, ``with_prob``,
+    ``with_crops``: see ``Wanted``. ``indices``: the global index of each input (for multi-process
+    runs). ``on_done`` is called once per finished image (progress).
+    """
+    if with_maps and (model is None or model.maps_fn is None):
+        raise DBNetError("probability/threshold maps need the torch backend (an ONNX export holds "
+                         "only the probability map)")
+    indices = list(range(len(paths))) if indices is None else list(indices)
+    wanted = Wanted(keep_images, with_maps, with_prob, with_crops)
+    ready: dict[int, ImageRecord | Failure] = {}
+    order = deque(indices)
+    for item in _records(paths, indices, model, settings, wanted):
+        ready[item.index] = item
+        if on_done is not None:
+            on_done()
+        while order and order[0] in ready:
+            yield ready.pop(order.popleft())

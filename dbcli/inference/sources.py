@@ -1,0 +1,103 @@
+"""What the engine takes per image and how it is decoded: image files (``str`` / ``PathLike``),
+``FileImage`` (a file with its own EXIF rule, as dataset samples have), ``PdfPage`` (a page of a PDF,
+rendered in the decode threads), ``(H, W, 3)`` uint8 RGB numpy arrays or PIL images.
+
+``decode`` turns one into a ``Decoded``: its size, the network input and the notes for the user.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from dbcli.errors import DBNetError
+from dbcli.imaging import decode_image, default_cap_note, prepare
+from dbcli.inference.pdf import PageInfo, PdfPage, render_page
+from dbcli.inference.settings import Settings
+
+
+@dataclass(frozen=True)
+class FileImage:
+    """An image file with its own EXIF rule (``exif`` False: stored pixels, e.g. MSRA-TD500)."""
+
+    path: Path
+    exif: bool = True
+
+
+# What the engine takes per image: a file, a FileImage, a PdfPage, an (H, W, 3) uint8 RGB array or a
+# PIL image.
+Source = Union[str, "os.PathLike[str]", FileImage, PdfPage, np.ndarray, Any]
+
+
+@dataclass
+class Decoded:
+    """One decoded input: its size in pixels, the image itself only when kept (the full-size image
+    of a huge photo is dropped as soon as the network input is made), the ``(3, H', W')`` float32
+    network input (None when only decoding) and notes."""
+
+    width: int
+    height: int
+    image: np.ndarray | None
+    x: np.ndarray | None
+    notes: list[str]
+    page: PageInfo | None = None
+
+
+def source_name(source: Source, index: int) -> str:
+    """How results and messages name an input: its path, or ``<image N>`` for an in-memory image."""
+    if isinstance(source, FileImage):
+        return str(source.path)
+    if isinstance(source, PdfPage):
+        return source.name
+    if isinstance(source, (str, os.PathLike)):
+        return str(Path(source))
+    return f"<image {index}>"
+
+
+def as_rgb_array(image: Any) -> np.ndarray:
+    """A numpy ``(H, W, 3)`` uint8 RGB array or a PIL image as ``(H, W, 3)`` uint8 RGB (PIL images
+    are converted to RGB; a greyscale ``(H, W)`` array is repeated). Raises ``DBNetError``."""
+    if not isinstance(image, np.ndarray):
+        from PIL import Image
+
+        if not isinstance(image, Image.Image):
+            raise DBNetError(f"cannot detect in a {type(image).__name__}: give a file path, an (H, W, 3) "
+                             "uint8 RGB numpy array or a PIL image")
+        image = np.asarray(image.convert("RGB"))
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
+        raise DBNetError(f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def _pixels(source: Source, settings: Settings) -> tuple[np.ndarray, list[str], PageInfo | None]:
+    if isinstance(source, FileImage):
+        image, notes = decode_image(source.path, source.exif, settings.max_megapixels)
+        return image, notes, None
+    if isinstance(source, PdfPage):
+        image, page = render_page(source, settings.max_megapixels)
+        return image, [], page
+    if isinstance(source, (str, os.PathLike)):
+        image, notes = decode_image(Path(source), settings.exif, settings.max_megapixels)
+        return image, notes, None
+    return as_rgb_array(source), [], None
+
+
+def decode(source: Source, name: str, settings: Settings, network: bool, keep_image: bool) -> Decoded:
+    """Decode ``source`` (named ``name`` in notes); with ``network``, also make its network input
+    (``dbcli.imaging.prepare``). The image is kept when ``keep_image`` or when no network input is
+    made. Raises ``DBNetError`` naming the input when it cannot be decoded."""
+    image, notes, page = _pixels(source, settings)
+    height, width = image.shape[:2]
+    x = None
+    if network:
+        note = default_cap_note(height, width, settings.short_side, settings.max_side)
+        notes += [f"{name}: {note}"] if note else []
+        x = prepare(image, settings.short_side, settings.max_side)
+    return Decoded(width, height, image if keep_image or not network else None, x, notes, page)

@@ -1,0 +1,131 @@
+"""``dbnet visualize``'s work: detected polygons drawn over each image (or PDF page) with their
+scores, or numbered in reading order, saved as PNG; with ``maps``, also the probability and
+threshold maps as colour heatmaps beside the image (``dbcli.inference.drawing``).
+
+Detections come from running the model (the engine of ``dbnet detect``: ``model_detections``) or,
+with ``pred``, from a predictions file written by ``dbnet detect`` (JSON or JSONL, numbered in its
+order: ``file_detections``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dbcli import defaults
+from dbcli.errors import DBNetError
+from dbcli.evaluation.predictions import PredictionIndex, load_predictions
+from dbcli.inference.backend import Model
+from dbcli.inference.drawing import draw_detections, maps_panel, write_png
+from dbcli.inference.inputs import expand_inputs, output_keys
+from dbcli.inference.pipeline import run_pipeline
+from dbcli.inference.records import Failure, ImageRecord
+from dbcli.inference.settings import Settings
+from dbcli.progress import plural, progress_bar, warn
+
+Drawn = list[tuple[np.ndarray, float]]  # (points, score) per detection, in drawing order
+
+
+@dataclass
+class VisualizeSummary:
+    written: list[Path]
+    failed: int
+
+
+def _check_request(out_dir: Path, pred: str | Path | None, maps: bool, model: Model | None) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DBNetError(f"{out_dir}: exists and is not a directory")
+    if (pred is None or maps) and model is None:
+        raise DBNetError("visualize needs a model (--weights) without --pred or with --maps")
+    if maps and model is not None and model.maps_fn is None:
+        raise DBNetError("--maps needs the torch backend (an ONNX export holds only the probability map)")
+
+
+def model_detections(item: ImageRecord) -> Drawn:
+    """The detections the model found in ``item``."""
+    return [(d.points, d.score) for d in item.detections]
+
+
+def file_detections(item: ImageRecord, index: PredictionIndex, pred: str | Path, console: Any) -> Drawn | None:
+    """``item``'s detections in the predictions file ``pred`` (its ``index``), or None (said on
+    ``console``) when the file has none for it. A size that differs from the image's is said too."""
+    try:
+        entry = index.find(Path(item.file))
+    except DBNetError as exc:
+        warn(console, f"{item.file}: {exc}; skipped")
+        return None
+    if entry is None:
+        warn(console, f"{item.file}: no entry in {pred}; skipped")
+        return None
+    if (entry.get("width"), entry.get("height")) != (item.width, item.height):
+        warn(console, f"{item.file}: {pred} gives {entry.get('width')}x{entry.get('height')} but the image is "
+                      f"{item.width}x{item.height} (EXIF orientation? see --no-exif); drawn as they are")
+    return list(zip(entry["polygons"], entry["scores"]))  # checked by load_predictions
+
+
+def _draw(item: ImageRecord, dets: Drawn, target: Path, numbers: bool, maps: bool) -> list[Path]:
+    """``target`` (the drawing) and, with ``maps``, ``<target>_maps.png``."""
+    assert item.image is not None  # (keep_images)
+    overlay = draw_detections(item.image, dets, numbers)
+    written = [write_png(target, overlay)]
+    if maps:
+        assert item.prob is not None and item.thresh is not None  # (with_maps)
+        written.append(write_png(target.with_name(target.stem + "_maps.png"),
+                                 maps_panel(overlay, item.prob, item.thresh)))
+    return written
+
+
+def _expand(inputs: Sequence[str | os.PathLike], dpi: float, out_dir: Path, console: Any) -> tuple[list, list[str]]:
+    paths, problems = expand_inputs(inputs, dpi)
+    for problem in problems:
+        warn(console, problem)
+    if not paths:
+        raise DBNetError("no image to draw: " + "; ".join(problems or ["no INPUT given"]))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
+    return paths, problems
+
+
+def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: str | Path | None = None,
+                    maps: bool = False, model: Model | None = None, settings: Settings | None = None, *,
+                    console: Any = None, numbers: bool = False, dpi: float = defaults.DPI) -> VisualizeSummary:
+    """Write ``<key>.png`` (detections drawn; ``numbers``: numbered in order) and, with ``maps``,
+    ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.inference.inputs.output_keys``,
+    e.g. ``photo`` or ``report_p3`` for a PDF page rendered at ``dpi``). ``model`` is needed without
+    ``pred`` and for ``maps`` (torch backend)."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    settings = settings or Settings()
+    out_dir = Path(out_dir)
+    _check_request(out_dir, pred, maps, model)
+    index = PredictionIndex(load_predictions(pred), str(pred)) if pred is not None else None
+    paths, problems = _expand(inputs, dpi, out_dir, console)
+    run_model = model if (pred is None or maps) else None
+    written: list[Path] = []
+    failed, keys = len(problems), output_keys(paths)
+    with progress_bar(console, "visualize", len(paths)) as bar:
+        task = bar.add_task("visualize", total=len(paths))
+        for item in run_pipeline(paths, run_model, settings, keep_images=True, with_maps=maps,
+                                 on_done=lambda: bar.advance(task)):
+            if isinstance(item, Failure):
+                warn(console, f"{item.message}; skipped")
+                failed += 1
+                continue
+            for note in item.messages():
+                warn(console, note)
+            dets = model_detections(item) if index is None else file_detections(item, index, pred or "", console)
+            if dets is None:
+                failed += 1
+                continue
+            written += _draw(item, dets, out_dir / f"{keys[item.index]}.png", numbers, maps)
+    if not written:
+        raise DBNetError(f"nothing could be drawn ({plural(failed, 'input')} failed)")
+    return VisualizeSummary(written, failed)

@@ -1,0 +1,236 @@
+"""Where ``dbnet detect`` puts its results: one JSON file, JSON Lines streamed to ``<out>.partial``
+(resumable), ICDAR ``res_<stem>.txt`` files, or a summary table on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dbcli.errors import DBNetError
+from dbcli.fileio import atomic_write_json, atomic_write_text, check_writable
+from dbcli.inference.pdf import PdfPage
+from dbcli.inference.records import ImageRecord
+from dbcli.progress import plural
+
+FORMATS = ("json", "jsonl", "icdar")
+DEFAULT_NAME = "polygons"  # the file written inside a folder given as --out for json / jsonl
+
+
+def output_path(out: str | os.PathLike | None, fmt: str) -> Path | None:
+    """The file or folder ``--out`` names for ``fmt``. For json and jsonl, a path that ends in a
+    separator (``results/``) or is an existing folder is a folder: the output is
+    ``<folder>/polygons.json`` (``.jsonl``) inside it, not a file named ``results``. For icdar the
+    path is the folder itself."""
+    if out is None:
+        return None
+    text = os.fspath(out)
+    path = Path(text)
+    if fmt in ("json", "jsonl") and (text.endswith(("/", os.sep)) or path.is_dir()):
+        return path / f"{DEFAULT_NAME}.{fmt}"
+    return path
+
+
+def detect_json(model_info: dict, settings: dict, images: list[dict]) -> dict:
+    """The document ``dbnet detect --format json`` writes (and ``dbnet serve`` answers): the model,
+    the settings and one entry per image or page (``ImageResult.to_dict``)."""
+    return {"model": model_info, "settings": settings, "images": images}
+
+
+class Writer:
+    """Receives results in input order; ``close`` finishes the output (atomically)."""
+
+    def add(self, result: ImageRecord) -> None:
+        raise NotImplementedError
+
+    def close(self, model_info: dict, settings: dict) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class JsonWriter(Writer):
+    """The whole file at the end (atomically); its folder is made and probed for writing up front,
+    so that a long job does not fail only after its last image."""
+
+    def __init__(self, path: Path):
+        self.path = check_writable(path)
+        self.images: list[dict] = []
+
+    def add(self, result: ImageRecord) -> None:
+        self.images.append(result.to_dict())
+
+    def close(self, model_info: dict, settings: dict) -> None:
+        atomic_write_json(self.path, detect_json(model_info, settings, self.images))
+
+
+def partial_path(out: Path) -> Path:
+    """Where ``--format jsonl`` streams its lines until the run ends: ``<out>.partial``."""
+    return out.with_name(out.name + ".partial")
+
+
+def _complete_lines(path: Path) -> tuple[list[str], int]:
+    """The newline-terminated lines of ``path`` and their length in bytes (a last line cut off by a
+    killed process is left out)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    return data[:end].decode("utf-8", errors="replace").splitlines(), end
+
+
+def file_key(file: str | os.PathLike) -> str:
+    """How an image is recognised across runs: its absolute, case-normalised path."""
+    return os.path.normcase(os.path.abspath(os.fspath(file)))
+
+
+def done_files(out: Path) -> tuple[Path | None, set[str]]:
+    """For ``--resume``: the JSONL file to continue (``<out>.partial`` of an interrupted run, else a
+    finished ``out``, else None) and the ``file_key`` of every image it holds. Raises ``DBNetError``
+    naming the file and line when a line is not a ``dbnet detect`` image entry."""
+    source = next((p for p in (partial_path(out), out) if p.is_file()), None)
+    if source is None:
+        return None, set()
+    try:
+        lines, _ = _complete_lines(source)
+    except OSError as exc:
+        raise DBNetError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    done = set()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise DBNetError(f"{source}:{lineno}: not a dbnet detect JSONL line; cannot resume from it")
+        done.add(file_key(entry["file"]))
+    return source, done
+
+
+class JsonlWriter(Writer):
+    """One image per line, appended to ``<out>.partial`` (flushed line by line) and renamed to ``out``
+    at the end. An interrupted run (Ctrl-C, SIGTERM, a kill) leaves the images done in the
+    ``.partial`` file; ``resume`` continues it (or a finished ``out``, to add images to it)."""
+
+    def __init__(self, path: Path, resume: bool = False):
+        self.path, self.tmp = path, partial_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume and self.tmp.exists():
+            raise DBNetError(f"{self.tmp}: an interrupted run's output; pass --resume to continue it, or "
+                             "delete it to start over")
+        if resume and not self.tmp.exists() and path.is_file():
+            shutil.copyfile(path, self.tmp)  # the finished file stays whole until the final rename
+        self.lines = 0
+        if resume and self.tmp.exists():
+            lines, end = _complete_lines(self.tmp)
+            self.lines = sum(1 for line in lines if line.strip())
+            with open(self.tmp, "r+b") as f:  # drop a last line cut off by a killed process
+                f.truncate(end)
+        self.file = open(self.tmp, "a" if resume else "w", encoding="utf-8")
+
+    def add(self, result: ImageRecord) -> None:
+        self.file.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        self.file.flush()
+        self.lines += 1
+
+    def close(self, model_info: dict, settings: dict) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Keep the ``.partial`` file when it holds any image (the work done survives), else remove it."""
+        if not self.file.closed:
+            self.file.close()
+        if self.lines == 0:
+            self.tmp.unlink(missing_ok=True)
+
+    def kept(self) -> Path | None:
+        """The ``.partial`` file an aborted run left, or None."""
+        return self.tmp if self.tmp.exists() else None
+
+
+def icdar_lines(result: ImageRecord) -> str:
+    """Robust Reading submission lines: ``x1,y1,...,xn,yn,score`` (integer pixels)."""
+    lines = []
+    for det in result.detections:
+        coords = ",".join(str(int(round(float(v)))) for v in np.asarray(det.points).reshape(-1))
+        lines.append(f"{coords},{float(det.score):.4f}")
+    return "".join(line + "\n" for line in lines)
+
+
+def icdar_name(file: str | Path | PdfPage) -> str:
+    """``res_<stem>.txt``; a PDF page (or its name ``report.pdf#page=3``) gives ``res_report_p3.txt``."""
+    if isinstance(file, PdfPage):
+        return f"res_{file.stem}.txt"
+    base, sep, page = str(file).rpartition("#page=")
+    if sep and page.isdigit():
+        return f"res_{Path(base).stem}_p{page}.txt"
+    return f"res_{Path(file).stem}.txt"
+
+
+class IcdarWriter(Writer):
+    """One ``res_<stem>.txt`` per image (empty when nothing was found) in the folder ``path``."""
+
+    def __init__(self, path: Path):
+        if path.exists() and not path.is_dir():
+            raise DBNetError(f"{path}: exists and is not a directory (--format icdar writes one file "
+                             "per image into a folder)")
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def add(self, result: ImageRecord) -> None:
+        atomic_write_text(self.path / icdar_name(result.file), icdar_lines(result))
+
+
+class TableWriter(Writer):
+    """No --out: a summary table on stdout."""
+
+    MAX_ROWS = 50
+
+    def __init__(self, console: Any):
+        self.console, self.total, self.count = console, 0, 0
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, result: ImageRecord) -> None:
+        self.count += 1
+        self.total += len(result.detections)
+        if len(self.rows) < self.MAX_ROWS:
+            scores = [d.score for d in result.detections]
+            self.rows.append((result.file, f"{result.width}x{result.height}", str(len(scores)),
+                              f"{np.mean(scores):.3f}" if scores else "-"))
+
+    def close(self, model_info: dict, settings: dict) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"dbnet detect: {plural(self.count, 'image')}, {plural(self.total, 'text region')}")
+        table.add_column("file", overflow="fold")
+        table.add_column("size", justify="right")
+        table.add_column("regions", justify="right")
+        table.add_column("mean score", justify="right")
+        for row in self.rows:
+            table.add_row(*row)
+        if self.count > len(self.rows):
+            table.add_row(f"... {self.count - len(self.rows)} more", "", "", "")
+        self.console.print(table)
+
+
+def make_writer(out: Path | None, fmt: str, console: Any, resume: bool = False) -> Writer:
+    """The writer for ``fmt`` and ``out`` (None: the summary table on ``console``)."""
+    if fmt not in FORMATS:
+        raise DBNetError(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
+    if out is None:
+        if fmt == "icdar":
+            raise DBNetError("--format icdar needs --out DIR")
+        return TableWriter(console)
+    if fmt == "icdar":
+        return IcdarWriter(out)
+    if out.is_dir():
+        raise DBNetError(f"{out}: is a directory; --out needs a file name for --format {fmt}")
+    return JsonlWriter(out, resume) if fmt == "jsonl" else JsonWriter(out)

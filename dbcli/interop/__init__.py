@@ -1,0 +1,2 @@
+"""Other model formats: ``export`` (ONNX, TorchScript) and ``paddleocr`` (PaddleOCR DB detectors -> dbnet
+weights)."""

@@ -1,0 +1,139 @@
+"""``TrainConfig``: every setting of a training run, with the paper's recipe as defaults.
+
+Each setting that ``dbnet train`` takes carries its option beside its type (``Annotated`` with a
+``typer.Option``; ``dbcli.commands.common.options_from`` reads them), so the defaults are stated here
+only. Torch-free on import, so that ``dbnet train --help`` does not load torch; the training loop
+itself is ``dbcli.training.loop``. A run folder's ``config.json`` is ``asdict(TrainConfig)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Optional
+
+import typer
+
+from dbcli import defaults
+from dbcli.weights import shipped_names
+
+
+def _default_loss() -> dict:
+    """``LossConfig()`` as a dict (imported here, when a config is made, because it brings torch)."""
+    from dbcli.training.losses import LossConfig
+
+    return asdict(LossConfig())
+
+
+@dataclass
+class TrainConfig:
+    dataset: Annotated[str, typer.Option(help="icdar15, td500, totaltext, ctw1500 or custom.")] = "icdar15"
+    data_root: Annotated[Optional[str], typer.Option(help="Dataset folder (default: $DBNET_DATA/<dataset>).")] = None
+    out: Annotated[Optional[str], typer.Option(help="Run folder (default: runs/<dataset>-<arch>-<time>).")] = None
+    arch: Annotated[
+        Optional[str],
+        typer.Option(
+            show_default=False,
+            help="resnet18, resnet34, resnet50 or mobilenet_v3 (default: the --init-weights file's, else resnet18).",
+        ),
+    ] = None  # None: the --init-weights file's, else resnet18
+    dcn: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--dcn/--no-dcn",
+            show_default=False,
+            help="Deformable convolution in stages 3-5 (ResNets; default: the --init-weights file's, else off).",
+        ),
+    ] = None  # None: the --init-weights file's, else False
+    epochs: Annotated[int, typer.Option(help="Passes over the training images (paper: 1200).")] = 1200
+    batch_size: Annotated[int, typer.Option(help="Images per step per process (paper: 16).")] = 16
+    lr: Annotated[float, typer.Option(help="Initial learning rate, poly decay with power 0.9.")] = 0.007
+    optimizer: Annotated[
+        str,
+        typer.Option(
+            help="sgd (paper: momentum 0.9) or adamw (from-scratch runs on a small budget leave the constant-map "
+                 "plateau sooner; use --lr 0.001)."
+        ),
+    ] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    warmup_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Raise the lr linearly from ~0 over the first N steps (fine-tuning with --init-weights: a few "
+                 "hundred; paper: none).",
+        ),
+    ] = 0  # linear lr warm-up over the run's first N optimizer steps (0: none)
+    crop_size: Annotated[int, typer.Option(help="Square training crop side in pixels.")] = 640
+    scale_min: Annotated[float, typer.Option(help="Smallest random rescale factor.")] = 0.5
+    scale_max: Annotated[float, typer.Option(help="Largest random rescale factor.")] = 3.0
+    max_angle: float = 10.0
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            min=0,
+            show_default=False,
+            help="DataLoader worker processes (labels are made there). Default: 4, or the CPUs available if "
+                 "fewer; with --resume: the run's.",
+        ),
+    ] = None  # DataLoader workers (None: a resumed run's, else cpu.default_workers())
+    seed: Annotated[int, typer.Option()] = 0
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto"
+    amp: Annotated[bool, typer.Option(help="Mixed precision (fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX).")] = True
+    val_fraction: Annotated[float, typer.Option(help="Share of training images held out for validation.")] = (
+        0.1  # held out of the training split for validation / threshold picking
+    )
+    val_every: Annotated[int, typer.Option(help="Validate every N epochs.")] = 10  # epochs
+    val_limit: Annotated[
+        Optional[int],
+        typer.Option(
+            show_default=False, help="Validate on at most N held-out images (default: all; with --resume: the run's)."
+        ),
+    ] = None  # at most this many validation images (None: 0 = all, or a resumed run's)
+    val_short_side: Annotated[int, typer.Option(help="Validation test scale: shorter side in pixels.")] = (
+        defaults.SHORT_SIDE
+    )
+    save_every: int = 1  # epochs between latest-checkpoint writes
+    log_every: int = 10  # steps between plain log lines
+    resume: Annotated[Optional[str], typer.Option(help="Run folder or checkpoint to continue exactly.")] = None
+    pretrained_backbone: Annotated[Optional[str], typer.Option(help="torchvision ImageNet ResNet state dict.")] = None
+    init_weights: Annotated[
+        Optional[str],
+        typer.Option(
+            help=f"Fine-tune: start from this dbnet weights file or shipped name ({shipped_names()}) with a new "
+                 f"optimizer and schedule; its architecture is used."
+        ),
+    ] = None  # a dbnet weights file to fine-tune from (all layers; fresh optimizer)
+    cache_images: Annotated[bool, typer.Option(help="Decode all images once and keep them in memory.")] = True
+    max_steps: Annotated[int, typer.Option(help="Stop after N optimizer steps in this run (0: no limit).")] = (
+        0  # stop after this many optimizer steps in this run (0: no limit)
+    )
+    # Budget: stop (with a checkpoint) after this many minutes of training in all, earlier sessions of
+    # a resumed run included (0: no limit); with time_schedule the poly decay ends at that limit.
+    # None: for a new run no limit, and a schedule that follows the time limit when there is one; for
+    # --resume the run's own values.
+    time_limit: Annotated[
+        Optional[float],
+        typer.Option(
+            show_default=False,
+            help="Stop with a checkpoint once the run has trained N minutes, earlier sessions of a resumed run "
+                 "included, with the lr schedule fitted into them (see --time-schedule). Default: no limit; with "
+                 "--resume: the run's.",
+        ),
+    ] = None
+    time_schedule: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--time-schedule/--no-time-schedule",
+            show_default=False,
+            help="With --time-limit: the poly lr decay ends at the time limit (or the last epoch, if sooner), so "
+                 "that a run stopped by it ends at a low lr. Default: on with --time-limit; with --resume: the "
+                 "run's.",
+        ),
+    ] = None
+    loss: dict = field(default_factory=_default_loss)  # LossConfig as a dict
+    # Post-processing for validation (also stored in the run's weights): the values given here, then
+    # (a new run) the --init-weights file's thresholds or (--resume) the run's own, then thresh 0.3 /
+    # box_thresh 0.6.
+    post: dict = field(default_factory=dict)
