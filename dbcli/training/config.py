@@ -256,5 +256,7 @@ def ignored_on_resume(given: TrainConfig, resolved: TrainConfig) -> list[str]:
         default = f.default if f.default is not MISSING else None
         value = getattr(given, f.name)
         if value != default and value != getattr(resolved, f.name):
-            ignored.append(f"{_shown(f.name, value)} (the run's: {_shown(f.name, getattr(resolved, f.name))})")
+            own = getattr(resolved, f.name)
+            own_shown = _shown(f.name, own) if isinstance(own, bool) else own
+            ignored.append(f"{_shown(f.name, value)} (the run's: {own_shown})")
     return ignored
