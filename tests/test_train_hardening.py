@@ -102,6 +102,10 @@ def test_the_python_api_checks_the_same_settings():
         with pytest.raises(DBNetError):  # before the device, the data or the folder
             loop.train(TrainConfig(**bad, data_root="/no/such/data"))
     check_config(TrainConfig())  # the defaults pass
+    from dbcli.models import ARCHS
+    from dbcli.training.config import ARCHS as CHECKED_ARCHS
+
+    assert CHECKED_ARCHS == ARCHS  # (the config's copy, which keeps `dbnet train --help` torch-free)
     check_config(TrainConfig(lr=0.0, val_fraction=0.0, time_limit=0.5, workers=0, cache_mb=0.0))
 
 
