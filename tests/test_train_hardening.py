@@ -210,6 +210,21 @@ def test_cached_images_are_stored_at_the_crop_scale_with_their_polygons(tmp_path
     assert sum(im.nbytes for im in small.images if im is not None) <= MB and small.val_images is None
 
 
+def test_an_undecodable_uncached_image_is_replaced_by_a_cached_one_with_its_own_polygons(tmp_path, capsys):
+    from dbcli.data.augment import AugmentConfig
+    from dbcli.data.image_cache import cache_images
+
+    data = big_dataset(tmp_path / "data", [(1600, 1200), (1600, 1200)])
+    samples = load_samples("custom", data)
+    cache = cache_images(samples, None, budget_mb=1.0, max_side=640, log=print)  # room for the first only
+    assert cache.images[1] is None
+    (data / "big1.png").write_bytes(b"not a png")
+    dataset = loop.TrainDataset(cache.samples, AugmentConfig(crop_size=64), 0, cache.images)
+    sample, image = dataset._load(1)
+    assert image is cache.images[0] and sample is cache.samples[0] and sample is not samples[0]
+    assert "big1.png" in capsys.readouterr().err
+
+
 def test_default_cache_budget_fits_the_machine(monkeypatch):
     import dbcli.data.image_cache as image_cache
 

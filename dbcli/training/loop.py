@@ -82,13 +82,15 @@ class TrainDataset(Dataset):
         return len(self.samples)
 
     def _load(self, index: int) -> tuple[Sample, np.ndarray]:
-        """The sample and its decoded image. Without the in-memory cache an image that turns out to be
-        undecodable is reported (once per worker) and the next decodable one trains in its place."""
-        cached = self.images[index] if self.images is not None else None
-        if cached is not None:
-            return self.samples[index], cached
+        """The sample and its decoded image (cached, or read from its file). An image read from its file
+        that turns out to be undecodable is reported (once per worker) and the next decodable one
+        trains in its place, with its own sample: a cached image's polygons are in its stored pixels."""
         for offset in range(len(self.samples)):
-            sample = self.samples[(index + offset) % len(self.samples)]
+            position = (index + offset) % len(self.samples)
+            sample = self.samples[position]
+            cached = self.images[position] if self.images is not None else None
+            if cached is not None:
+                return sample, cached
             try:
                 return sample, read_image(sample.image_path, sample.exif)
             except DBNetError as exc:
