@@ -12,7 +12,7 @@ from typing import Union
 from dbcli import defaults
 from dbcli.errors import DBNetError
 from dbcli.imaging import IMAGE_EXTENSIONS
-from dbcli.inference.pdf import PdfPage, is_pdf, pdf_pages
+from dbcli.inference.pdf import PdfPage, check_dpi, is_pdf, pdf_pages
 
 Input = Union[Path, PdfPage]  # an image file, or one page of a PDF
 
@@ -60,6 +60,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], dpi: float = defaults.DPI
     ``problems`` names inputs that matched nothing, a FIFO, device or socket named directly (never
     opened: it could block; inside folders only regular files are taken), sub-folders that cannot be
     read and PDFs that cannot be read (encrypted, damaged, no pages, no pypdfium2)."""
+    check_dpi(dpi)
     found: list[Input] = []
     problems: list[str] = []
     seen: set[str] = set()
