@@ -70,7 +70,8 @@ def shipped_names() -> str:
 def resolve_weights(value: str | Path | None, default: str = DEFAULT_WEIGHTS) -> Path:
     """The weights file meant by ``value``: a string that is a short name of ``SHIPPED`` (``general``)
     is its file in ``weights_dir()``, even when a file of that name lies in the working directory
-    (write ``./general`` for that one); a ``Path`` or any other string is a path (which the loader reports when missing).
+    (write ``./general`` for that one); a ``Path`` or any other string is a path (which the loader
+    reports when missing).
     ``None``: ``$DBNET_WEIGHTS`` if set, else the shipped file named ``default``."""
     import os
 

@@ -22,7 +22,6 @@ from dbcli.inference.settings import Settings
 from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
 from dbcli.progress import plural
 
-
 MAX_GRID = 1000  # the most values a start:stop:step grid may hold
 
 
