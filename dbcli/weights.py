@@ -68,23 +68,23 @@ def shipped_names() -> str:
 
 
 def resolve_weights(value: str | Path | None, default: str = DEFAULT_WEIGHTS) -> Path:
-    """The weights file meant by ``value``: a string that is a short name of ``SHIPPED`` (``general``)
-    is its file in ``weights_dir()``, even when a file of that name lies in the working directory
-    (write ``./general`` for that one); a ``Path`` or any other string is a path (which the loader
-    reports when missing).
+    """The weights file meant by ``value``: a short name of ``SHIPPED`` (``general``) is its file in
+    ``weights_dir()``, even when a file of that name lies in the working directory (write
+    ``./general`` for that one); anything else is a path (which the loader reports when missing).
     ``None``: ``$DBNET_WEIGHTS`` if set, else the shipped file named ``default``."""
     import os
 
     if value is None:
         env = os.environ.get("DBNET_WEIGHTS")
         value = env if env else default
-    if isinstance(value, Path):  # a path already (resolved once): never read again as a short name
-        return value
     text = os.fspath(value)
-    for shipped in SHIPPED:
-        if text == shipped.name:
-            return weights_dir() / shipped.file
-    return Path(text)
+    names = {shipped.name: shipped.file for shipped in SHIPPED}
+    if text in names:
+        return weights_dir() / names[text]
+    path = Path(text)
+    # ``./general`` means the local file: made absolute, so that reading the path again (the loader
+    # resolves what it is given) cannot take it for the short name
+    return path.absolute() if str(path) in names else path
 
 
 def default_weights_path() -> Path:
@@ -171,9 +171,8 @@ def _state_dict_problem(state: dict) -> str | None:
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             return f"state_dict entry {str(key)[:80]!r} is a {type(value).__name__}, not a tensor (a damaged file?)"
-        if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
-            return f"state_dict entry {str(key)[:80]!r} holds NaN or infinite values (a diverged training run?)"
-    return None
+    return None  # (NaN / inf values are not refused here: an unused threshold head may hold inf; the
+    # engine makes a non-finite probability map safe and says so, dbcli.inference.pipeline.finite_map)
 
 
 def weights_problem(data: dict) -> str | None:
