@@ -111,7 +111,7 @@ def test_request_options_are_those_of_dbnet_detect(server, model_files, tmp_path
         assert body["settings"]["polygon"] is True and body["settings"]["box_thresh"] == 0.55
     strict = server.detect(image, query="box_thresh=0.999")  # no region is that sure: none
     assert strict[0] == 200 and strict[2]["images"][0]["detections"] == []
-    for query, words in [("thresh=2", "--thresh must lie in [0, 1], got 2.0"), ("polygon=maybe", "polygon"),
+    for query, words in [("thresh=2", "--thresh must lie in [0, 1], got 2"), ("polygon=maybe", "polygon"),
                          ("colour=red", "unknown option 'colour'"), ("max_side=99999", "max_side: at most 4096"),
                          ("sort=diagonal", "unknown --sort 'diagonal'")]:
         status, _, body = server.detect(image, query=query)
