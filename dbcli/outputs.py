@@ -118,12 +118,17 @@ class Protected:
                 return f"{role} {name}"
         return None
 
-    def check(self, path: str | os.PathLike, option: str) -> None:
-        """``DBNetError`` when writing ``path`` (named by ``option``, e.g. ``--out``) would replace a
-        protected file; the message names both."""
+    def check(self, path: str | os.PathLike, option: str, given: str | os.PathLike | None = None,
+              what: str = "") -> None:
+        """``DBNetError`` when writing ``path`` would replace a protected file; the message names both.
+        ``option`` names the path (``--out``); for a file made inside the folder ``given`` (crops,
+        drawings), ``what`` says what the file is (``the crop``)."""
         owner = self.owner(path)
-        if owner is not None:
+        if owner is None:
+            return
+        if given is None:
             raise DBNetError(f"{option} {path} would replace {owner}; choose another {option}")
+        raise DBNetError(f"{option} {given}: {what} {path} would replace {owner}; choose another {option}")
 
 
 def shipped_weights() -> list[Path]:
@@ -195,8 +200,8 @@ def nothing_ours(path: Path) -> bool:
 
 def check_replace(path: Path, option: str, ours: Callable[[Path], bool], what: str, overwrite: bool) -> None:
     """``DBNetError`` when ``path`` is an existing regular file that ``ours`` does not recognise as
-    ``what`` this writer makes (someone's earlier work) and ``overwrite`` is off. Stdout, devices,
-    FIFOs and missing files pass."""
+    ``what`` this writer makes (someone's earlier work; ``what`` ``""``: any existing file) and
+    ``overwrite`` is off. Stdout, devices, FIFOs and missing files pass."""
     if overwrite or in_place(path) or not path.is_file():
         return
     try:
@@ -204,5 +209,23 @@ def check_replace(path: Path, option: str, ours: Callable[[Path], bool], what: s
     except OSError:
         recognised = False
     if not recognised:
-        raise DBNetError(f"{option} {path}: the file exists and is not {what}; pass --overwrite to replace "
-                         "it, or choose another name")
+        kind = f" and is not {what}" if what else ""
+        raise DBNetError(f"{option} {path}: the file exists{kind}; pass --overwrite to replace it, or choose "
+                         "another name")
+
+
+def check_file_output(out: Path, option: str, protected: Protected, ours: Callable[[Path], bool], what: str,
+                      overwrite: bool) -> None:
+    """Everything a one-file writer checks before its work: ``out`` is not a folder, not a
+    ``protected`` file, not someone else's file (``check_replace``) and can be written. Raises
+    ``DBNetError``."""
+    from dbcli.fileio import check_writable
+
+    if out.is_dir():
+        raise DBNetError(f"{out}: is a directory; {option} needs a file name")
+    protected.check(out, option)
+    check_replace(out, option, ours, what, overwrite)
+    try:
+        check_writable(out)
+    except OSError as exc:
+        raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None

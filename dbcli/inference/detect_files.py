@@ -132,8 +132,8 @@ def _crop_clashes(plan: Plan, crops: Path, protected: Protected) -> None:
             continue
         match = re.fullmatch(r"(.+)_\d{3,}\.png", rel)
         if match and not rel.startswith(os.pardir) and match.group(1) in keys:
-            raise DBNetError(f"--crops {crops}: a crop would replace the input {input_name(item)}; choose "
-                             "another --crops folder")
+            raise DBNetError(f"--crops {crops}: the crop {crops / rel} would replace the input {input_name(item)}; "
+                             "choose another --crops folder")
 
 
 def check_outputs(plan: Plan, out: Path | None, fmt: str, crops: Path | None, weights: str | None,
@@ -150,7 +150,7 @@ def check_outputs(plan: Plan, out: Path | None, fmt: str, crops: Path | None, we
                       f"a dbnet detect {fmt.upper()} file", overwrite)
     elif out is not None:  # icdar: one res_<stem>.txt per image
         for item in plan.images:
-            protected.check(out / icdar_name(item), "--out")
+            protected.check(out / icdar_name(item), "--out", out, "the ICDAR file")
     if crops is not None:
         _crop_clashes(plan, crops, protected)
     return protected

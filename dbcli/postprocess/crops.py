@@ -75,7 +75,7 @@ def write_crops(crops: Sequence[np.ndarray], folder: Path, key: str, protected: 
     for number, crop in enumerate(crops, 1):
         path = folder / crop_name(key, number)
         if protected is not None:
-            protected.check(path, "--crops")
+            protected.check(path, "--crops", folder, "the crop")
         ok, data = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
         if not ok:
             raise DBNetError(f"{path}: PNG encoding failed")
