@@ -186,8 +186,12 @@ def _failure(exc: BaseException, writer: Writer | None, fmt: str, out: Path | No
                      if kept else "nothing was written")
         return DetectInterrupted(f"interrupted: {where}")
     if isinstance(exc, OSError):  # decoding problems are per-file warnings: this is the output
-        done = (f"; the {plural(writer.lines, 'image')} done are kept in {kept} (--resume continues it)"
-                if kept and isinstance(writer, JsonlWriter) else "; nothing was written" if fmt == "json" else "")
+        if kept and isinstance(writer, JsonlWriter):
+            done = f"; the {plural(writer.lines, 'image')} done are kept in {kept} (--resume continues it)"
+        elif fmt == "icdar":
+            done = f"; the images done have their {icdar_name('<stem>')} files in {out}"
+        else:
+            done = "; nothing was written" if fmt == "json" or writer is None else ""
         return DBNetError(f"{kept or out}: cannot write ({exc.strerror or exc}){done}")
     if kept and isinstance(exc, DBNetError):
         return DBNetError(f"{exc}; the images done are in {kept} (--resume continues it)")
