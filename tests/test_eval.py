@@ -109,8 +109,9 @@ def test_eval_pred_equals_metrics(tmp_path, box_thresh):
     # a --json that cannot be written: one line naming it, said before any image is scored
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    for where in (blocker / "scores.json", tmp_path):
-        bad = runner.invoke(app, [str(where) if a == str(out) else a for a in args])
+    (tmp_path / "taken" / "eval.json").mkdir(parents=True)  # a folder gets eval.json: here a folder itself
+    for given, where in ((blocker / "scores.json",) * 2, (tmp_path / "taken", tmp_path / "taken" / "eval.json")):
+        bad = runner.invoke(app, [str(given) if a == str(out) else a for a in args])
         assert bad.exit_code != 0 and f"{where}: cannot write --json" in bad.output, bad.output
         assert "Traceback" not in bad.output and "hmean" not in bad.output
 

@@ -18,6 +18,9 @@ def convert(
     licence: str = typer.Option("Apache-2.0", help="The source model's licence, recorded in the file."),
     origin: str = typer.Option("", help="Where the source came from (URL, package), recorded in the file."),
     tolerance: float = typer.Option(1e-4, help="Largest allowed max |P_dbnet - P_source| in the check."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing --out file (the source model and the shipped weights "
+                                        "are never replaced)."),
 ) -> None:
     """Convert a PaddleOCR DB text detector (ONNX) into a dbnet weights file.
 
@@ -29,7 +32,8 @@ def convert(
 
     try:
         with status(f"converting {source} ..."):
-            result = run_convert(source, out, licence=licence, origin=origin, tolerance=tolerance)
+            result = run_convert(source, out, licence=licence, origin=origin, tolerance=tolerance,
+                                 overwrite=overwrite)
     except DBNetError as exc:
         fail(str(exc))
     typer.echo(f"wrote {result.path} (DB-MobileNetV3 x{result.config['scale']}, "

@@ -14,7 +14,7 @@ from dbcli.progress import plural
 
 
 def _summary_line(summary, crops: Path | None) -> str:
-    where = f"wrote {summary.out}: " if summary.out is not None else ""
+    where = f"wrote {'stdout' if str(summary.out) == '-' else summary.out}: " if summary.out is not None else ""
     skipped = f", {summary.failed} skipped" if summary.failed else ""
     skipped += f", {summary.resumed} done before" if summary.resumed else ""
     rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0
@@ -28,8 +28,8 @@ def detect(
     inputs: list[str] = inputs_arg(),
     out: Optional[str] = typer.Option(None, "--out", "-o", show_default=False, metavar="<path>",
                                       help="Output file (json, jsonl; a folder such as results/ gets "
-                                           "polygons.json inside it) or folder (icdar). Without it, a "
-                                           "summary table is printed."),
+                                           "polygons.json inside it; - for stdout) or folder (icdar). "
+                                           "Without it, a summary table is printed."),
     crops: Optional[Path] = typer.Option(None, "--crops", show_default=False,
                                          help="Also cut every detected region out as an upright PNG into this "
                                               "folder (tilted text straightened, vertical text turned to read "
@@ -44,6 +44,9 @@ def detect(
     resume: bool = typer.Option(False, "--resume",
                                 help="--format jsonl: skip the images already in --out (or in the "
                                      "<out>.partial file an interrupted run left) and append the others."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing --out file that is not a dbnet detect output "
+                                        "(inputs and weights files are never replaced)."),
     *,
     options: InferenceOptions,
 ) -> None:
@@ -70,7 +73,8 @@ def detect(
         with status("loading the model ..."):
             model, settings = load(options)
         with sigterm_as_interrupt():
-            summary = detect_files(inputs, out, fmt, model, settings, resume=resume, crops=crops, dpi=dpi)
+            summary = detect_files(inputs, out, fmt, model, settings, resume=resume, crops=crops, dpi=dpi,
+                                   overwrite=overwrite)
     except DetectInterrupted as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(130) from None

@@ -31,8 +31,13 @@ def eval_command(
     sweep_thresh: str = typer.Option(defaults.SWEEP_THRESH, help="thresh grid: list or start:stop:step."),
     sweep_box_thresh: str = typer.Option(defaults.SWEEP_BOX_THRESH, help="box_thresh grid: list or start:stop:step."),
     allow_test_sweep: bool = typer.Option(False, help="Allow --sweep on the test split."),
-    json_path: Optional[Path] = typer.Option(None, "--json", "--out", "-o",
-                                             help="Also write the figures to this JSON file."),
+    json_path: Optional[str] = typer.Option(None, "--json", "--out", "-o", metavar="<path>",
+                                            help="Also write the figures to this JSON file (a folder such as "
+                                                 "results/ gets eval.json inside it; - for stdout, the tables "
+                                                 "then go to stderr)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Let --json replace an existing file that is not an eval report "
+                                        "(the dataset's files, --pred and weights files are never replaced)."),
     *,
     options: InferenceOptions,
 ) -> None:
@@ -47,6 +52,6 @@ def eval_command(
             dataset=dataset, data_root=data_root, split=split, pred=pred, limit=limit,
             holdout_from_train=holdout_from_train, seed=seed, sweep=sweep, sweep_thresh=sweep_thresh,
             sweep_box_thresh=sweep_box_thresh, allow_test_sweep=allow_test_sweep, json_path=json_path,
-            inference=options))
+            overwrite=overwrite, inference=options))
     except DBNetError as exc:
         fail(str(exc))

@@ -19,6 +19,9 @@ def export(
                                        help="Output file (default: the weights file's name with .onnx or .ts)."),
     opset: int = typer.Option(17, help="ONNX opset."),
     tolerance: float = typer.Option(1e-4, help="Largest allowed max |P_export - P_torch| in the check."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing --out file that is not a dbnet export (the weights "
+                                        "file is never replaced)."),
 ) -> None:
     """Export weights to ONNX (dynamic batch, height and width) or TorchScript.
 
@@ -34,7 +37,8 @@ def export(
             source = resolve_weights(weights)
             out = source.with_suffix(".onnx" if fmt.lower() == "onnx" else ".ts")
         with status(f"exporting to {out} and checking it against PyTorch ..."):
-            result = run_export(weights, fmt, out, opset=opset, tolerance=tolerance)
+            result = run_export(weights, fmt, out, opset=opset, tolerance=tolerance,
+                                overwrite=overwrite)
     except DBNetError as exc:
         fail(str(exc))
     label = "ONNX" if result.format == "onnx" else "TorchScript"

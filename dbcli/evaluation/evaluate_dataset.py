@@ -6,6 +6,7 @@ sweep its thresholds (``sweep_model``), or score a predictions file; print the t
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ class EvalOptions:
     sweep_thresh: str = defaults.SWEEP_THRESH
     sweep_box_thresh: str = defaults.SWEEP_BOX_THRESH
     allow_test_sweep: bool = False
-    json_path: str | Path | None = None
+    json_path: str | Path | None = None  # a file, a folder (gets eval.json), or - (stdout)
+    overwrite: bool = False  # --json may replace an existing file that is not an eval report
     inference: InferenceOptions = InferenceOptions()
 
 
@@ -194,27 +196,60 @@ def _score_model(o: EvalOptions, samples: list, description: str, header: str, c
     return {**common, **scored.to_dict()}
 
 
-def _check_json(path: str | Path | None) -> None:
-    if path is None:
-        return
-    from dbcli.fileio import check_writable
+REPORT_NAME = "eval.json"  # the file --json writes inside a folder
 
+
+def json_target(path: str | Path | None) -> Path | None:
+    """The file ``--json`` names: a folder (``results/``, or an existing one) gets ``eval.json``
+    inside it, ``-`` is stdout (``dbcli.outputs.output_file``)."""
+    if path is None:
+        return None
+    from dbcli.outputs import output_file
+
+    return output_file(path, REPORT_NAME)
+
+
+def _check_json(o: EvalOptions, samples: Sequence[Any]) -> Path | None:
+    """The ``--json`` file, checked before any scoring: it must not replace a file of the dataset (its
+    folder, its ground-truth file, the images of ``samples``), the predictions file or a weights file,
+    nor (without ``--overwrite``) a file that is not an eval report; its folder must be writable."""
+    path = json_target(o.json_path)
+    if path is None:
+        return None
+    from dbcli.data.datasets import resolve_root
+    from dbcli.fileio import check_writable
+    from dbcli.outputs import Protected, check_replace, eval_report, is_stdout, shipped_weights
+    from dbcli.weights import resolve_weights
+
+    protected = Protected().add([o.pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
+    if o.pred is None:
+        protected.add([resolve_weights(eval_inference_options(o).weights)], "the weights file")
+    protected.add([s.image_path for s in samples], "the dataset image")
+    root = resolve_root(o.dataset, o.data_root)
+    protected.add([root], "the ground-truth file").add_folder(root, "a file of the dataset in")
+    protected.check(path, "--json")
+    check_replace(path, "--json", eval_report, "a dbnet eval report", o.overwrite)
+    if is_stdout(path):
+        return path
     try:
         check_writable(path)
     except OSError as exc:
         raise DBNetError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
+    return path
 
 
-def _write_json(path: str | Path | None, report: dict, console: Any) -> None:
+def _write_json(path: Path | None, report: dict, console: Any) -> None:
     if path is None:
         return
-    from dbcli.fileio import atomic_write_json
+    from dbcli.fileio import json_text
+    from dbcli.outputs import is_stdout, write_output
 
     try:
-        atomic_write_json(Path(path), report)
+        write_output(path, (json_text(report, indent=1) + "\n").encode("utf-8"))
     except OSError as exc:
         raise DBNetError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
-    console.print(f"figures written to {path}")
+    if not is_stdout(path):
+        console.print(f"figures written to {path}")
 
 
 def evaluate_dataset(options: EvalOptions) -> dict:
@@ -223,9 +258,11 @@ def evaluate_dataset(options: EvalOptions) -> dict:
     from rich.console import Console
 
     from dbcli.evaluation.sweep import parse_grid
+    from dbcli.outputs import is_stdout
 
     o = options
-    out = Console(highlight=False)
+    json_path = json_target(o.json_path)
+    out = Console(highlight=False, stderr=is_stdout(json_path))  # --json -: stdout is the report's
     err = Console(stderr=True, highlight=False)
 
     def warn(message: str) -> None:
@@ -235,12 +272,12 @@ def evaluate_dataset(options: EvalOptions) -> dict:
     if o.sweep:  # malformed grids are refused before the slow work
         parse_grid(o.sweep_thresh, "sweep-thresh")
         parse_grid(o.sweep_box_thresh, "sweep-box-thresh")
-    _check_json(o.json_path)
     samples, description = select_samples(o.dataset, o.data_root, o.split, o.holdout_from_train, o.seed, o.limit)
+    json_path = _check_json(o, samples)
     header = f"{o.dataset} {description}: {plural(len(samples), 'image')}"
     if o.pred is not None:
         report = _score_predictions(o, samples, description, header, out, warn)
     else:
         report = _score_model(o, samples, description, header, (out, err), warn)
-    _write_json(o.json_path, report, out)
+    _write_json(json_path, report, out)
     return report

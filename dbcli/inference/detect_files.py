@@ -15,6 +15,7 @@ multi-process (torchrun) merge imports it, lazily.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from dbcli.inference.backend import Model
 from dbcli.inference.distributed import describe, merge_ranks, world
 from dbcli.inference.inputs import Input, expand_inputs, input_name, output_keys
 from dbcli.inference.loading import load_model
+from dbcli.inference.pdf import PdfPage
 from dbcli.inference.pipeline import run_pipeline
 from dbcli.inference.records import Failure, ImageRecord
 from dbcli.inference.settings import Settings
@@ -40,6 +42,15 @@ from dbcli.inference.writers import (
     icdar_name,
     make_writer,
     output_path,
+)
+from dbcli.outputs import (
+    Protected,
+    check_replace,
+    detect_json,
+    detect_jsonl,
+    in_place,
+    is_stdout,
+    shipped_weights,
 )
 from dbcli.postprocess.crops import write_crops
 from dbcli.progress import plural, progress_bar, warn
@@ -91,6 +102,10 @@ def _check_request(fmt: str, out: Path | None, resume: bool, crops: Path | None 
     if resume and (fmt != "jsonl" or out is None):
         raise DBNetError("--resume continues a --format jsonl --out FILE output (the other formats are "
                          "written whole at the end)")
+    if fmt == "icdar" and is_stdout(out):
+        raise DBNetError("--out -: stdout takes --format json or jsonl (icdar writes one file per image into a folder)")
+    if resume and in_place(out):
+        raise DBNetError(f"--resume continues a file; {out} is stdout, a device or a FIFO")
     if crops is not None and crops.exists() and not crops.is_dir():
         raise DBNetError(f"{crops}: exists and is not a directory (--crops writes one PNG per region into a folder)")
 
@@ -103,6 +118,42 @@ def _check_icdar_names(images: list[Input]) -> None:
         if other is not p:
             raise DBNetError(f"--format icdar: {input_name(other)} and {input_name(p)} would both write "
                              f"{icdar_name(p)}")
+
+
+def _crop_clashes(plan: Plan, crops: Path, protected: Protected) -> None:
+    """``DBNetError`` before any work when a crop ``<key>_NNN.png`` would land on an input in the
+    ``crops`` folder (an input folder given as --crops)."""
+    keys = set(plan.keys)
+    for item in plan.images:
+        path = item.path if isinstance(item, PdfPage) else Path(item)
+        try:
+            rel = os.path.relpath(os.path.realpath(path), os.path.realpath(crops))
+        except ValueError:
+            continue
+        match = re.fullmatch(r"(.+)_\d{3,}\.png", rel)
+        if match and not rel.startswith(os.pardir) and match.group(1) in keys:
+            raise DBNetError(f"--crops {crops}: the crop {crops / rel} would replace the input {input_name(item)}; "
+                             "choose another --crops folder")
+
+
+def check_outputs(plan: Plan, out: Path | None, fmt: str, crops: Path | None, weights: str | None,
+                  overwrite: bool = False) -> Protected:
+    """Refuse, before any work, an output that would replace an input, a weights file or a file that
+    is not ``dbnet detect``'s (the latter unless ``overwrite``): ``dbcli.outputs``. Returns the
+    protected files (crops are checked again as they are written)."""
+    files = [item.path if isinstance(item, PdfPage) else item for item in plan.images]
+    protected = Protected().add(files, "the input").add([weights], "the weights file")
+    protected.add(shipped_weights(), "the shipped weights file")
+    if out is not None and fmt in ("json", "jsonl"):
+        protected.check(out, "--out")
+        check_replace(out, "--out", detect_json if fmt == "json" else detect_jsonl,
+                      f"a dbnet detect {fmt.upper()} file", overwrite)
+    elif out is not None:  # icdar: one res_<stem>.txt per image
+        for item in plan.images:
+            protected.check(out / icdar_name(item), "--out", out, "the ICDAR file")
+    if crops is not None:
+        _crop_clashes(plan, crops, protected)
+    return protected
 
 
 def plan_inputs(inputs: Sequence[str | os.PathLike], fmt: str, out: Path | None, resume: bool,
@@ -135,7 +186,13 @@ def _failure(exc: BaseException, writer: Writer | None, fmt: str, out: Path | No
                      if kept else "nothing was written")
         return DetectInterrupted(f"interrupted: {where}")
     if isinstance(exc, OSError):  # decoding problems are per-file warnings: this is the output
-        return DBNetError(f"{out}: cannot write ({exc.strerror or exc})")
+        if kept and isinstance(writer, JsonlWriter):
+            done = f"; the {plural(writer.lines, 'image')} done are kept in {kept} (--resume continues it)"
+        elif fmt == "icdar":
+            done = f"; the images done have their {icdar_name('<stem>')} files in {out}"
+        else:
+            done = "; nothing was written" if fmt == "json" or writer is None else ""
+        return DBNetError(f"{kept or out}: cannot write ({exc.strerror or exc}){done}")
     if kept and isinstance(exc, DBNetError):
         return DBNetError(f"{exc}; the images done are in {kept} (--resume continues it)")
     return exc
@@ -156,7 +213,7 @@ class DetectOutput:
         return DBNetError(f"{self.out}: cannot write ({exc.strerror or exc})")
 
     def lock(self) -> None:
-        if self.out is None:
+        if self.out is None or in_place(self.out):  # stdout, a device, a FIFO: nothing to lock beside it
             return
         try:
             self._lock = acquire_lock(self.out)
@@ -181,7 +238,10 @@ class DetectOutput:
         try:
             if exc is not None:
                 if self.writer is not None:
-                    self.writer.abort()
+                    try:
+                        self.writer.abort()
+                    except OSError:
+                        pass  # the first error is the one to tell
                 replacement = _failure(exc, self.writer, self.fmt, self.out)
                 if replacement is not exc:
                     raise replacement from None
@@ -189,17 +249,18 @@ class DetectOutput:
             release_lock(self._lock)
 
 
-def _write_crops(item: ImageRecord, folder: Path, key: str) -> int:
-    """Write ``item``'s crops as ``<key>_NNN.png`` into ``folder``, name them in the record and let
-    the pixels go; returns how many were written."""
+def _write_crops(item: ImageRecord, folder: Path, key: str, protected: Protected | None = None) -> int:
+    """Write ``item``'s crops as ``<key>_NNN.png`` into ``folder`` (never over a ``protected`` file),
+    name them in the record and let the pixels go; returns how many were written."""
     assert item.crops is not None  # (with_crops)
-    item.crop_files = [str(p) for p in write_crops(item.crops, folder, key)]
+    item.crop_files = [str(p) for p in write_crops(item.crops, folder, key, protected)]
     item.crops = None
     return len(item.crop_files)
 
 
 def process_share(plan: Plan, mine: list[int], model: Model, settings: Settings, sink: Callable[[ImageRecord], None],
-                  console: Any, bar_console: Any, label: str, crops: Path | None) -> Tally:
+                  console: Any, bar_console: Any, label: str, crops: Path | None,
+                  protected: Protected | None = None) -> Tally:
     """Run the engine over the images ``mine`` (indices into ``plan.images``), warn about each failure
     and note on ``console``, write crops into ``crops`` and hand each record to ``sink``."""
     tally = Tally(images=len(mine))
@@ -215,7 +276,7 @@ def process_share(plan: Plan, mine: list[int], model: Model, settings: Settings,
                 warn(console, note)
             tally.detections += len(item.detections)
             if crops is not None:
-                tally.crops += _write_crops(item, crops, plan.keys[item.index])
+                tally.crops += _write_crops(item, crops, plan.keys[item.index], protected)
             sink(item)
     return tally
 
@@ -226,7 +287,7 @@ def _say_problems(console: Any, model: Model, plan: Plan) -> None:
 
 
 def _detect_alone(plan: Plan, model: Model, settings: Settings, output: DetectOutput, console: Any,
-                  progress: bool, crops: Path | None) -> tuple[Tally, int]:
+                  progress: bool, crops: Path | None, protected: Protected) -> tuple[Tally, int]:
     """One process: records stream into the writer as they come. Returns the tally and the failures."""
     from rich.console import Console
 
@@ -234,13 +295,14 @@ def _detect_alone(plan: Plan, model: Model, settings: Settings, output: DetectOu
     writer = output.open_writer()
     _say_problems(console, model, plan)
     tally = process_share(plan, list(range(len(plan.images))), model, settings, writer.add, console,
-                          console if progress else Console(quiet=True), "detect", crops)
+                          console if progress else Console(quiet=True), "detect", crops, protected)
     tally.images -= len(tally.failures)
     return tally, len(tally.failures)
 
 
 def _detect_ranked(plan: Plan, model: Model, settings: Settings, output: DetectOutput, console: Any,
-                   progress: bool, crops: Path | None, rank: int, size: int) -> tuple[Tally, int]:
+                   progress: bool, crops: Path | None, rank: int, size: int, protected: Protected
+                   ) -> tuple[Tally, int]:
     """Under torchrun: every rank takes every size-th image; rank 0 merges every rank's records and
     writes them in input order. A rank's failure is handed to the merge, not left to hang it."""
     from rich.console import Console
@@ -254,7 +316,8 @@ def _detect_ranked(plan: Plan, model: Model, settings: Settings, output: DetectO
             _say_problems(console, model, plan)
         label = f"detect (rank {rank}/{size})"
         tally = process_share(plan, list(range(rank, len(plan.images), size)), model, settings, records.append,
-                              console, console if lead and progress else Console(quiet=True), label, crops)
+                              console, console if lead and progress else Console(quiet=True), label, crops,
+                              protected)
     except BaseException as exc:
         error = describe(exc)
     done, n_failed = merge_ranks(records, tally.failures, size, error)
@@ -269,7 +332,7 @@ def _detect_ranked(plan: Plan, model: Model, settings: Settings, output: DetectO
 def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = None, fmt: str = "json",
                  model: Model | None = None, settings: Settings | None = None, *, console: Any = None,
                  out_console: Any = None, progress: bool = True, resume: bool = False,
-                 crops: str | Path | None = None, dpi: float = defaults.DPI) -> DetectSummary:
+                 crops: str | Path | None = None, dpi: float = defaults.DPI, overwrite: bool = False) -> DetectSummary:
     """Detect text in ``inputs`` and write ``out`` (see the module doc; with json and jsonl, a folder,
     existing or ending in ``/``, gets ``polygons.json`` / ``polygons.jsonl`` inside it, named in
     ``DetectSummary.out``). ``model`` and ``settings`` come from ``dbcli.inference.loading.load``.
@@ -277,7 +340,9 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
     ``<out>.partial`` (an interrupted run) or ``out`` and append the others. ``crops``: a folder for
     one rectified PNG per detection, ``<key>_<NNN>.png`` (``dbcli.inference.inputs.output_keys``,
     numbered from 1 in the detections' order), each named in its detection's ``crop`` entry.
-    ``dpi``: the rendering resolution of PDF pages. Raises ``DBNetError`` when nothing could be
+    ``dpi``: the rendering resolution of PDF pages. ``out`` ``-`` is stdout. No output replaces an
+    input or a weights file, nor (unless ``overwrite``) an existing file that is not a detect output
+    (``check_outputs``). Raises ``DBNetError`` when nothing could be
     processed, an option is wrong, or another process writes ``out``; ``DetectInterrupted`` on
     Ctrl-C / SIGTERM. Per-file problems are warnings on ``console``."""
     from rich.console import Console
@@ -291,13 +356,15 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
     crops = Path(crops) if crops is not None else None
     _check_request(fmt, out, resume, crops)
     plan = plan_inputs(inputs, fmt, out, resume, dpi)
+    protected = check_outputs(plan, out, fmt, crops, model.info.get("weights"), overwrite)
     rank, size = world()
     start = time.perf_counter()
     with DetectOutput(out, fmt, out_console, resume) as output:
         if size == 1:
-            tally, n_failed = _detect_alone(plan, model, settings, output, console, progress, crops)
+            tally, n_failed = _detect_alone(plan, model, settings, output, console, progress, crops, protected)
         else:
-            tally, n_failed = _detect_ranked(plan, model, settings, output, console, progress, crops, rank, size)
+            tally, n_failed = _detect_ranked(plan, model, settings, output, console, progress, crops, rank, size,
+                                             protected)
         if tally.images == 0 and plan.resumed == 0:
             raise DBNetError(f"no image could be processed ({plural(n_failed + len(plan.problems), 'input')} failed)")
         output.close(model.info, settings.to_dict())

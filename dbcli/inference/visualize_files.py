@@ -20,12 +20,15 @@ import numpy as np
 from dbcli import defaults
 from dbcli.errors import DBNetError
 from dbcli.evaluation.predictions import PredictionIndex, load_predictions
+from dbcli.fileio import fit_name
 from dbcli.inference.backend import Model
 from dbcli.inference.drawing import draw_detections, maps_panel, write_png
 from dbcli.inference.inputs import expand_inputs, output_keys
+from dbcli.inference.pdf import PdfPage
 from dbcli.inference.pipeline import run_pipeline
 from dbcli.inference.records import Failure, ImageRecord
 from dbcli.inference.settings import Settings
+from dbcli.outputs import Protected, shipped_weights
 from dbcli.progress import plural, progress_bar, warn
 
 Drawn = list[tuple[np.ndarray, float]]  # (points, score) per detection, in drawing order
@@ -68,15 +71,30 @@ def file_detections(item: ImageRecord, index: PredictionIndex, pred: str | Path,
     return list(zip(entry["polygons"], entry["scores"]))  # checked by load_predictions
 
 
-def _draw(item: ImageRecord, dets: Drawn, target: Path, numbers: bool, maps: bool) -> list[Path]:
-    """``target`` (the drawing) and, with ``maps``, ``<target>_maps.png``."""
+def drawing_paths(out_dir: Path, key: str, maps: bool) -> list[Path]:
+    """Where the drawing of the input with output key ``key`` goes: ``<key>.png`` and, with ``maps``,
+    ``<key>_maps.png`` in ``out_dir``, each name fitted to the 255-byte limit (``fit_name``)."""
+    folder, stem = os.path.split(key)
+    names = [f"{stem}.png"] + ([f"{stem}_maps.png"] if maps else [])
+    return [out_dir / folder / fit_name(name) for name in names]
+
+
+def _check_targets(paths: list, keys: list[str], out_dir: Path, maps: bool, protected: Protected) -> None:
+    """``DBNetError`` before any work when a drawing would replace an input, the predictions file or a
+    weights file (an input folder given as --out)."""
+    for key in keys:
+        for target in drawing_paths(out_dir, key, maps):
+            protected.check(target, "--out", out_dir, "the drawing")
+
+
+def _draw(item: ImageRecord, dets: Drawn, targets: list[Path], numbers: bool, maps: bool) -> list[Path]:
+    """``targets[0]`` (the drawing) and, with ``maps``, ``targets[1]`` (``drawing_paths``)."""
     assert item.image is not None  # (keep_images)
     overlay = draw_detections(item.image, dets, numbers)
-    written = [write_png(target, overlay)]
+    written = [write_png(targets[0], overlay)]
     if maps:
         assert item.prob is not None and item.thresh is not None  # (with_maps)
-        written.append(write_png(target.with_name(target.stem + "_maps.png"),
-                                 maps_panel(overlay, item.prob, item.thresh)))
+        written.append(write_png(targets[1], maps_panel(overlay, item.prob, item.thresh)))
     return written
 
 
@@ -99,7 +117,8 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
     """Write ``<key>.png`` (detections drawn; ``numbers``: numbered in order) and, with ``maps``,
     ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.inference.inputs.output_keys``,
     e.g. ``photo`` or ``report_p3`` for a PDF page rendered at ``dpi``). ``model`` is needed without
-    ``pred`` and for ``maps`` (torch backend)."""
+    ``pred`` and for ``maps`` (torch backend). A drawing never replaces an input, ``pred`` or a
+    weights file: that is refused before any work (``dbcli.outputs.Protected``)."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -111,6 +130,10 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
     run_model = model if (pred is None or maps) else None
     written: list[Path] = []
     failed, keys = len(problems), output_keys(paths)
+    protected = Protected().add([p.path if isinstance(p, PdfPage) else p for p in paths], "the input")
+    protected.add([pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
+    protected.add([model.info.get("weights") if model is not None else None], "the weights file")
+    _check_targets(paths, keys, out_dir, maps, protected)
     with progress_bar(console, "visualize", len(paths)) as bar:
         task = bar.add_task("visualize", total=len(paths))
         for item in run_pipeline(paths, run_model, settings, keep_images=True, with_maps=maps,
@@ -125,7 +148,10 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
             if dets is None:
                 failed += 1
                 continue
-            written += _draw(item, dets, out_dir / f"{keys[item.index]}.png", numbers, maps)
+            targets = drawing_paths(out_dir, keys[item.index], maps)
+            for target in targets:  # (an input reached by a new link since the check)
+                protected.check(target, "--out", out_dir, "the drawing")
+            written += _draw(item, dets, targets, numbers, maps)
     if not written:
         raise DBNetError(f"nothing could be drawn ({plural(failed, 'input')} failed)")
     return VisualizeSummary(written, failed)

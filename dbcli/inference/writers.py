@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_json, atomic_write_text, check_writable
+from dbcli.fileio import atomic_write_text, check_writable, fit_name, json_text, replaced_path, sibling
 from dbcli.inference.pdf import PdfPage
 from dbcli.inference.records import ImageRecord
+from dbcli.outputs import in_place, is_stdout, output_file, write_output
 from dbcli.progress import plural
 
 FORMATS = ("json", "jsonl", "icdar")
@@ -24,15 +26,13 @@ DEFAULT_NAME = "polygons"  # the file written inside a folder given as --out for
 def output_path(out: str | os.PathLike | None, fmt: str) -> Path | None:
     """The file or folder ``--out`` names for ``fmt``. For json and jsonl, a path that ends in a
     separator (``results/``) or is an existing folder is a folder: the output is
-    ``<folder>/polygons.json`` (``.jsonl``) inside it, not a file named ``results``. For icdar the
-    path is the folder itself."""
+    ``<folder>/polygons.json`` (``.jsonl``) inside it, not a file named ``results``; ``-`` is stdout
+    (``dbcli.outputs.output_file``). For icdar the path is the folder itself."""
     if out is None:
         return None
-    text = os.fspath(out)
-    path = Path(text)
-    if fmt in ("json", "jsonl") and (text.endswith(("/", os.sep)) or path.is_dir()):
-        return path / f"{DEFAULT_NAME}.{fmt}"
-    return path
+    if fmt in ("json", "jsonl"):
+        return output_file(out, f"{DEFAULT_NAME}.{fmt}")
+    return Path(out)
 
 
 def detect_json(model_info: dict, settings: dict, images: list[dict]) -> dict:
@@ -55,23 +55,26 @@ class Writer:
 
 
 class JsonWriter(Writer):
-    """The whole file at the end (atomically); its folder is made and probed for writing up front,
-    so that a long job does not fail only after its last image."""
+    """The whole file at the end (atomically; stdout for ``-``, a device or FIFO written into); its
+    folder is made and probed for writing up front, so that a long job does not fail only after its
+    last image."""
 
     def __init__(self, path: Path):
-        self.path = check_writable(path)
+        self.path = path if is_stdout(path) else check_writable(path)
         self.images: list[dict] = []
 
     def add(self, result: ImageRecord) -> None:
         self.images.append(result.to_dict())
 
     def close(self, model_info: dict, settings: dict) -> None:
-        atomic_write_json(self.path, detect_json(model_info, settings, self.images))
+        text = json_text(detect_json(model_info, settings, self.images), indent=1)
+        write_output(self.path, (text + "\n").encode("utf-8"))
 
 
 def partial_path(out: Path) -> Path:
-    """Where ``--format jsonl`` streams its lines until the run ends: ``<out>.partial``."""
-    return out.with_name(out.name + ".partial")
+    """Where ``--format jsonl`` streams its lines until the run ends: ``<out>.partial`` (its name
+    shortened when that passes the file-name limit: ``dbcli.fileio.sibling``)."""
+    return sibling(out, ".partial")
 
 
 def _complete_lines(path: Path) -> tuple[list[str], int]:
@@ -113,47 +116,72 @@ def done_files(out: Path) -> tuple[Path | None, set[str]]:
 
 
 class JsonlWriter(Writer):
-    """One image per line, appended to ``<out>.partial`` (flushed line by line) and renamed to ``out``
-    at the end. An interrupted run (Ctrl-C, SIGTERM, a kill) leaves the images done in the
-    ``.partial`` file; ``resume`` continues it (or a finished ``out``, to add images to it)."""
+    """One image per line, appended to ``<out>.partial`` (written line by line, unbuffered) and renamed
+    to ``out`` at the end. An interrupted run (Ctrl-C, SIGTERM, a kill) or a full disk leaves the
+    images done in the ``.partial`` file; ``resume`` continues it (or a finished ``out``, to add images
+    to it). Stdout (``-``), a device or a FIFO gets the lines directly, as they come."""
 
     def __init__(self, path: Path, resume: bool = False):
-        self.path, self.tmp = path, partial_path(path)
+        self.path, self.lines = path, 0
+        self.direct = in_place(path)
+        self.tmp: Path | None = None
+        if self.direct:
+            if resume:
+                raise DBNetError(f"{path}: --resume continues a file; it cannot continue stdout, a device or a FIFO")
+            self.file: Any = sys.stdout.buffer if is_stdout(path) else open(path, "wb", buffering=0)
+            return
+        self.tmp = partial_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not resume and self.tmp.exists():
             raise DBNetError(f"{self.tmp}: an interrupted run's output; pass --resume to continue it, or "
                              "delete it to start over")
         if resume and not self.tmp.exists() and path.is_file():
             shutil.copyfile(path, self.tmp)  # the finished file stays whole until the final rename
-        self.lines = 0
         if resume and self.tmp.exists():
             lines, end = _complete_lines(self.tmp)
             self.lines = sum(1 for line in lines if line.strip())
             with open(self.tmp, "r+b") as f:  # drop a last line cut off by a killed process
                 f.truncate(end)
-        self.file = open(self.tmp, "a" if resume else "w", encoding="utf-8")
+        # Unbuffered: a line is on disk when add returns, and nothing is left to flush (again) when a
+        # full disk aborts the run.
+        self.file = open(self.tmp, "ab" if resume else "wb", buffering=0)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self.file.write(view)
+            view = view[written if written is not None else len(view):]
+        if self.direct:
+            self.file.flush()
 
     def add(self, result: ImageRecord) -> None:
-        self.file.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-        self.file.flush()
+        self._write((json_text(result.to_dict()) + "\n").encode("utf-8"))
         self.lines += 1
 
     def close(self, model_info: dict, settings: dict) -> None:
-        self.file.flush()
+        if self.tmp is None:
+            self.file.flush()
+            if not is_stdout(self.path):
+                self.file.close()
+            return
         os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.tmp, self.path)
+        os.replace(self.tmp, replaced_path(self.path))
 
     def abort(self) -> None:
-        """Keep the ``.partial`` file when it holds any image (the work done survives), else remove it."""
-        if not self.file.closed:
-            self.file.close()
-        if self.lines == 0:
+        """Keep the ``.partial`` file when it holds any image (the work done survives), else remove it.
+        Never raises (nothing is buffered, so closing writes nothing)."""
+        if not (self.file.closed or is_stdout(self.path)):
+            try:
+                self.file.close()
+            except OSError:
+                pass
+        if self.tmp is not None and self.lines == 0:
             self.tmp.unlink(missing_ok=True)
 
     def kept(self) -> Path | None:
         """The ``.partial`` file an aborted run left, or None."""
-        return self.tmp if self.tmp.exists() else None
+        return self.tmp if self.tmp is not None and self.tmp.exists() else None
 
 
 def icdar_lines(result: ImageRecord) -> str:
@@ -166,13 +194,14 @@ def icdar_lines(result: ImageRecord) -> str:
 
 
 def icdar_name(file: str | Path | PdfPage) -> str:
-    """``res_<stem>.txt``; a PDF page (or its name ``report.pdf#page=3``) gives ``res_report_p3.txt``."""
+    """``res_<stem>.txt``; a PDF page (or its name ``report.pdf#page=3``) gives ``res_report_p3.txt``
+    (a name past the 255-byte limit is shortened: ``dbcli.fileio.fit_name``)."""
     if isinstance(file, PdfPage):
-        return f"res_{file.stem}.txt"
+        return fit_name(f"res_{file.stem}.txt")
     base, sep, page = str(file).rpartition("#page=")
     if sep and page.isdigit():
-        return f"res_{Path(base).stem}_p{page}.txt"
-    return f"res_{Path(file).stem}.txt"
+        return fit_name(f"res_{Path(base).stem}_p{page}.txt")
+    return fit_name(f"res_{Path(file).stem}.txt")
 
 
 class IcdarWriter(Writer):
@@ -231,6 +260,6 @@ def make_writer(out: Path | None, fmt: str, console: Any, resume: bool = False) 
         return TableWriter(console)
     if fmt == "icdar":
         return IcdarWriter(out)
-    if out.is_dir():
+    if not is_stdout(out) and out.is_dir():
         raise DBNetError(f"{out}: is a directory; --out needs a file name for --format {fmt}")
     return JsonlWriter(out, resume) if fmt == "jsonl" else JsonWriter(out)

@@ -28,7 +28,7 @@ from torch import nn
 
 from dbcli import defaults
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_bytes, check_writable
+from dbcli.fileio import atomic_write_bytes
 from dbcli.models.fold import fold_batchnorm
 
 ONNX_FORMAT = "dbnet-onnx/1"
@@ -207,19 +207,22 @@ def export_bytes(weights_path: str | Path | None, fmt: str = "onnx", opset: int 
 
 
 def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: int = OPSET,
-           tolerance: float = TOLERANCE) -> ExportResult:
+           tolerance: float = TOLERANCE, overwrite: bool = False) -> ExportResult:
     """``export_bytes``, then write ``out`` atomically. Raises ``DBNetError`` (and writes nothing)
-    when the export fails or the max difference is ``>= tolerance``."""
+    when the export fails or the max difference is ``>= tolerance``, and before any work when ``out``
+    is the weights file (or a shipped one) or, unless ``overwrite``, an existing file that is not a
+    dbnet export (``dbcli.outputs``)."""
+    from dbcli.outputs import Protected, check_file_output, model_export, shipped_weights
+    from dbcli.weights import resolve_weights
+
     fmt = fmt.lower()
     if fmt not in ("onnx", "torchscript"):
         raise DBNetError(f"unknown export format {fmt!r} (onnx or torchscript)")
     out = Path(out)
-    if out.is_dir():
-        raise DBNetError(f"{out}: is a directory; --out needs a file name")
-    try:  # said before the export (tens of seconds), not after it
-        check_writable(out)
-    except OSError as exc:
-        raise DBNetError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    protected = Protected().add([resolve_weights(weights_path)], "the weights file")
+    protected.add(shipped_weights(), "the shipped weights file")
+    # said before the export (tens of seconds), not after it
+    check_file_output(out, "--out", protected, model_export, "a dbnet export", overwrite)
     data, max_diff, shape = export_bytes(weights_path, fmt, opset, tolerance)
     try:
         atomic_write_bytes(out, data)

@@ -282,20 +282,21 @@ class ConvertResult:
 
 
 def convert(source: str | Path, out: str | Path, *, licence: str = "Apache-2.0",
-            origin: str = "", tolerance: float = TOLERANCE) -> ConvertResult:
+            origin: str = "", tolerance: float = TOLERANCE, overwrite: bool = False) -> ConvertResult:
     """Convert the ONNX model ``source`` and write the dbnet weights file ``out`` (atomically, fp32).
     ``licence`` and ``origin`` (where the file came from) are recorded with it. Raises ``DBNetError``
-    (writing nothing) for another model family or when the maps differ by ``tolerance`` or more."""
-    from dbcli.fileio import check_writable
+    (writing nothing) for another model family or when the maps differ by ``tolerance`` or more, and
+    before any work when ``out`` is ``source`` or a shipped weights file, or exists and ``overwrite``
+    is off (an existing weights file is earlier work: ``dbcli.outputs``)."""
     from dbcli.models import count_parameters
+    from dbcli.outputs import Protected, check_file_output, nothing_ours, shipped_weights
     from dbcli.weights import save_weights
 
     source, out = Path(source), Path(out)
     if not source.is_file():
         raise DBNetError(f"{source}: no such file")
-    if out.is_dir():
-        raise DBNetError(f"{out}: is a directory; --out needs a file name")
-    check_writable(out)
+    protected = Protected().add([source], "the source model").add(shipped_weights(), "the shipped weights file")
+    check_file_output(out, "--out", protected, nothing_ours, "", overwrite)
     try:
         import onnx
     except ImportError:
