@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbcli import dataset_formats  # td500 / totaltext / ctw1500
+from dbcli.data import formats as dataset_formats  # td500 / totaltext / ctw1500
 from dbcli.data.sample import Sample, leading_numbers, list_images, parse_icdar_gt, read_text_lines  # noqa: F401 (public here)
 from dbcli.errors import DBNetError
 
