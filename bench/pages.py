@@ -5,7 +5,8 @@ inputs of ``bench/bench_scale.py`` (coverage of small text on big pages, cost, m
 black on an off-white page, into ``blocks`` rectangles of the page (a form or a column of text each;
 ``fill`` of each block's rows are lines, the rest blank) and returns the image with every word's
 axis-aligned box ``(x0, y0, x1, y1)`` in page pixels. ``coverage(words, detections)``: the share of
-the words covered by detections (a word is covered when one detection covers >= 50% of its box).
+the words covered by detections (a word is covered when one detection no more than 2.5x its height
+covers >= 50% of its box: blobs over several lines do not count).
 Deterministic given ``seed``.
 """
 
@@ -78,18 +79,20 @@ def text_page(width: int, height: int, text_height: int, *, blocks: int = 1, blo
     return image, words
 
 
-def coverage(words: list[Box], detections: list[np.ndarray], share: float = 0.5) -> float:
+def coverage(words: list[Box], detections: list[np.ndarray], share: float = 0.5, tallest: float = 2.5) -> float:
     """The share of ``words`` of which one detection (a ``(K, 2)`` polygon in page pixels) covers at
-    least ``share`` of the box's area."""
+    least ``share`` of the box's area while being at most ``tallest`` times as tall as the word (the
+    short side of its minimum-area rectangle): a blob over several lines covers no word."""
     if not words:
         return 1.0
     covered = 0
     polys = [np.asarray(d, np.float64).reshape(-1, 2) for d in detections]
+    heights = [min(cv2.minAreaRect(p.astype(np.float32))[1]) for p in polys]
     bounds = [(p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()) for p in polys]
     for x0, y0, x1, y1 in words:
         area = max(1, (x1 - x0) * (y1 - y0))
-        for poly, (bx0, by0, bx1, by1) in zip(polys, bounds):
-            if bx1 < x0 or bx0 > x1 or by1 < y0 or by0 > y1:
+        for poly, height, (bx0, by0, bx1, by1) in zip(polys, heights, bounds):
+            if bx1 < x0 or bx0 > x1 or by1 < y0 or by0 > y1 or height > tallest * (y1 - y0):
                 continue
             mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(mask, [np.round(poly - (x0, y0)).astype(np.int32)], 1)

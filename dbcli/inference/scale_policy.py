@@ -167,16 +167,26 @@ def scale_entry(factor: float, size: tuple[int, int], policy: str, reason: str |
 
 
 def keep_large(first: list[Detection], rerun: list[Detection], factor: float) -> list[Detection]:
-    """The re-run's detections, with the first pass's regions too tall for the re-run's tiles
-    (taller than ``MARGIN / 2`` px at ``factor``) kept in place of the re-run's regions centred
-    inside them."""
-    large = [d for d, h in zip(first, box_heights(first) * factor) if h > MARGIN / 2]
-    if not large:
+    """The re-run's detections (``factor``: its scale), where a region of the first pass too tall for
+    the re-run's tiles (over ``MARGIN / 2`` px at ``factor``: a headline, which tiles may cut) stands
+    in for the re-run's regions centred inside it when those are tall too (its pieces). A first-pass
+    region with small text inside (a blob over several lines) is dropped."""
+    if not first or not rerun:
         return rerun
-    outlines = [d.points.astype(np.float32).reshape(-1, 1, 2) for d in large]
-    kept = [d for d in rerun if all(cv2.pointPolygonTest(o, tuple(map(float, d.points.mean(axis=0))), False) < 0
-                                   for o in outlines)]
-    return large + kept
+    tall = box_heights(first) * factor > MARGIN / 2
+    if not tall.any():
+        return rerun
+    rerun_tall = box_heights(rerun) * factor > MARGIN / 4
+    centres = [tuple(map(float, d.points.mean(axis=0))) for d in rerun]
+    dropped: set[int] = set()
+    kept_first = []
+    for det in (d for d, t in zip(first, tall) if t):
+        outline = det.points.astype(np.float32).reshape(-1, 1, 2)
+        inside = [k for k, c in enumerate(centres) if cv2.pointPolygonTest(outline, c, False) >= 0]
+        if all(rerun_tall[k] for k in inside):
+            kept_first.append(det)
+            dropped.update(inside)
+    return kept_first + [d for k, d in enumerate(rerun) if k not in dropped]
 
 
 def apply_policy(prob_fn: Backend, image: np.ndarray, first_size: tuple[int, int], first: list[Detection],
