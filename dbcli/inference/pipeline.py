@@ -135,8 +135,10 @@ def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, se
     dets, candidates = detections_and_candidates(prob, d.width, d.height, post)
     capped = candidates > post.max_candidates
     first_size = prob.shape[-2:]
-    scale = scale_entry((first_size[0] / d.height + first_size[1] / d.width) / 2, first_size, settings.scale_policy)
-    if settings.scale_policy == "auto" and model is not None and d.image is not None:
+    first_scale = (first_size[0] / d.height + first_size[1] / d.width) / 2
+    auto = settings.scale_policy == "auto"
+    scale = scale_entry(first_scale, first_size, settings.scale_policy, "first scale" if auto else None)
+    if auto and model is not None and d.image is not None:
         done = apply_policy(model.prob_fn, d.image, first_size, dets, candidates, prob, post)
         dets, candidates, capped, prob, scale = done.detections, done.candidates, done.capped, done.prob, done.scale
     if settings.sort != "none" and len(dets) > 1:

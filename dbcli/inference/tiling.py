@@ -4,8 +4,8 @@ probability maps stitched into full-width bands, bands post-processed in windows
 ``detect_at_scale(prob_fn, image, size, post)`` resizes ``image`` to ``size`` (the network-scale
 ``(H', W')``, multiples of 32) and runs:
 
-1. **tiles**: ``tile`` x ``tile`` network inputs (a multiple of 32) every ``tile - overlap`` pixels,
-   the last one flush with the edge; a tile whose pixels are flat (no ink: max - min of its grey
+1. **tiles**: ``tile`` x ``tile`` network inputs (a multiple of 32) overlapping by at least
+   ``overlap`` pixels, evenly spread from edge to edge; a tile whose pixels are flat (no ink: max - min of its grey
    levels at most ``FLAT_RANGE``) is not run, its map is 0;
 2. **stitching**: each map pixel is taken from the tile that sees it with the most context (the seam
    between two neighbours lies in the middle of their overlap), so one tile row gives the map rows it
@@ -55,13 +55,13 @@ class TiledResult:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Offsets of the tiles along one side of ``length`` pixels: every ``tile - overlap`` pixels,
-    the last flush with the end; ``[0]`` when one tile covers it."""
+    """Offsets of the tiles along one side of ``length`` pixels: as few tiles as overlap by at least
+    ``overlap`` pixels, evenly spread, the first at 0 and the last flush with the end; ``[0]`` when
+    one tile covers it."""
     if length <= tile:
         return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+    count = -(-(length - tile) // (tile - overlap)) + 1
+    return [round(k * (length - tile) / (count - 1)) for k in range(count)]
 
 
 def owned_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
