@@ -10,7 +10,9 @@ large pages of small text, against a fixed ``--short-side 736`` in the same run.
    every image kept the same regions (the first pass decides no re-run).
 2. **Large pages of small text** (``bench/pages.py``, written as PNG files): a 3000x4000 page of
    12 px text, nine 700x950 forms of 14 px text on a 2262x3000 page, one 760x1000 form of 16 px text
-   on an 8000x8000 page. Each run is a fresh process (``dbcli.Detector`` on the file: decoding
+   on an 8000x8000 page; and a 4000x2250 street-photo-like picture (``synthetic.photo`` enlarged:
+   words 25-190 px tall, a good size for the model at the first scale already: the policy's cost
+   where it should not re-run). Each run is a fresh process (``dbcli.Detector`` on the file: decoding
    included, model loading and a warm-up excluded) that reports its seconds, its peak resident memory
    and its detections; the parent scores **coverage**: the share of the words that one detection no
    more than 2.5x the word's height covers >= 50% of (``pages.coverage``).
@@ -44,7 +46,21 @@ PAGES = {  # name: text_page keywords
                                          seed=12),
     "8000x8000, one form, 16 px": dict(width=8000, height=8000, text_height=16, blocks=1, block_size=(760, 1000),
                                        seed=13),
+    "4000x2250 photo, 25-190 px words": dict(photo=True),
 }
+
+
+def make_page(kw: dict) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A page of ``PAGES`` (image, word boxes); ``photo``: a 1280x720 street-photo-like picture
+    (``synthetic.photo``) enlarged 3.125x to 4000x2250 (words 25-190 px tall), its word boxes the
+    bounds of its polygons."""
+    if not kw.get("photo"):
+        return text_page(**kw)
+    small, polys = synthetic.photo(np.random.default_rng(14))
+    image = cv2.resize(small, (4000, 2250), interpolation=cv2.INTER_CUBIC)
+    boxes = [tuple(int(v * 3.125) for v in (p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()))
+             for p in polys]
+    return image, [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
 
 CHILD = r"""
 import json, resource, sys, time
@@ -130,14 +146,16 @@ def child_run(method: str, page: Path, threads: int, rapid: Path | None, small: 
 
 
 def bench_pages(folder: Path, methods: list[str], rapid: Path | None, rapid_8000: bool, skip_8000: bool,
-                threads: int) -> None:
+                threads: int, only: str | None = None) -> None:
     small = folder / "small.jpg"
     cv2.imwrite(str(small), np.full((720, 1280, 3), 200, np.uint8))
     rows = []
     for name, kw in PAGES.items():
         if skip_8000 and "8000" in name:
             continue
-        image, words = text_page(**kw)
+        if only and only not in name:
+            continue
+        image, words = make_page(kw)
         page = folder / "page.png"
         cv2.imwrite(str(page), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         del image
@@ -163,6 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", type=int, default=8, help="1280x720 synthetic photos besides examples/")
     ap.add_argument("--skip-8000", action="store_true", help="leave out the 8000x8000 page")
     ap.add_argument("--skip-ordinary", action="store_true")
+    ap.add_argument("--only", help="run only the large pages whose name contains this")
     ap.add_argument("--rapidocr", help="the unpacked rapidocr_onnxruntime package folder")
     ap.add_argument("--fetch-rapidocr", action="store_true", help="pip-download RapidOCR 1.4.4 first (bench_detect)")
     ap.add_argument("--rapidocr-8000", action="store_true", help="run RapidOCR on the 8000x8000 page too (~10 GB)")
@@ -180,7 +199,7 @@ def main(argv=None) -> int:
         folder = Path(tmp)
         if not args.skip_ordinary:
             bench_ordinary(ordinary_inputs(folder, args.synthetic), args.repeats)
-        bench_pages(folder, ["policy", "fixed 736"], rapid, args.rapidocr_8000, args.skip_8000, threads)
+        bench_pages(folder, ["policy", "fixed 736"], rapid, args.rapidocr_8000, args.skip_8000, threads, args.only)
     return 0
 
 
