@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from dbcli import __version__
-from dbcli.commands import convert, detect, evaluate, export, train, visualize
+from dbcli.commands import convert, detect, evaluate, export, serve, train, visualize
 
 # Help is click's plain two-column layout (rich_markup_mode=None): every option name stays whole and
 # its description wraps beside it on an 80-column terminal (rich's table cut long names to "--no-time-…"
@@ -34,6 +34,7 @@ app.command(short_help="Find text in images and PDF pages and write its polygons
 app.command(short_help="Draw the detections over each image or page as PNG files.")(visualize.visualize)
 app.command(short_help="Export weights to ONNX or TorchScript, checked against PyTorch.")(export.export)
 app.command(short_help="Convert a PaddleOCR DB detector (ONNX) into a dbnet weights file.")(convert.convert)
+app.command(short_help="Serve the detector over HTTP, with a page to try it (the serve extra).")(serve.serve)
 
 
 def run() -> None:

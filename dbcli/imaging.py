@@ -6,7 +6,12 @@ with ImageNet mean/std (the same in training and inference; torchvision checkpoi
 
 from __future__ import annotations
 
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,23 +22,42 @@ from dbcli.errors import DBNetError
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+# The one list of image extensions: a file with one of them is an image, found inside folders and by
+# glob patterns (a file named directly is tried whatever its extension). Formats that Pillow or
+# OpenCV decode: JPEG, PNG, BMP, TIFF, WebP, GIF, the PNM family, JPEG 2000, AVIF, TGA, ICO, PSD,
+# QOI, SGI, Sun raster, PCX, DDS, Radiance HDR.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".jp2", ".j2k", ".j2c", ".jpc", ".jpf", ".jpx", ".avif",
+    ".tga", ".ico", ".psd", ".qoi", ".sgi", ".ras", ".sr", ".pcx", ".dds", ".hdr", ".pic"})
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
-    """Any decoded array (gray, RGBA, 16-bit, float) -> ``(H, W, 3)`` uint8 RGB."""
-    if array.dtype == np.uint16:
-        array = (array / 257.0).round().astype(np.uint8)
+    """Any decoded array -> ``(H, W, 3)`` uint8 RGB, one rule for every decoder: 16- and 32-bit
+    integers over 255 are scaled down (``/ 257``, or by their maximum beyond 65535); floats in
+    [0, 1] are scaled by 255, other floats clipped to [0, 255] (NaN as 0); gray is repeated; alpha is
+    composited over white, as a viewer shows it."""
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
     elif array.dtype.kind == "f":
+        array = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
         scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
-        array = np.clip(array * scale, 0, 255).astype(np.uint8)
+        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
     elif array.dtype != np.uint8:
-        array = np.clip(array, 0, 255).astype(np.uint8)
+        top = int(array.max(initial=0))
+        if top > 65535:
+            array = np.clip(array.astype(np.float64) * (255.0 / top), 0, 255).round().astype(np.uint8)
+        elif top > 255:
+            array = np.clip(array / 257.0, 0, 255).round().astype(np.uint8)
+        else:
+            array = np.clip(array, 0, 255).astype(np.uint8)
     if array.ndim == 2:
         return np.repeat(array[:, :, None], 3, axis=2)
-    if array.shape[2] == 4:  # composite over white, as a viewer shows it
-        alpha = array[:, :, 3:4].astype(np.float32) / 255.0
-        return (array[:, :, :3] * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
+    if array.shape[2] in (2, 4):  # gray + alpha, RGB + alpha: composite over white
+        alpha = array[:, :, -1:].astype(np.float32) / 255.0
+        color = array[:, :, :1] if array.shape[2] == 2 else array[:, :, :3]
+        out = (color * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
+        return np.repeat(out, 3, axis=2) if array.shape[2] == 2 else out
     if array.shape[2] == 1:
         return np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array[:, :, :3])
@@ -83,19 +107,84 @@ def pillow_to_numpy(img: Image.Image, large: int = LARGE_PIXELS, strip_pixels: i
     return out
 
 
+# Pillow says what it skips in damaged metadata (corrupt EXIF) with raw ``UserWarning`` lines; they are
+# caught while a file's header and EXIF are read and said as one note naming the file. The lock keeps
+# the decode threads from changing the warning filters under each other.
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextmanager
+def pillow_warnings(name: str, notes: list[str]) -> Iterator[None]:
+    """Pillow's warnings inside the block become one note in ``notes`` naming ``name``; others are
+    passed on as they are."""
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    ours = [w for w in caught if "PIL" in (w.filename or "") or "PIL" in str(w.category.__module__)]
+    for w in caught:
+        if w not in ours:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if ours:
+        more = f" (and {len(ours) - 1} more)" if len(ours) > 1 else ""
+        notes.append(f"{name}: damaged metadata ignored, the pixels decoded as they are (Pillow: "
+                     f"{str(ours[0].message).splitlines()[0]}{more})")
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # EXIF too damaged to read: the pixels as stored
+        return 1
+    return value if isinstance(value, int) else 1
+
+
 def _pillow_array(img: Image.Image, exif: bool) -> np.ndarray:
     """The pixels of an open Pillow image (EXIF orientation applied when ``exif``): ``(H, W)``,
-    ``(H, W, 3)`` or ``(H, W, 4)``, uint8 except float32 for mode F."""
-    if exif and img.getexif().get(0x0112, 1) in range(2, 9):  # (exif_transpose copies even when upright)
+    ``(H, W, 3)`` or ``(H, W, 4)``, uint8 except uint16 / int32 for 16- and 32-bit integer modes and
+    float32 for mode F (``to_rgb_uint8`` scales them)."""
+    if exif and _orientation(img) in range(2, 9):  # (exif_transpose copies even when upright)
         img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(img, dtype=np.uint32)
-        return (array >> 8).astype(np.uint8) if array.max(initial=0) > 255 else array.astype(np.uint8)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img, dtype=np.uint16)
+    if img.mode == "I":
+        return np.asarray(img, dtype=np.int32)
+    if img.mode == "F":
+        return np.asarray(img, dtype=np.float32)
+    if img.mode == "1":
+        return np.asarray(img.convert("L"))
     if img.mode in ("RGB", "L", "RGBA"):
         return pillow_to_numpy(img)
-    if img.mode in ("LA", "PA", "P") and ("transparency" in img.info or img.mode != "P"):
+    if img.mode in ("LA", "La", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         return pillow_to_numpy(img.convert("RGBA"))
     return pillow_to_numpy(img.convert("RGB"))
+
+
+def image_to_rgb(image: Any, exif: bool = True, name: str = "<image>",
+                 max_megapixels: float | None = defaults.MAX_MEGAPIXELS) -> tuple[np.ndarray, list[str]]:
+    """An in-memory image -> ``(H, W, 3)`` uint8 RGB and notes, decoded as ``decode_image`` decodes a
+    file: a PIL image of any mode (alpha and transparency composited over white, ``I;16`` / ``I`` /
+    ``F`` scaled, its EXIF orientation applied when ``exif``), or a uint8 numpy array ``(H, W)`` gray,
+    ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA (uint16 too, as a 16-bit file). ``name`` names the image in
+    notes and errors. Raises ``DBNetError``."""
+    if isinstance(image, np.ndarray):
+        shape_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+        if not shape_ok or image.dtype not in (np.uint8, np.uint16) or min(image.shape[:2], default=0) < 1:
+            raise DBNetError(f"{name}: expected an (H, W, 3) uint8 RGB array ((H, W) gray and (H, W, 4) "
+                             f"RGBA too), got {image.dtype} {image.shape}")
+        return to_rgb_uint8(image), []
+    if not isinstance(image, Image.Image):
+        raise DBNetError(f"cannot detect in a {type(image).__name__}: give a file path, an (H, W, 3) "
+                         "uint8 RGB numpy array or a PIL image")
+    if min(image.size) < 1:
+        raise DBNetError(f"{name}: empty image ({image.width}x{image.height})")
+    check_pixels(name, image.width, image.height, max_megapixels)
+    notes: list[str] = []
+    try:
+        with pillow_warnings(name, notes):
+            array = _pillow_array(image, exif)
+    except Exception as exc:  # a lazily loaded PIL image whose file is damaged
+        raise DBNetError(f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})") from None
+    return to_rgb_uint8(array), notes
 
 
 def _quiet_opencv() -> None:
@@ -119,6 +208,27 @@ def _opencv_array(path: Path, reason: str, max_megapixels: float | None) -> np.n
     return array
 
 
+def check_regular_file(path: Path) -> None:
+    """Refuse what is not a regular, non-empty file before anything opens it: a FIFO or a device
+    would block or never end, a folder is not an image. A missing file passes (the decoder says so).
+    Raises ``DBNetError`` naming the file."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a symlink loop, a name too long, no permission on a folder
+        raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise DBNetError(f"{path}: a folder, not an image file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DBNetError(f"{path}: {kind}, not a regular file (not read: it could block forever)")
+    if path.stat().st_size == 0:
+        raise DBNetError(f"{path}: empty file (0 bytes)")
+
+
 def _signature(path: Path) -> bytes:
     try:
         with open(path, "rb") as f:
@@ -139,18 +249,20 @@ def decode_image(path: str | Path, exif: bool = True, max_megapixels: float | No
     damaged data is never decoded in part.
     """
     path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise DBNetError(f"{path}: empty file (0 bytes)")
+    check_regular_file(path)
+    notes: list[str] = []
     try:
-        img = Image.open(path)
+        with pillow_warnings(str(path), notes):
+            img = Image.open(path)
+            if exif:
+                _orientation(img)  # (parses the EXIF now, inside the warnings catch)
     except FileNotFoundError:
         raise DBNetError(f"{path}: no such file") from None
     except Exception as exc:  # PIL raises many types for unknown or corrupt data
         reason = f"{exc.__class__.__name__}: {exc}"
         if _signature(path).startswith(_PILLOW_ONLY_SIGNATURES):
             raise DBNetError(f"{path}: cannot decode image ({reason})") from None
-        return to_rgb_uint8(_opencv_array(path, reason, max_megapixels)), []
-    notes = []
+        return to_rgb_uint8(_opencv_array(path, reason, max_megapixels)), notes
     with img:
         check_pixels(path, img.width, img.height, max_megapixels)
         try:

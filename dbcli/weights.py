@@ -68,21 +68,23 @@ def shipped_names() -> str:
 
 
 def resolve_weights(value: str | Path | None, default: str = DEFAULT_WEIGHTS) -> Path:
-    """The weights file meant by ``value``: an existing path as it is, a short name of ``SHIPPED``
-    (``general``) as its file in ``weights_dir()``, anything else as a path (which the loader reports as
-    missing). ``None``: ``$DBNET_WEIGHTS`` if set, else the shipped file named ``default``."""
+    """The weights file meant by ``value``: a short name of ``SHIPPED`` (``general``) is its file in
+    ``weights_dir()``, even when a file of that name lies in the working directory (write
+    ``./general`` for that one); anything else is a path (which the loader reports when missing).
+    ``None``: ``$DBNET_WEIGHTS`` if set, else the shipped file named ``default``."""
     import os
 
     if value is None:
         env = os.environ.get("DBNET_WEIGHTS")
         value = env if env else default
-    path = Path(value)
-    if path.exists():
-        return path
-    for shipped in SHIPPED:
-        if str(value) == shipped.name:
-            return weights_dir() / shipped.file
-    return path
+    text = os.fspath(value)
+    names = {shipped.name: shipped.file for shipped in SHIPPED}
+    if text in names:
+        return weights_dir() / names[text]
+    path = Path(text)
+    # ``./general`` means the local file: made absolute, so that reading the path again (the loader
+    # resolves what it is given) cannot take it for the short name
+    return path.absolute() if str(path) in names else path
 
 
 def default_weights_path() -> Path:
@@ -141,7 +143,10 @@ def load_weights(path: str | Path | None) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DBNetError(f"{path}: not a loadable weights file ({exc.__class__.__name__})") from None
+        detail = str(exc).splitlines()[0][:160] if str(exc).strip() else ""
+        raise DBNetError(f"{path}: not a loadable weights file ({exc.__class__.__name__}"
+                         f"{': ' + detail if detail else ''}; dbnet reads the .pt files that dbnet train, "
+                         "dbnet convert and the shipped weights are)") from None
     if isinstance(data, dict) and data.get("format") != FORMAT and "model_state" in data:
         data = data["weights"]  # a training checkpoint carries its weights dict
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -157,6 +162,17 @@ def _is_number(value) -> bool:
     import math
 
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _state_dict_problem(state: dict) -> str | None:
+    """A ``state_dict`` entry that is not a tensor of numbers (a list, a string, None), or None."""
+    import torch
+
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            return f"state_dict entry {str(key)[:80]!r} is a {type(value).__name__}, not a tensor (a damaged file?)"
+    return None  # (NaN / inf values are not refused here: an unused threshold head may hold inf; the
+    # engine makes a non-finite probability map safe and says so, dbcli.inference.pipeline.finite_map)
 
 
 def weights_problem(data: dict) -> str | None:
@@ -181,6 +197,9 @@ def weights_problem(data: dict) -> str | None:
         return "bad model entry (dcn must be true/false, k a number)"
     if not isinstance(data.get("state_dict"), dict):
         return "no \"state_dict\" entry (the weights)"
+    state_problem = _state_dict_problem(data["state_dict"])
+    if state_problem:
+        return state_problem
     post = post_entries_problem(data.get("postprocess"))
     if post:
         return post

@@ -20,7 +20,8 @@ def eval_command(
     split: Optional[str] = typer.Option(None, help="train or test (default: test)."),
     pred: Optional[Path] = typer.Option(None, help="Score this predictions file (dbnet detect's JSON or JSONL) "
                                                    "instead of running a model."),
-    limit: int = typer.Option(0, help="Score only the first N images (0: all)."),
+    limit: Optional[int] = typer.Option(None, show_default=False,
+                                        help="Score only the first N images, N >= 1 (default: all)."),
     holdout_from_train: Optional[float] = typer.Option(
         None, help="Score the images this fraction of the train split held out, exactly as dbnet train "
                    "--val-fraction does (with --seed)."),

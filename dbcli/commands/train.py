@@ -15,10 +15,10 @@ from dbcli.training.config import TrainConfig
 
 @options_from(TrainConfig, name="config")
 def train(
-    thresh: Optional[float] = typer.Option(None, min=0.0, max=1.0, show_default=False,
+    thresh: Optional[float] = typer.Option(None, show_default=False,
                                            help="Binarisation threshold for validation (default: the "
                                                 "--init-weights file's or a resumed run's, else 0.3)."),
-    box_thresh: Optional[float] = typer.Option(None, min=0.0, max=1.0, show_default=False,
+    box_thresh: Optional[float] = typer.Option(None, show_default=False,
                                                help="Box score threshold for validation (default: the "
                                                     "--init-weights file's or a resumed run's, else 0.6)."),
     *,

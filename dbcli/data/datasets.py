@@ -47,6 +47,15 @@ def load_icdar15(root: Path, split: str) -> list[Sample]:
     return samples
 
 
+def _json_bool(record: dict, key: str, default: bool) -> bool:
+    """``record[key]`` when it is a JSON ``true`` / ``false`` (``default`` when absent); anything else
+    (``"false"``, ``0``, ``null``) raises ``ValueError``: the string "false" would count as true."""
+    value = record.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"\"{key}\" must be true or false, got {json.dumps(value)}")
+    return value
+
+
 def load_custom(root: Path, split: str) -> list[Sample]:
     """JSON Lines: ``{split}.jsonl`` (or ``root`` itself when it is a ``.jsonl`` file), one image per
     line: ``{"image": "rel/or/abs.jpg", "polygons": [{"points": [[x, y], ...], "ignore": false}]}``.
@@ -70,11 +79,13 @@ def load_custom(root: Path, split: str) -> list[Sample]:
                 if not np.isfinite(arr).all():
                     raise ValueError(f"non-finite coordinate in {points}")
                 polygons.append(arr)
-                ignore.append(bool(poly.get("ignore", False)) if isinstance(poly, dict) else False)
+                ignore.append(_json_bool(poly, "ignore", False) if isinstance(poly, dict) else False)
+            exif = _json_bool(record, "exif", True)
+        except RecursionError:
+            raise DBNetError(f"{path}:{lineno}: JSON nested too deeply to read") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DBNetError(f"{path}:{lineno}: {exc.__class__.__name__}: {exc}") from None
-        samples.append(Sample(image if image.is_absolute() else path.parent / image, polygons, ignore,
-                              exif=bool(record.get("exif", True))))
+        samples.append(Sample(image if image.is_absolute() else path.parent / image, polygons, ignore, exif=exif))
     return samples
 
 

@@ -23,8 +23,9 @@ CURVED_DATASETS = ("totaltext", "ctw1500")
 
 
 def select_samples(dataset: str, data_root, split: str | None, holdout_from_train: float | None,
-                   seed: int, limit: int):
-    """The samples to score and a description such as ``test`` or ``train holdout 0.1 (seed 0)``."""
+                   seed: int, limit: int | None):
+    """The samples to score and a description such as ``test`` or ``train holdout 0.1 (seed 0)``;
+    ``limit``: the first N only (None: all)."""
     if dataset not in DATASETS:
         raise DBNetError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if holdout_from_train is not None:
@@ -41,7 +42,7 @@ def select_samples(dataset: str, data_root, split: str | None, holdout_from_trai
         split = split or "test"
         samples = load_samples(dataset, data_root, split)
         description = split
-    if limit:
+    if limit is not None:
         samples = samples[:limit]
         description += f", first {limit}"
     if not samples:
@@ -74,7 +75,7 @@ class EvalOptions:
     data_root: str | Path | None = None
     split: str | None = None
     pred: str | Path | None = None
-    limit: int = 0
+    limit: int | None = None  # the first N images only (None: all)
     holdout_from_train: float | None = None
     seed: int = 0
     sweep: bool = False
@@ -99,7 +100,9 @@ def _model_options_given(o: EvalOptions) -> list[str]:
 
 
 def _check_request(o: EvalOptions) -> None:
-    """Refuse option combinations that make no sense before any work is done."""
+    """Refuse option values and combinations that make no sense before any work is done."""
+    if o.limit is not None and (isinstance(o.limit, bool) or not isinstance(o.limit, int) or o.limit < 1):
+        raise DBNetError(f"--limit must be a whole number of images >= 1 (leave it out to score all), got {o.limit}")
     given = _model_options_given(o) if o.pred is not None else []
     if given:
         raise DBNetError(f"--pred scores a predictions file without a model; {', '.join(given)} "

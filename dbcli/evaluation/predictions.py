@@ -3,8 +3,11 @@ rule for finding an image's entry, shared by ``dbnet eval --pred`` and ``dbnet v
 
 from __future__ import annotations
 
+import errno
+import filecmp
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +123,33 @@ def image_size(path: Path, exif: bool) -> tuple[int, int] | None:
         return None
 
 
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: no path can match it
+        return str(path.absolute())
+
+
+def _recorded_file(file: str, base: Path | None) -> Path | None:
+    """The file an entry names, where one is here: as written (relative to the working directory),
+    else relative to ``base`` (the predictions file's folder); None when neither exists."""
+    for candidate in (Path(file), (base / file) if base is not None else None):
+        try:
+            if candidate is not None and candidate.is_file():
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
+def _same_image(a: Path, b: Path) -> bool:
+    """Whether two files are the same file or hold the same bytes."""
+    try:
+        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
 class PredictionIndex:
     """Finds the predictions entry of an image: the same resolved path, else the same file name, else
     the same file stem (both case-insensitive). A name or stem that several entries share raises
@@ -134,15 +164,20 @@ class PredictionIndex:
             p = Path(e["file"])
             try:
                 self.by_path.setdefault(str(p.resolve()), i)
-            except OSError:
-                pass
+            except RuntimeError:  # (Python < 3.13: a symlink loop)
+                raise DBNetError(f"{source}: images[{i}] names {e['file']}, a symbolic link that points back "
+                                 "at itself (a loop), not an image") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise DBNetError(f"{source}: images[{i}] names {e['file']}, a symbolic link that points "
+                                     "back at itself (a loop), not an image") from None
             self.by_name.setdefault(p.name.lower(), []).append(i)
             self.by_stem.setdefault(p.stem.lower(), []).append(i)
 
     def position(self, image: Path) -> int | None:
         """The index of ``image``'s entry in ``entries``, or None."""
         image = Path(image)
-        i = self.by_path.get(str(image.resolve()))
+        i = self.by_path.get(_resolved(image))
         if i is not None:
             return i
         for table, key in ((self.by_name, image.name.lower()), (self.by_stem, image.stem.lower())):
@@ -161,14 +196,18 @@ class PredictionIndex:
         return self.entries[i] if i is not None else None
 
 
-def match_predictions(samples: Sequence[Any], entries: list[dict], source: str = "predictions"
-                      ) -> tuple[list[dict | None], list[str]]:
+def match_predictions(samples: Sequence[Any], entries: list[dict], source: str = "predictions",
+                      base: Path | None = None) -> tuple[list[dict | None], list[str]]:
     """For each sample (anything with an ``image_path``), its prediction entry (or None), found by
-    ``PredictionIndex``. Returns (per-sample entries, files of entries that matched no sample). Two
-    samples matching the same entry raise ``DBNetError``."""
+    ``PredictionIndex``. Returns (per-sample entries, files of entries that matched no sample).
+    Raises ``DBNetError`` when two samples match the same entry, or when entries matched by file name
+    alone name other files that are here, with other contents (predictions made on the train split's
+    ``img_1.jpg`` scored against the test split's ``img_1.jpg``). ``base``: the predictions file's
+    folder, where relative paths in it are looked up too."""
     index = PredictionIndex(entries, source)
     used: dict[int, Path] = {}
     matched: list[dict | None] = []
+    elsewhere: list[str] = []
     for s in samples:
         i = index.position(s.image_path)
         if i is not None and i in used:
@@ -176,6 +215,14 @@ def match_predictions(samples: Sequence[Any], entries: list[dict], source: str =
                              f"{used[i]} and {s.image_path}")
         if i is not None:
             used[i] = s.image_path
+            if index.by_path.get(_resolved(Path(s.image_path))) != i:  # matched by name only
+                recorded = _recorded_file(entries[i]["file"], base)
+                if recorded is not None and not _same_image(recorded, Path(s.image_path)):
+                    elsewhere.append(f"{entries[i]['file']} is not {s.image_path}")
         matched.append(entries[i] if i is not None else None)
+    if elsewhere:
+        raise DBNetError(f"{source}: {len(elsewhere)} of its predictions were made on other images with the same "
+                         f"names ({'; '.join(elsewhere[:3])}{' ...' if len(elsewhere) > 3 else ''}); score the "
+                         "images the predictions were made on (another --split or --data-root?)")
     unmatched = [e["file"] for i, e in enumerate(entries) if i not in used]
     return matched, unmatched

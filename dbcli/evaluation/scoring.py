@@ -153,7 +153,8 @@ def evaluate_predictions(samples: Sequence[Sample], predictions: str | Path | li
     started = time.perf_counter()
     source = str(predictions) if isinstance(predictions, (str, Path)) else "predictions"
     entries = load_predictions(predictions) if isinstance(predictions, (str, Path)) else predictions
-    matched, unmatched = match_predictions(samples, entries, source)
+    base = Path(predictions).parent if isinstance(predictions, (str, Path)) else None
+    matched, unmatched = match_predictions(samples, entries, source, base)
     results, missing, size_mismatch = [], [], []
     for sample, entry in zip(samples, matched):
         dets = []

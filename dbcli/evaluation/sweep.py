@@ -22,6 +22,8 @@ from dbcli.inference.settings import Settings
 from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
 from dbcli.progress import plural
 
+MAX_GRID = 1000  # the most values a start:stop:step grid may hold
+
 
 def _grid_values(text: str) -> list[float]:
     if ":" not in text:
@@ -29,6 +31,8 @@ def _grid_values(text: str) -> list[float]:
     start, stop, step = (float(v) for v in text.split(":"))
     if step <= 0 or stop < start:
         raise ValueError
+    if (stop - start) / step > MAX_GRID:  # (a step of 1e-12 would list 4e11 values)
+        raise OverflowError
     count = int(round((stop - start) / step)) + 1
     return [round(start + i * step, 6) for i in range(count) if start + i * step <= stop + 1e-9]
 
@@ -39,6 +43,8 @@ def parse_grid(text: str, name: str) -> tuple[float, ...]:
     text = text.strip()
     try:
         values = _grid_values(text)
+    except OverflowError:
+        raise DBNetError(f"--{name}: a grid of more than {MAX_GRID} values, got {text!r}") from None
     except ValueError:
         raise DBNetError(f"--{name}: expected start:stop:step or a comma-separated list, got {text!r}") from None
     if not values or any(not 0.0 <= v <= 1.0 for v in values):

@@ -12,7 +12,7 @@ from typing import Union
 from dbcli import defaults
 from dbcli.errors import DBNetError
 from dbcli.imaging import IMAGE_EXTENSIONS
-from dbcli.inference.pdf import PdfPage, is_pdf, pdf_pages
+from dbcli.inference.pdf import PdfPage, check_dpi, is_pdf, pdf_pages
 
 Input = Union[Path, PdfPage]  # an image file, or one page of a PDF
 
@@ -21,8 +21,35 @@ def _is_input_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS or is_pdf(path)
 
 
-def _inputs_in(directory: Path) -> list[Path]:
-    return sorted((p for p in directory.rglob("*") if _is_input_name(p) and p.is_file()), key=str)
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` (which exists) is not read as a file: a FIFO, device or socket would block or never
+    end; else None."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:  # a symlink loop
+        return f"{path}: cannot read ({exc.strerror or exc}); skipped"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
+    return f"{path}: {kind}, not a regular file; skipped"
+
+
+def _inputs_in(directory: Path, problems: list[str]) -> list[Path]:
+    """The image and PDF files under ``directory`` (recursively, symlinked folders not followed);
+    a sub-folder that cannot be read is named in ``problems``."""
+    def unreadable(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: cannot read this folder ({exc.strerror or exc}); its files are skipped")
+
+    found = []
+    for folder, subfolders, names in os.walk(directory, onerror=unreadable):
+        subfolders.sort()
+        for name in names:
+            p = Path(folder) / name
+            if _is_input_name(p) and p.is_file():
+                found.append(p)
+    return sorted(found, key=str)
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike], dpi: float = defaults.DPI) -> tuple[list[Input], list[str]]:
@@ -30,8 +57,10 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], dpi: float = defaults.DPI
     recursively (image and PDF extensions only), glob patterns (``*``, ``?``, ``[...]``, ``**``;
     matched files with those extensions, matched directories recursively). A PDF gives its pages,
     to be rendered at ``dpi``. Returns ``(inputs, problems)``: duplicates removed, order kept;
-    ``problems`` names inputs that matched nothing and PDFs that cannot be read (encrypted,
-    damaged, no pages, no pypdfium2)."""
+    ``problems`` names inputs that matched nothing, a FIFO, device or socket named directly (never
+    opened: it could block; inside folders only regular files are taken), sub-folders that cannot be
+    read and PDFs that cannot be read (encrypted, damaged, no pages, no pypdfium2)."""
+    check_dpi(dpi)
     found: list[Input] = []
     problems: list[str] = []
     seen: set[str] = set()
@@ -56,19 +85,23 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], dpi: float = defaults.DPI
                              "patterns (. for the current directory)")
         p = Path(text)
         if p.is_dir():
-            files = _inputs_in(p)
+            files = _inputs_in(p, problems)
             if not files:
                 problems.append(f"{text}: no image or PDF files in this directory")
             for f in files:
                 add(f)
         elif p.exists():
-            add(p)
+            problem = _not_regular(p)
+            if problem:
+                problems.append(problem)
+            else:
+                add(p)
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             files = []
             for m in map(Path, matches):
                 if m.is_dir():
-                    files.extend(_inputs_in(m))
+                    files.extend(_inputs_in(m, problems))
                 elif m.is_file() and _is_input_name(m):
                     files.append(m)
             if not files:

@@ -106,10 +106,73 @@ class OnnxBackend:
         if problem:
             raise DBNetError(f"{label}: bad dbnet metadata ({problem})")
         self.metadata = dict(meta)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        self.label = label
+        self.input_name, self.input_type = _image_input(self.session, label)
+        self.output_name = _prob_output(self.session, label)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        prob = self.session.run([self.output_name], {self.input_name: batch})[0]
-        return prob[:, 0] if prob.ndim == 4 else prob
+        """``(N, 3, H, W)`` float32 -> ``(N, H, W)`` float32 probability maps. Raises ``DBNetError``
+        naming the model when onnxruntime cannot run it."""
+        batch = np.ascontiguousarray(batch, dtype=np.float16 if self.input_type == "tensor(float16)" else np.float32)
+        try:
+            prob = self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as exc:
+            raise DBNetError(f"{self.label}: onnxruntime cannot run it on a {tuple(batch.shape)} input "
+                             f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None
+        prob = prob[:, 0] if prob.ndim == 4 else prob
+        if prob.shape != (batch.shape[0], batch.shape[2], batch.shape[3]):
+            raise DBNetError(f"{self.label}: output {self.output_name!r} has shape {tuple(prob.shape)} for an "
+                             f"input of {tuple(batch.shape)}; a dbnet export gives (N, 1, H, W)")
+        return prob.astype(np.float32, copy=False)
+
+
+_FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
+
+
+def _is_static(dim) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def _map_shaped(shape: list) -> bool:
+    """Whether an output of this shape can be a probability map: ``(N, H, W)`` or ``(N, 1, H, W)``."""
+    return len(shape) == 3 or (len(shape) == 4 and not (_is_static(shape[1]) and shape[1] != 1))
+
+
+def _image_input(session, label: str) -> tuple[str, str]:
+    """The name and element type of the model's one image input ``(N, 3, H, W)``, float32 or float16
+    (cast to), with a free height and width (dbnet feeds every image at its own size). Raises
+    ``DBNetError`` for anything else."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise DBNetError(f"{label}: {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); a dbnet export "
+                         "has one, the (N, 3, H, W) images")
+    first = inputs[0]
+    shape = list(first.shape or [])
+    if len(shape) != 4 or (_is_static(shape[1]) and shape[1] != 3):
+        raise DBNetError(f"{label}: input {first.name!r} has shape {shape}; dbnet feeds (N, 3, H, W) images")
+    if _is_static(shape[2]) or _is_static(shape[3]):
+        raise DBNetError(f"{label}: input {first.name!r} has a fixed size {shape[3]}x{shape[2]}; dbnet feeds "
+                         "each image at its own size (export with `dbnet export --format onnx`: dynamic "
+                         "height and width)")
+    if first.type not in _FLOAT_TYPES:
+        raise DBNetError(f"{label}: input {first.name!r} is {first.type}; dbnet feeds float32 (or float16) images")
+    return first.name, first.type
+
+
+def _prob_output(session, label: str) -> str:
+    """The probability map among the outputs: the one named ``prob`` (what ``dbnet export`` writes),
+    else the only float output of shape ``(N, 1, H, W)`` or ``(N, H, W)``. Raises ``DBNetError`` when
+    there is none or the choice is ambiguous."""
+    outputs = session.get_outputs()
+    named = [o for o in outputs if o.name == "prob"]
+    candidates = named or [o for o in outputs if o.type in _FLOAT_TYPES and _map_shaped(list(o.shape or []))]
+    listed = ", ".join(f"{o.name} {list(o.shape or [])}" for o in outputs)
+    if len(candidates) != 1:
+        raise DBNetError(f"{label}: cannot tell which output is the probability map ({listed}); a dbnet "
+                         "export has one output, prob (N, 1, H, W)")
+    chosen = candidates[0]
+    shape = list(chosen.shape or [])
+    if not _map_shaped(shape):
+        raise DBNetError(f"{label}: output {chosen.name!r} has shape {shape}; the probability map of a dbnet "
+                         "export is (N, 1, H, W)")
+    return chosen.name

@@ -11,6 +11,7 @@ lock; the decode threads of the engine still overlap rendering with the network.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -94,12 +95,17 @@ def _open(path: Path) -> Any:
         raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def check_dpi(dpi: float) -> None:
+    """Refuse a ``--dpi`` that is not a finite positive number (``nan`` and ``inf`` included)."""
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not math.isfinite(dpi) or dpi <= 0:
+        raise DBNetError(f"--dpi must be a finite positive number, got {dpi!r}")
+
+
 def pdf_pages(path: str | Path, dpi: float = defaults.DPI) -> list[PdfPage]:
     """Every page of the PDF ``path``, to be rendered at ``dpi``. Raises ``DBNetError`` (a one-line
     warning naming the file) for an encrypted, damaged or empty PDF, or when pypdfium2 is missing."""
     path = Path(path)
-    if not dpi > 0:
-        raise DBNetError(f"--dpi must be positive, got {dpi}")
+    check_dpi(dpi)
     with _PDFIUM_LOCK:
         doc = _open(path)
         try:

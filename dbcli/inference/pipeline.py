@@ -125,6 +125,18 @@ def run_batch(model: Model, batch: list[Prepared], with_maps: bool) -> tuple[np.
     return model.prob_fn(x), None
 
 
+def finite_map(prob: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
+    """``prob`` with NaN and -inf as 0 and +inf as 1 (a broken model or an overflow in fp16 must not
+    give ``"score": NaN``, which is not JSON), and a note naming the image when any were there."""
+    finite = np.isfinite(prob)
+    if finite.all():
+        return prob, None
+    bad = int(prob.size - np.count_nonzero(finite))
+    fixed = np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0)
+    return fixed, (f"{name}: the model's probability map holds {bad} NaN or infinite value(s) of {prob.size} "
+                   "(counted as 0 or 1); its detections may be wrong (damaged weights, or fp16 overflow?)")
+
+
 def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, settings: Settings,
                  wanted: Wanted, model: Model | None = None) -> ImageRecord:
     """One image's record from its ``(h, w)`` probability map: post-processing (``settings.post``),
@@ -132,6 +144,9 @@ def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, se
     is small: ``dbcli.inference.scale_policy``), reading order (``settings.sort``), crops
     (``wanted.with_crops``) and the candidate-cap note."""
     d, post = item.decoded, settings.post
+    notes = list(d.notes)
+    prob, note = finite_map(prob, item.name)
+    notes += [note] if note else []
     dets, candidates = detections_and_candidates(prob, d.width, d.height, post)
     capped = candidates > post.max_candidates
     first_size = prob.shape[-2:]
@@ -152,7 +167,7 @@ def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, se
     cap_note = f"{item.name}: {cap_message(candidates, post.max_candidates)}" if capped else None
     keep_prob = wanted.with_maps or wanted.with_prob
     return ImageRecord(item.index, item.name, d.width, d.height, dets, d.image if wanted.keep_images else None,
-                       prob if keep_prob else None, thresh, d.notes, candidates, capped, cap_note, d.page, crops,
+                       prob if keep_prob else None, thresh, notes, candidates, capped, cap_note, d.page, crops,
                        scale=scale)
 
 

@@ -6,11 +6,12 @@ Torch-free.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from dbcli import defaults
 from dbcli.errors import DBNetError
-from dbcli.imaging import check_sides
+from dbcli.imaging import MAX_MAX_SIDE, MAX_SHORT_SIDE
 from dbcli.inference.backend import Model
 from dbcli.inference.options import InferenceOptions
 from dbcli.postprocess.boxes import PostConfig, post_config_from
@@ -42,14 +43,51 @@ class Settings:
                 "scale_policy": self.scale_policy}
 
 
-def _check_post(config: PostConfig) -> None:
-    for name, value in (("thresh", config.thresh), ("box-thresh", config.box_thresh)):
-        if not 0.0 <= value <= 1.0:
-            raise DBNetError(f"--{name} must lie in [0, 1], got {value}")
-    if config.unclip_ratio <= 0:
-        raise DBNetError(f"--unclip-ratio must be positive, got {config.unclip_ratio}")
-    if config.max_candidates < 1:
-        raise DBNetError(f"--max-candidates must be at least 1, got {config.max_candidates}")
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# (field, low, high, low included): the range of each numeric option of InferenceOptions
+_RANGES = (("thresh", 0.0, 1.0, True), ("box_thresh", 0.0, 1.0, True), ("unclip_ratio", 0.0, None, False),
+           ("max_candidates", 1, None, True), ("batch_size", 1, None, True),
+           ("short_side", 32, MAX_SHORT_SIDE, True), ("max_side", 32, MAX_MAX_SIDE, True),
+           ("max_megapixels", 0.0, None, False))
+
+
+def _range_text(low: float, high: float | None, closed: bool) -> str:
+    if high is not None:
+        return f"must lie in [{low:g}, {high:g}]"
+    return f"must be at least {low:g}" if closed else "must be positive"
+
+
+def check_options(options: InferenceOptions) -> None:
+    """Refuse any numeric option the user gave that is not a finite number in its range (``nan`` and
+    ``inf`` pass comparisons unnoticed and would give 0 detections with exit 0), before any work.
+    ``None`` (not given) is not checked. Raises ``DBNetError`` naming the option."""
+    for name, low, high, closed in _RANGES:
+        value = getattr(options, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DBNetError(f"{_flag(name)} must be a finite number, got {value!r}")
+        if value < low or (high is not None and value > high) or (not closed and value <= low):
+            raise DBNetError(f"{_flag(name)} {_range_text(low, high, closed)}, got {value:g}")
+
+
+def _check_stored(model: Model, config: PostConfig, side: int) -> None:
+    """The values that came from the weights file (``check_options`` checked the rest) are blamed on it."""
+    where = model.info.get("weights", "the weights file")
+    stored = {"thresh": config.thresh, "box_thresh": config.box_thresh, "unclip_ratio": config.unclip_ratio,
+              "max_candidates": config.max_candidates, "short_side": side}
+    for name, low, high, closed in _RANGES:
+        value = stored.get(name)
+        if value is None:
+            continue
+        bad = (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+               or value < low or (high is not None and value > high) or (not closed and value <= low))
+        if bad:
+            raise DBNetError(f"{where}: its stored {name} {value!r} is out of range ({name} "
+                             f"{_range_text(low, high, closed)}); pass {_flag(name)} to override it")
 
 
 def _batch_size(model: Model, given: int | None) -> int:
@@ -64,15 +102,14 @@ def _batch_size(model: Model, given: int | None) -> int:
 
 def resolve_settings(model: Model, options: InferenceOptions = InferenceOptions()) -> Settings:
     """The engine settings for ``model``: options given win; else the weights file's stored values;
-    else ``dbcli.defaults``. Raises ``DBNetError`` for a value out of range."""
+    else ``dbcli.defaults``. Raises ``DBNetError`` for a value out of range, naming the option when
+    the user gave it (``check_options``), else the weights file it came from."""
     o = options
+    check_options(o)
     config = post_config_from(model.postprocess, thresh=o.thresh, box_thresh=o.box_thresh,
                               unclip_ratio=o.unclip_ratio, polygon=o.polygon, max_candidates=o.max_candidates)
     side = o.short_side if o.short_side is not None else (model.short_side or defaults.SHORT_SIDE)
-    _check_post(config)
-    check_sides(side, o.max_side)
-    if o.max_megapixels is not None and not o.max_megapixels > 0:
-        raise DBNetError(f"--max-megapixels must be positive, got {o.max_megapixels}")
+    _check_stored(model, config, side)
     batch_size = _batch_size(model, o.batch_size)
     if o.sort not in SORT_MODES:
         raise DBNetError(f"unknown --sort {o.sort!r} ({', '.join(SORT_MODES)})")
@@ -83,4 +120,5 @@ def resolve_settings(model: Model, options: InferenceOptions = InferenceOptions(
 def decode_settings(options: InferenceOptions) -> Settings:
     """Settings for decoding alone (no model: ``dbnet visualize --pred``): batch size, EXIF handling
     and the decompression-bomb limit of ``options``."""
+    check_options(options)
     return Settings(batch_size=options.batch_size or 1, exif=options.exif, max_megapixels=options.max_megapixels)

@@ -15,8 +15,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from dbcli.errors import DBNetError
-from dbcli.imaging import decode_image, default_cap_note, prepare
+from dbcli.imaging import decode_image, default_cap_note, image_to_rgb, prepare
 from dbcli.inference.pdf import PageInfo, PdfPage, render_page
 from dbcli.inference.scale_policy import may_rescale
 from dbcli.inference.settings import Settings
@@ -60,24 +59,8 @@ def source_name(source: Source, index: int) -> str:
     return f"<image {index}>"
 
 
-def as_rgb_array(image: Any) -> np.ndarray:
-    """A numpy ``(H, W, 3)`` uint8 RGB array or a PIL image as ``(H, W, 3)`` uint8 RGB (PIL images
-    are converted to RGB; a greyscale ``(H, W)`` array is repeated). Raises ``DBNetError``."""
-    if not isinstance(image, np.ndarray):
-        from PIL import Image
-
-        if not isinstance(image, Image.Image):
-            raise DBNetError(f"cannot detect in a {type(image).__name__}: give a file path, an (H, W, 3) "
-                             "uint8 RGB numpy array or a PIL image")
-        image = np.asarray(image.convert("RGB"))
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
-        raise DBNetError(f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image)
-
-
-def _pixels(source: Source, settings: Settings) -> tuple[np.ndarray, list[str], PageInfo | None]:
+def _pixels(source: Source, name: str, settings: Settings) -> tuple[np.ndarray, list[str], PageInfo | None]:
+    """Every kind of input decoded by the same rules (``dbcli.imaging``): a PIL image as its file would be."""
     if isinstance(source, FileImage):
         image, notes = decode_image(source.path, source.exif, settings.max_megapixels)
         return image, notes, None
@@ -87,14 +70,15 @@ def _pixels(source: Source, settings: Settings) -> tuple[np.ndarray, list[str], 
     if isinstance(source, (str, os.PathLike)):
         image, notes = decode_image(Path(source), settings.exif, settings.max_megapixels)
         return image, notes, None
-    return as_rgb_array(source), [], None
+    image, notes = image_to_rgb(source, settings.exif, name, settings.max_megapixels)
+    return image, notes, None
 
 
 def decode(source: Source, name: str, settings: Settings, network: bool, keep_image: bool) -> Decoded:
     """Decode ``source`` (named ``name`` in notes); with ``network``, also make its network input
     (``dbcli.imaging.prepare``). The image is kept when ``keep_image`` or when no network input is
     made. Raises ``DBNetError`` naming the input when it cannot be decoded."""
-    image, notes, page = _pixels(source, settings)
+    image, notes, page = _pixels(source, name, settings)
     height, width = image.shape[:2]
     x = None
     if network:

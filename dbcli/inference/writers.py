@@ -35,6 +35,12 @@ def output_path(out: str | os.PathLike | None, fmt: str) -> Path | None:
     return path
 
 
+def detect_json(model_info: dict, settings: dict, images: list[dict]) -> dict:
+    """The document ``dbnet detect --format json`` writes (and ``dbnet serve`` answers): the model,
+    the settings and one entry per image or page (``ImageResult.to_dict``)."""
+    return {"model": model_info, "settings": settings, "images": images}
+
+
 class Writer:
     """Receives results in input order; ``close`` finishes the output (atomically)."""
 
@@ -60,7 +66,7 @@ class JsonWriter(Writer):
         self.images.append(result.to_dict())
 
     def close(self, model_info: dict, settings: dict) -> None:
-        atomic_write_json(self.path, {"model": model_info, "settings": settings, "images": self.images})
+        atomic_write_json(self.path, detect_json(model_info, settings, self.images))
 
 
 def partial_path(out: Path) -> Path:

@@ -8,13 +8,17 @@ itself is ``dbcli.training.loop``. A run folder's ``config.json`` is ``asdict(Tr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Annotated, Optional
 
 import typer
 
 from dbcli import defaults
+from dbcli.errors import DBNetError
 from dbcli.weights import shipped_names
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3")  # dbcli.models.ARCHS (that module loads torch)
 
 
 def _default_loss() -> dict:
@@ -29,6 +33,11 @@ class TrainConfig:
     dataset: Annotated[str, typer.Option(help="icdar15, td500, totaltext, ctw1500 or custom.")] = "icdar15"
     data_root: Annotated[Optional[str], typer.Option(help="Dataset folder (default: $DBNET_DATA/<dataset>).")] = None
     out: Annotated[Optional[str], typer.Option(help="Run folder (default: runs/<dataset>-<arch>-<time>).")] = None
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Start a new run in an --out folder that holds an earlier one, deleting its checkpoints, "
+                          "weights and metrics (without it such a folder is refused)."),
+    ] = False
     arch: Annotated[
         Optional[str],
         typer.Option(
@@ -60,7 +69,6 @@ class TrainConfig:
     warmup_steps: Annotated[
         int,
         typer.Option(
-            min=0,
             help="Raise the lr linearly from ~0 over the first N steps (fine-tuning with --init-weights: a few "
                  "hundred; paper: none).",
         ),
@@ -72,7 +80,6 @@ class TrainConfig:
     workers: Annotated[
         Optional[int],
         typer.Option(
-            min=0,
             show_default=False,
             help="DataLoader worker processes (labels are made there). Default: 4, or the CPUs available if "
                  "fewer; with --resume: the run's.",
@@ -105,7 +112,19 @@ class TrainConfig:
                  f"optimizer and schedule; its architecture is used."
         ),
     ] = None  # a dbnet weights file to fine-tune from (all layers; fresh optimizer)
-    cache_images: Annotated[bool, typer.Option(help="Decode all images once and keep them in memory.")] = True
+    cache_images: Annotated[
+        bool,
+        typer.Option(help="Decode the images once and keep them in memory, as many as --cache-mb holds (the rest "
+                          "are decoded as they are used)."),
+    ] = True
+    cache_mb: Annotated[
+        Optional[float],
+        typer.Option(
+            show_default=False,
+            help="Memory for --cache-images, in MB per process (default: 2048 or a quarter of the available RAM, "
+                 "whichever is less).",
+        ),
+    ] = None  # None: cache.default_budget_mb()
     max_steps: Annotated[int, typer.Option(help="Stop after N optimizer steps in this run (0: no limit).")] = (
         0  # stop after this many optimizer steps in this run (0: no limit)
     )
@@ -137,3 +156,107 @@ class TrainConfig:
     # (a new run) the --init-weights file's thresholds or (--resume) the run's own, then thresh 0.3 /
     # box_thresh 0.6.
     post: dict = field(default_factory=dict)
+
+
+# --- validation at the edge: every setting checked before any work ---------------------------------
+MAX_CROP_SIZE = 4096  # pixels: a batch of 16 such crops and their label maps is ~7 GB
+MAX_SEED = 2**32 - 1025  # numpy seeds are 32-bit; each process adds its rank (up to 1024)
+OPTIMIZERS = ("sgd", "adamw")
+# Settings that --resume takes from this process rather than from the run (the rest are the run's).
+RESUME_KEEPS = ("resume", "device", "workers", "max_steps", "time_limit", "time_schedule", "val_limit", "data_root",
+                "cache_images", "cache_mb")
+
+
+def option(name: str) -> str:
+    """The ``dbnet train`` option of the field ``name``: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _shown(name: str, value: object) -> str:
+    """``--batch-size 8``, ``--amp`` / ``--no-amp``."""
+    if isinstance(value, bool):
+        return option(name) if value else "--no-" + name.replace("_", "-")
+    return f"{option(name)} {value}"
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_ints(config: TrainConfig) -> None:
+    """Whole-number settings: each within its range (``None``: its default)."""
+    bounds = {"epochs": (1, None, "0 epochs would write an untrained weights.pt"),
+              "batch_size": (1, None, ""), "crop_size": (32, MAX_CROP_SIZE, ""), "val_every": (1, None, ""),
+              "save_every": (1, None, ""), "log_every": (1, None, ""), "warmup_steps": (0, None, ""),
+              "max_steps": (0, None, "0: no limit"), "workers": (0, 256, ""), "val_limit": (0, None, "0: all"),
+              "seed": (0, MAX_SEED, ""), "val_short_side": (32, 4096, "")}
+    for name, (low, high, note) in bounds.items():
+        value = getattr(config, name)
+        if value is None and name in ("workers", "val_limit"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise DBNetError(f"{option(name)} must be a whole number {allowed}, not {value!r}"
+                             + (f" ({note})" if note else ""))
+    if config.crop_size % 32:
+        raise DBNetError(f"--crop-size must be a multiple of 32 (the network's stride), not {config.crop_size}")
+
+
+def _check_floats(config: TrainConfig) -> None:
+    """Real-valued settings: finite and within range."""
+    checks = {"lr": (config.lr >= 0, "at least 0"),
+              "momentum": (0 <= config.momentum < 1, "in [0, 1)"),
+              "weight_decay": (config.weight_decay >= 0, "at least 0"),
+              "poly_power": (config.poly_power >= 0, "at least 0"),
+              "scale_min": (0 < config.scale_min <= config.scale_max, "above 0 and at most --scale-max"),
+              "scale_max": (config.scale_max <= 100, "at most 100"),
+              "max_angle": (0 <= config.max_angle <= 180, "in [0, 180] degrees"),
+              "val_fraction": (0 <= config.val_fraction < 1, "in [0, 1)")}
+    for name, (ok, allowed) in checks.items():
+        value = getattr(config, name)
+        if not _finite(value) or not ok:
+            raise DBNetError(f"{option(name)} must be a finite number {allowed}, not {value!r}")
+    if config.time_limit is not None and not (_finite(config.time_limit) and config.time_limit > 0):
+        raise DBNetError(f"--time-limit must be a finite number of minutes above 0, not {config.time_limit!r} "
+                         "(leave it out for no limit)")
+    if config.cache_mb is not None and not (_finite(config.cache_mb) and config.cache_mb >= 0):
+        raise DBNetError(f"--cache-mb must be a finite number of MB, at least 0, not {config.cache_mb!r}")
+    for name, value in config.post.items():
+        if name in ("thresh", "box_thresh") and not (_finite(value) and 0 <= value <= 1):
+            raise DBNetError(f"{option(name)} must be a finite number in [0, 1], not {value!r}")
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse, with one ``DBNetError`` line naming the option, any setting a run cannot train with:
+    numbers out of range or not finite, unknown choices, contradictory options. Called before any
+    file is read or written."""
+    from dbcli.data.datasets import DATASETS
+
+    _check_ints(config)
+    _check_floats(config)
+    if config.dataset not in DATASETS:
+        raise DBNetError(f"--dataset must be one of {', '.join(DATASETS)}, not {config.dataset!r}")
+    if config.arch is not None and config.arch not in ARCHS:
+        raise DBNetError(f"--arch must be one of {', '.join(ARCHS)}, not {config.arch!r}")
+    if config.dcn and config.arch == "mobilenet_v3":
+        raise DBNetError("--dcn (deformable convolution) is for the ResNets, not mobilenet_v3")
+    if config.optimizer not in OPTIMIZERS:
+        raise DBNetError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {config.optimizer!r}")
+    if config.resume and config.overwrite:
+        raise DBNetError("--resume continues a run and --overwrite starts a new one: pass one")
+
+
+def ignored_on_resume(given: TrainConfig, resolved: TrainConfig) -> list[str]:
+    """The options of ``given`` that a ``--resume`` run does not use (set to other than their default
+    and to other than the run's own ``resolved`` value), as ``--name VALUE (the run's: VALUE)``."""
+    ignored = []
+    for f in fields(TrainConfig):
+        if f.name in RESUME_KEEPS or f.name in ("post", "loss"):
+            continue
+        default = f.default if f.default is not MISSING else None
+        value = getattr(given, f.name)
+        if value != default and value != getattr(resolved, f.name):
+            own = getattr(resolved, f.name)
+            own_shown = _shown(f.name, own) if isinstance(own, bool) else own
+            ignored.append(f"{_shown(f.name, value)} (the run's: {own_shown})")
+    return ignored

@@ -15,7 +15,8 @@ import json
 import random
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dbcli.cpu import cpu_supports_bf16, default_workers, tune_malloc
 from dbcli.data.augment import AugmentConfig, augment
 from dbcli.data.datasets import Sample, load_samples, split_holdout
+from dbcli.data.image_cache import cache_images, default_budget_mb
 from dbcli.data.labels import make_targets
 from dbcli.device import init_distributed, pick_device, world
 from dbcli.errors import DBNetError
@@ -36,9 +38,10 @@ from dbcli.imaging import normalize, read_image
 from dbcli.models import DBNet, ModelConfig, count_parameters
 from dbcli.postprocess.boxes import PostConfig, post_config_from
 from dbcli.progress import plural, progress_bar
-from dbcli.training.config import TrainConfig
+from dbcli.training.config import RESUME_KEEPS, TrainConfig, check_config, ignored_on_resume, option
 from dbcli.training.losses import LossConfig, db_loss
 from dbcli.training.pretrained import load_backbone_state
+from dbcli.training.run_folder import check_new_run_folder, clear_run_folder
 from dbcli.weights import build_model, load_weights, make_weights
 
 
@@ -71,7 +74,7 @@ class TrainDataset(Dataset):
     """Augmented crop + its four label maps, made in the worker."""
 
     def __init__(self, samples: list[Sample], augment_config: AugmentConfig, seed: int,
-                 images: list[np.ndarray] | None = None):
+                 images: list[np.ndarray | None] | None = None):
         self.samples, self.augment_config, self.seed, self.images = samples, augment_config, seed, images
         self.reported: set = set()  # undecodable images already warned about (per worker process)
 
@@ -79,12 +82,15 @@ class TrainDataset(Dataset):
         return len(self.samples)
 
     def _load(self, index: int) -> tuple[Sample, np.ndarray]:
-        """The sample and its decoded image. Without the in-memory cache an image that turns out to be
-        undecodable is reported (once per worker) and the next decodable one trains in its place."""
-        if self.images is not None:
-            return self.samples[index], self.images[index]
+        """The sample and its decoded image (cached, or read from its file). An image read from its file
+        that turns out to be undecodable is reported (once per worker) and the next decodable one
+        trains in its place, with its own sample: a cached image's polygons are in its stored pixels."""
         for offset in range(len(self.samples)):
-            sample = self.samples[(index + offset) % len(self.samples)]
+            position = (index + offset) % len(self.samples)
+            sample = self.samples[position]
+            cached = self.images[position] if self.images is not None else None
+            if cached is not None:
+                return sample, cached
             try:
                 return sample, read_image(sample.image_path, sample.exif)
             except DBNetError as exc:
@@ -117,19 +123,6 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return 1.0
     return min(1.0, (step + 1) / warmup_steps)
-
-
-def decode_all(samples: list[Sample], log) -> tuple[list[Sample], list[np.ndarray]]:
-    """Decode every image once (kept in memory, shared with forked workers). Undecodable images are
-    reported and skipped."""
-    kept, images = [], []
-    for s in samples:
-        try:
-            images.append(read_image(s.image_path, s.exif))
-            kept.append(s)
-        except DBNetError as exc:
-            log(f"warning: skipping {exc}")
-    return kept, images
 
 
 def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | None, device: torch.device,
@@ -326,9 +319,7 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict
         resume_path, resume_state = load_checkpoint(config.resume)
         saved = saved_config(resume_state, resume_path)
         # Continue exactly: the saved recipe (and budget) wins, except what this process is told.
-        keep = {"resume", "device", "workers", "max_steps", "time_limit", "time_schedule", "val_limit",
-                "data_root"}
-        config = TrainConfig(**{k: (getattr(config, k) if k in keep and getattr(config, k) is not None else v)
+        config = TrainConfig(**{k: (getattr(config, k) if k in RESUME_KEEPS and getattr(config, k) is not None else v)
                                 for k, v in asdict(saved).items() if k != "post"},
                              post={**saved.post, **config.post})
         config.out = str(resume_path.parent)
@@ -348,7 +339,29 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict
     return config, resume_state, init_weights
 
 
-def _make_loader(config: TrainConfig, train_samples: list[Sample], images: list[np.ndarray] | None,
+def _usable_holdout(val_samples: list[Sample], log: RunLog) -> list[Sample]:
+    """``val_samples``, or none when they hold no text region to find (their hmean would be 1.000 for
+    a model that finds nothing, and pick ``best.pt`` on it): then said, and the run not validated."""
+    if val_samples and not any(not ignored for s in val_samples for ignored in s.ignore):
+        log(f"warning: the validation hold-out ({plural(len(val_samples), 'image')}) has no text regions to "
+            "find, so its hmean would mean nothing: the run is not validated and best.pt not written (raise "
+            "--val-fraction, or add images with text)")
+        return []
+    return val_samples
+
+
+def _fit_batch(config: TrainConfig, n_train: int, world_size: int, log: RunLog) -> TrainConfig:
+    """``config`` with ``batch_size`` at most the training images per process (a larger batch would
+    only repeat them, in memory), said in the log."""
+    most = max(1, n_train // world_size)
+    if config.batch_size <= most:
+        return config
+    log(f"note: --batch-size {config.batch_size} is more than the {plural(n_train, 'training image')}"
+        + (f" / {world_size} processes" if world_size > 1 else "") + f": batches of {most} are used")
+    return replace(config, batch_size=most)
+
+
+def _make_loader(config: TrainConfig, train_samples: list[Sample], images: list[np.ndarray | None] | None,
                  device: torch.device, rank: int, world_size: int) -> tuple[DataLoader, EpochSampler]:
     aug = AugmentConfig(crop_size=config.crop_size, scale_range=(config.scale_min, config.scale_max),
                         max_angle=config.max_angle)
@@ -395,15 +408,26 @@ def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_w
 
     samples = load_samples(config.dataset, config.data_root, "train")
     train_samples, val_samples = split_holdout(samples, config.val_fraction, config.seed)
+    if samples and not train_samples:
+        raise DBNetError(f"--val-fraction {config.val_fraction:g} holds out all {plural(len(samples), 'image')} "
+                         "of the training split, leaving none to train on")
     if config.val_limit:
         val_samples = val_samples[: config.val_limit]
-    images = val_images = None
+    val_samples = _usable_holdout(val_samples, log)
+    images: list[np.ndarray | None] | None = None
+    val_images = None
     if config.cache_images:
-        log(f"decoding {len(train_samples)} training images into memory ...")
-        train_samples, images = decode_all(train_samples, log)
-        val_samples, val_images = decode_all(val_samples, log) if rank == 0 else (val_samples, None)
+        budget = default_budget_mb() if config.cache_mb is None else config.cache_mb
+        log(f"decoding up to {budget:.0f} MB of the {plural(len(train_samples), 'training image')} into memory ...")
+        max_side = round(config.crop_size / AugmentConfig().min_crop_side_ratio)
+        cache = cache_images(train_samples, val_samples if rank == 0 else None, budget, max_side, log)
+        train_samples, images = cache.samples, cache.images
+        if rank == 0:
+            val_samples, val_images = cache.val_samples, cache.val_images
+        log(cache.summary)
     if not train_samples:
         raise DBNetError("no training images could be loaded")
+    config = _fit_batch(config, len(train_samples), world_size, log)
     loader, sampler = _make_loader(config, train_samples, images, device, rank, world_size)
 
     if initial_model is not None:
@@ -468,7 +492,23 @@ def save_checkpoint(run: Run, state: RunState, path: Path, epoch: int, metrics: 
                                           train={"command": run.command_line, "epochs_done": epoch,
                                                  "config": asdict(config)},
                                           metrics=metrics or {})}
-    atomic_torch_save(checkpoint, path)
+    with _write_failure(path, "checkpoint"):
+        atomic_torch_save(checkpoint, path)
+
+
+@contextmanager
+def _write_failure(path: Path, what: str) -> Iterator[None]:
+    """An ``OSError`` while writing ``path`` (a full disk, a quota) as one ``DBNetError`` line that
+    says what is intact: the atomic write leaves the earlier ``path``, if any, as it was."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or exc.__class__.__name__
+        kept = [name for name in ("latest.pt", "best.pt") if (path.parent / name).exists()]
+        intact = (f"{' and '.join(kept)} {'is' if len(kept) == 1 else 'are'} intact, as last written" if kept
+                  else "no checkpoint was written")
+        resume = f"; make room and continue with --resume {path.parent}" if "latest.pt" in kept else ""
+        raise DBNetError(f"{path}: cannot write the {what} ({reason}); {intact}{resume}") from None
 
 
 def _set_lr(run: Run, state: RunState) -> None:
@@ -599,12 +639,13 @@ def _save_final_weights(run: Run, state: RunState) -> None:
     from dbcli.weights import save_weights
 
     config = run.config
-    save_weights(run.out / "weights.pt", run.model, half=True, postprocess=asdict(run.post),
-                 short_side=config.val_short_side,
-                 train={"command": run.command_line, "epochs_done": state.finished_epoch,
-                        "steps": state.step, "wall_s": time.time() - state.started, "device": str(run.device),
-                        "config": asdict(config)},
-                 metrics={"val": state.last_val} if state.last_val else {})
+    with _write_failure(run.out / "weights.pt", "final weights"):
+        save_weights(run.out / "weights.pt", run.model, half=True, postprocess=asdict(run.post),
+                     short_side=config.val_short_side,
+                     train={"command": run.command_line, "epochs_done": state.finished_epoch,
+                            "steps": state.step, "wall_s": time.time() - state.started, "device": str(run.device),
+                            "config": asdict(config)},
+                     metrics={"val": state.last_val} if state.last_val else {})
     run.log(f"weights written to {run.out / 'weights.pt'}")
 
 
@@ -649,20 +690,42 @@ def _train_epochs(run: Run, state: RunState, console: Any, metrics_file: Any) ->
         run.log(f"stopped: {state.stop_message}")
 
 
+def _make_run_folder(out: Path, earlier: list[str]) -> None:
+    """Create ``out`` (a ``DBNetError`` when it cannot be) and delete the ``earlier`` run's files
+    (``--overwrite``)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DBNetError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+    clear_run_folder(out, earlier)
+
+
 def train(config: TrainConfig, command_line: str = "") -> Path:
     """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``."""
     from rich.console import Console
 
+    check_config(config)
+    given = config
     device, distributed = _prepare_device(config)
     is_main = world()[0] == 0
     console = Console(stderr=True, quiet=not is_main)
     config, resume_state, init_weights = _resolve_config(config)
     out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    earlier = [] if resume_state is not None else check_new_run_folder(
+        out, config.overwrite, {"--init-weights": config.init_weights,
+                                "--pretrained-backbone": config.pretrained_backbone})
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        _make_run_folder(out, earlier)
     with ExitStack() as files:
         log = RunLog(console, files.enter_context(open(out / "train.log", "a", encoding="utf-8"))
                      if is_main else None)
+        if earlier:
+            log(f"--overwrite: a new run in {out}; the earlier run's {', '.join(earlier)} deleted")
+        ignored = ignored_on_resume(given, config) if resume_state is not None else []
+        if ignored:
+            taken = [option(name) for name in RESUME_KEEPS if name != "resume"] + ["--thresh", "--box-thresh"]
+            log(f"note: --resume continues the run with its own settings; ignored: {', '.join(ignored)} (--resume "
+                f"takes only {', '.join(taken)} from the command line)")
         for tmp in remove_stale_temps(out, ["latest.pt", "best.pt", "weights.pt"]) if is_main else []:
             log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")
         run = _setup_run(config, out, resume_state, init_weights, device, distributed, log, command_line)

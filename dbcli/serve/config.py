@@ -1,0 +1,98 @@
+"""The service's start-up settings: the model (weights, backend, device), the defaults of the
+per-request options, and the limits that keep memory bounded under load and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from dbcli.errors import DBNetError
+from dbcli.inference.options import InferenceOptions
+
+CONFIG_ENV = "DBNET_SERVE_CONFIG"  # how `uvicorn --factory dbcli.serve.app:app_from_env` gets its config
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``dbnet serve`` is started with.
+
+    ``inference``: the model (weights, backend, device, precision) and the defaults of the
+    per-request options, as for ``dbnet detect`` (``InferenceOptions``); a request may override the
+    post-processing, scale and order options within the limits (``max_side`` and ``max_candidates``
+    are also the most a request may ask for). ``dpi``: PDF pages' default rendering.
+
+    Limits: ``max_upload_mb`` (request body, MB = 10^6 bytes; more is a 413), ``max_megapixels``
+    (decoded image or rendered page, million pixels; more is a 413), ``max_pages`` (PDF pages per
+    request), ``max_queue`` (requests admitted at once, running or waiting; one more is a 503 with
+    ``Retry-After``), ``max_batch`` (images the worker hands the engine in one call, taken from
+    every waiting request with the same options: the micro-batch; 1 turns it off),
+    ``drain_timeout`` (seconds SIGTERM waits for requests in flight). ``host`` / ``port`` /
+    ``workers``: where uvicorn listens and how many processes (each loads its own model).
+    """
+
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    dpi: float = 144.0
+    max_upload_mb: float = 50.0
+    max_megapixels: float = 50.0
+    max_pages: int = 100
+    max_queue: int = 32
+    max_batch: int | None = None
+    drain_timeout: float = 30.0
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        positive = {"max_upload_mb": self.max_upload_mb, "max_megapixels": self.max_megapixels,
+                    "max_pages": self.max_pages, "max_queue": self.max_queue, "dpi": self.dpi,
+                    "workers": self.workers, "max_batch": 1 if self.max_batch is None else self.max_batch}
+        for name, value in positive.items():
+            if not value > 0:
+                raise DBNetError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.drain_timeout < 0:
+            raise DBNetError(f"--drain-timeout must be at least 0, got {self.drain_timeout}")
+        if not 0 <= self.port <= 65535:
+            raise DBNetError(f"--port must lie in [0, 65535], got {self.port}")
+
+    @property
+    def model_options(self) -> InferenceOptions:
+        """``inference`` with the server's megapixel limit: what the model is loaded and run with."""
+        from dataclasses import replace
+
+        return replace(self.inference, max_megapixels=self.max_megapixels)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1e6)
+
+    def to_env(self) -> str:
+        """The config as JSON, for ``CONFIG_ENV`` (uvicorn's worker processes read it)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServeConfig:
+        """The config in ``$DBNET_SERVE_CONFIG`` (JSON of ``ServeConfig`` fields, ``inference`` an object
+        of ``InferenceOptions`` fields; unset: the defaults). Raises ``DBNetError`` for bad JSON or an
+        unknown field."""
+        text = os.environ.get(CONFIG_ENV, "").strip()
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DBNetError(f"${CONFIG_ENV}: not JSON ({exc})") from None
+        data = _known(data, cls, CONFIG_ENV)
+        if "inference" in data:
+            inference = _known(data["inference"], InferenceOptions, f"{CONFIG_ENV}.inference")
+            data["inference"] = InferenceOptions(**inference)
+        return cls(**data)
+
+
+def _known(data: object, cls: type, where: str) -> dict:
+    """``data`` when it is an object whose keys are fields of ``cls``, else ``DBNetError``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known) if isinstance(data, dict) else ["(not an object)"]
+    if unknown:
+        raise DBNetError(f"${where}: unknown settings {', '.join(unknown)} ({', '.join(sorted(known))})")
+    return dict(data)  # type: ignore[call-overload]

@@ -1,0 +1,47 @@
+"""A new run's ``--out`` folder: refused when it holds an earlier run (unless ``--overwrite``), and
+never when it would replace the run's own starting weights. Torch-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dbcli.errors import DBNetError
+
+# What a run writes besides train.log (which it appends to): the files an earlier run would lose.
+RUN_FILES = ("latest.pt", "best.pt", "weights.pt", "metrics.jsonl", "config.json")
+
+
+def earlier_run_files(out: Path) -> list[str]:
+    """The names of ``RUN_FILES`` present in ``out`` (none when ``out`` does not exist)."""
+    return [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
+
+
+def check_new_run_folder(out: Path, overwrite: bool, inputs: dict[str, str | None]) -> list[str]:
+    """Refuse (``DBNetError`` naming the folder) an ``out`` that is not a folder, or that holds an
+    earlier run when ``overwrite`` is off; an empty or unrelated folder is fine. ``inputs``: option ->
+    file the run reads (``--init-weights``, ``--pretrained-backbone``), refused even with
+    ``overwrite`` when it is one of the files the run would replace. Returns the earlier run's files
+    that ``--overwrite`` will delete."""
+    if out.exists() and not out.is_dir():
+        raise DBNetError(f"{out}: --out must be a run folder, and this is a file")
+    found = earlier_run_files(out)
+    for name, path in inputs.items():
+        if path and Path(path).exists() and any(Path(path).resolve() == (out / f).resolve() for f in found):
+            raise DBNetError(f"{path}: {name} names a file of the run folder {out} that a new run there would "
+                             "replace; copy it elsewhere or pick a new --out")
+    if found and not overwrite:
+        raise DBNetError(f"{out}: holds an earlier run ({', '.join(found)}); pass --resume {out} to continue it, "
+                         "--overwrite to start again there, or a new --out")
+    return found
+
+
+def clear_run_folder(out: Path, names: list[str]) -> None:
+    """Delete the earlier run's files ``names`` from ``out`` (``--overwrite``)."""
+    for name in names:
+        try:
+            (out / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise DBNetError(f"{out / name}: cannot delete the earlier run's file for --overwrite "
+                             f"({exc.strerror or exc})") from None
