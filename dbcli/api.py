@@ -54,7 +54,9 @@ class Detector:
             ``.pt`` file exported once and cached; torch on CUDA, for bf16/fp16, or without
             onnxruntime), ``"torch"`` or ``"onnx"``.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (torch backend only).
-        short_side: the network input's shorter side in pixels (default: the weights' own, else 736).
+        short_side: a fixed scale: the network input's shorter side in pixels. Default (None): the
+            scale policy (a first pass at the weights' own short side, else 736, then a larger scale,
+            in tiles, where the text is small; each result's ``scale`` says what was used).
         max_side: cap on the network input's longer side in pixels (None: 4096).
         thresh, box_thresh, unclip_ratio, polygon, max_candidates: post-processing (default: the
             values stored with the weights); ``polygon`` True gives polygons for curved text.

@@ -103,8 +103,10 @@ def test_detect_json_schema_and_boxes(model_files, image_dir, tmp_path):
     images = data["images"]
     assert len(images) == 3  # notes.txt is not picked up from the folder
     want = expected()
+    assert data["settings"]["scale_policy"] == "auto"  # no --short-side: the scale policy
     for entry in images:
-        assert set(entry) == {"file", "width", "height", "detections"}
+        assert set(entry) == {"file", "width", "height", "scale", "detections"}
+        assert entry["scale"]["policy"] == "auto" and entry["scale"]["tiles"] == 1
         w, h, rects = want[Path(entry["file"]).name]
         assert (entry["width"], entry["height"]) == (w, h)
         for det in entry["detections"]:
@@ -572,10 +574,11 @@ def test_examples_all_decode_and_give_schema(model_files, tmp_path):
     assert len(data["images"]) == len(found)
     for entry in data["images"]:
         if "page" in entry:  # a page of examples/newsletter.pdf, rendered at 144 dpi
-            assert set(entry) == {"file", "width", "height", "page", "page_size_pt", "dpi", "detections"}
+            assert set(entry) == {"file", "width", "height", "page", "page_size_pt", "dpi", "scale", "detections"}
             assert abs(entry["width"] - entry["page_size_pt"][0] * 2) < 1
             continue
-        assert set(entry) == {"file", "width", "height", "detections"}
+        assert set(entry) == {"file", "width", "height", "scale", "detections"}
+        assert entry["scale"]["policy"] == "fixed" and min(entry["scale"]["size"]) == 128  # --short-side 128
         with Image.open(entry["file"]) as im:
             assert max(entry["width"], entry["height"]) == max(im.size)
     assert sum("page" in e for e in data["images"]) == 2  # the example PDF's two pages

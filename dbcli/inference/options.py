@@ -36,7 +36,9 @@ class InferenceOptions:
             cached; torch on CUDA, for bf16/fp16, or without onnxruntime), ``"torch"`` or ``"onnx"``.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (torch backend).
-        short_side: the network input's shorter side in pixels (None: the weights', else 736).
+        short_side: a fixed test scale: the network input's shorter side in pixels. None: the scale
+            policy (``dbcli.inference.scale_policy``): a first pass at the weights' short side, else
+            736, then a larger scale, in tiles, where the text is small.
         max_side: cap on the network input's longer side in pixels (None: 4096).
         thresh, box_thresh, unclip_ratio, polygon, max_candidates: post-processing (None: the values
             stored with the weights, else ``PostConfig``'s).
@@ -64,8 +66,10 @@ class InferenceOptions:
              "come and go.")] = defaults.PRECISION
     short_side: Annotated[Optional[int], typer.Option(
         "--short-side", show_default=False,
-        help="Test scale: the shorter side is resized to this (rounded to a multiple of 32). Default: the "
-             f"weights file's, else {defaults.SHORT_SIDE} (the paper's ICDAR 2015 fast setting).")] = None
+        help="A fixed test scale: the shorter side is resized to this (rounded to a multiple of 32). "
+             "Default: the scale policy: a first pass at the weights file's short side (else "
+             f"{defaults.SHORT_SIDE}), then, where it finds small text on a large image, a re-run at the "
+             "scale that makes the text ~20 px tall (at most native resolution), in tiles.")] = None
     max_side: Annotated[Optional[int], typer.Option(
         "--max-side", show_default=False,
         help=f"Cap on the network input's longer side in pixels (default {defaults.MAX_SIDE}, with a note "

@@ -30,6 +30,7 @@ import numpy as np
 from dbcli.errors import DBNetError
 from dbcli.inference.backend import Model
 from dbcli.inference.records import Failure, ImageRecord
+from dbcli.inference.scale_policy import apply_policy, scale_entry
 from dbcli.inference.settings import Settings
 from dbcli.inference.sources import Decoded, Source, decode, source_name
 from dbcli.postprocess.boxes import cap_message, detections_and_candidates
@@ -137,14 +138,24 @@ def finite_map(prob: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
 
 
 def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, settings: Settings,
-                 wanted: Wanted) -> ImageRecord:
+                 wanted: Wanted, model: Model | None = None) -> ImageRecord:
     """One image's record from its ``(h, w)`` probability map: post-processing (``settings.post``),
-    reading order (``settings.sort``), crops (``wanted.with_crops``) and the candidate-cap note."""
+    under ``settings.scale_policy == "auto"`` the scale policy (a re-run with ``model`` where the text
+    is small: ``dbcli.inference.scale_policy``), reading order (``settings.sort``), crops
+    (``wanted.with_crops``) and the candidate-cap note."""
     d, post = item.decoded, settings.post
     notes = list(d.notes)
     prob, note = finite_map(prob, item.name)
     notes += [note] if note else []
     dets, candidates = detections_and_candidates(prob, d.width, d.height, post)
+    capped = candidates > post.max_candidates
+    first_size = prob.shape[-2:]
+    first_scale = (first_size[0] / d.height + first_size[1] / d.width) / 2
+    auto = settings.scale_policy == "auto"
+    scale = scale_entry(first_scale, first_size, settings.scale_policy, "first scale" if auto else None)
+    if auto and model is not None and d.image is not None:
+        done = apply_policy(model.prob_fn, d.image, first_size, dets, candidates, prob, post)
+        dets, candidates, capped, prob, scale = done.detections, done.candidates, done.capped, done.prob, done.scale
     if settings.sort != "none" and len(dets) > 1:
         dets = [dets[k] for k in reading_order([det.points for det in dets], settings.sort)]
     crops = None
@@ -153,11 +164,11 @@ def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, se
 
         assert d.image is not None  # (kept for the crops)
         crops = crop_regions(d.image, [det.points for det in dets])
-    capped = candidates > post.max_candidates
     cap_note = f"{item.name}: {cap_message(candidates, post.max_candidates)}" if capped else None
     keep_prob = wanted.with_maps or wanted.with_prob
     return ImageRecord(item.index, item.name, d.width, d.height, dets, d.image if wanted.keep_images else None,
-                       prob if keep_prob else None, thresh, notes, candidates, capped, cap_note, d.page, crops)
+                       prob if keep_prob else None, thresh, notes, candidates, capped, cap_note, d.page, crops,
+                       scale=scale)
 
 
 def _decoded_only(item: Prepared, wanted: Wanted) -> ImageRecord:
@@ -168,7 +179,7 @@ def _decoded_only(item: Prepared, wanted: Wanted) -> ImageRecord:
 
 def _finish_batch(model: Model, batch: list[Prepared], settings: Settings, wanted: Wanted) -> list[ImageRecord]:
     probs, threshs = run_batch(model, batch, wanted.with_maps)
-    return [finish_image(item, probs[j], threshs[j] if threshs is not None else None, settings, wanted)
+    return [finish_image(item, probs[j], threshs[j] if threshs is not None else None, settings, wanted, model)
             for j, item in enumerate(batch)]
 
 

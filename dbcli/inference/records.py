@@ -17,13 +17,16 @@ from dbcli.postprocess.boxes import Detection
 
 
 def image_entry(file: str, width: int, height: int, detections: list[Detection], page: PageInfo | None = None,
-                crop_files: list[str] | None = None) -> dict:
+                crop_files: list[str] | None = None, scale: dict | None = None) -> dict:
     """An image's entry in ``dbnet detect``'s JSON: ``file``, ``width``, ``height`` (pixels), for a PDF
-    page ``page``, ``page_size_pt`` and ``dpi``, and ``detections`` (``points``, ``score`` and, with
+    page ``page``, ``page_size_pt`` and ``dpi``, the ``scale`` it was run at
+    (``dbcli.inference.scale_policy.scale_entry``) and ``detections`` (``points``, ``score`` and, with
     crops written, ``crop``)."""
     entry: dict = {"file": file, "width": width, "height": height}
     if page is not None:
         entry.update(page.to_dict())
+    if scale is not None:
+        entry["scale"] = scale
     entry["detections"] = [d.to_dict() for d in detections]
     if crop_files is not None:
         for det, crop in zip(entry["detections"], crop_files):
@@ -38,7 +41,8 @@ class ImageRecord:
     the crops (one ``(h, w, 3)`` uint8 RGB array per detection), notes for the user.
     ``candidates``: the candidate regions of its probability map; ``capped``: more of them than
     ``max_candidates`` (only the first were post-processed). ``page``: for a PDF page, what maps its
-    pixels back to the PDF; ``crop_files``: where ``dbnet detect --crops`` wrote the crops."""
+    pixels back to the PDF; ``crop_files``: where ``dbnet detect --crops`` wrote the crops; ``scale``:
+    the scale it was run at (the JSON's ``scale`` entry)."""
 
     index: int
     file: str
@@ -55,6 +59,7 @@ class ImageRecord:
     page: PageInfo | None = None
     crops: list[np.ndarray] | None = None
     crop_files: list[str] | None = None
+    scale: dict | None = None  # the scale it was run at (scale_policy.scale_entry)
 
     def messages(self) -> list[str]:
         """Every line to tell the user about this image (its notes, then the candidate cap)."""
@@ -62,7 +67,8 @@ class ImageRecord:
 
     def to_dict(self) -> dict:
         """The image's entry in ``dbnet detect``'s JSON (``image_entry``)."""
-        return image_entry(self.file, self.width, self.height, self.detections, self.page, self.crop_files)
+        return image_entry(self.file, self.width, self.height, self.detections, self.page, self.crop_files,
+                           self.scale)
 
     @classmethod
     def from_dict(cls, index: int, entry: dict) -> ImageRecord:
@@ -75,7 +81,7 @@ class ImageRecord:
         crops = [d["crop"] for d in dets] if dets and all("crop" in d for d in dets) else None
         return cls(index, entry["file"], entry["width"], entry["height"],
                    [Detection(np.asarray(d["points"], np.float64), d["score"]) for d in dets],
-                   page=page, crop_files=crops)
+                   page=page, crop_files=crops, scale=entry.get("scale"))
 
 
 @dataclass

@@ -26,6 +26,9 @@ class ImageResult:
         capped: the probability map had more than ``max_candidates`` candidate regions.
         crops: with ``crops=True``, one upright ``(h, w, 3)`` uint8 RGB array per detection.
         page: for a PDF page, its number, size in points and the rendering dpi.
+        scale: the scale it was run at: ``policy`` (``auto`` or ``fixed``), ``factor`` (network /
+            image pixels), network ``size`` [w, h], ``tiles`` and, when the policy decided,
+            ``reason``.
     """
 
     file: str
@@ -36,14 +39,15 @@ class ImageResult:
     capped: bool = False
     crops: list[np.ndarray] | None = None
     page: PageInfo | None = None
+    scale: dict | None = None
 
     @classmethod
     def from_record(cls, record: ImageRecord) -> ImageResult:
         """The public view of the pipeline's ``record``."""
         return cls(record.file, record.width, record.height, record.detections, record.notes,
-                   record.capped, record.crops, record.page)
+                   record.capped, record.crops, record.page, record.scale)
 
     def to_dict(self) -> dict:
         """The image's entry in ``dbnet detect``'s JSON (``file``, ``width``, ``height``, ``page`` fields
-        for a PDF page, ``detections`` with ``points`` and ``score``)."""
-        return image_entry(self.file, self.width, self.height, self.detections, self.page)
+        for a PDF page, ``scale``, ``detections`` with ``points`` and ``score``)."""
+        return image_entry(self.file, self.width, self.height, self.detections, self.page, scale=self.scale)

@@ -22,8 +22,10 @@ from dbcli.postprocess.reading_order import SORT_MODES
 class Settings:
     """The network input size (shorter side ``short_side`` pixels, longer side capped at ``max_side``;
     None: ``defaults.MAX_SIDE``), post-processing, batch size, EXIF handling, the decompression-bomb
-    limit (million pixels; None: no limit) and the order of each image's detections (``sort``:
-    ``dbcli.postprocess.reading_order.SORT_MODES``)."""
+    limit (million pixels; None: no limit), the order of each image's detections (``sort``:
+    ``dbcli.postprocess.reading_order.SORT_MODES``) and the scale policy: ``fixed`` (every image at
+    ``short_side``) or ``auto`` (a first pass at ``short_side``, then a larger scale where the text is
+    small: ``dbcli.inference.scale_policy``)."""
 
     short_side: int = defaults.SHORT_SIDE
     max_side: int | None = None
@@ -32,11 +34,13 @@ class Settings:
     exif: bool = True
     max_megapixels: float | None = defaults.MAX_MEGAPIXELS  # larger images are refused (bombs)
     sort: str = defaults.SORT
+    scale_policy: str = "fixed"
 
     def to_dict(self) -> dict:
         """The ``settings`` entry of ``dbnet detect``'s JSON."""
         return {"short_side": self.short_side, "max_side": self.max_side, **asdict(self.post),
-                "exif": self.exif, "batch_size": self.batch_size, "sort": self.sort}
+                "exif": self.exif, "batch_size": self.batch_size, "sort": self.sort,
+                "scale_policy": self.scale_policy}
 
 
 def _flag(name: str) -> str:
@@ -109,7 +113,8 @@ def resolve_settings(model: Model, options: InferenceOptions = InferenceOptions(
     batch_size = _batch_size(model, o.batch_size)
     if o.sort not in SORT_MODES:
         raise DBNetError(f"unknown --sort {o.sort!r} ({', '.join(SORT_MODES)})")
-    return Settings(int(side), o.max_side, config, batch_size, bool(o.exif), o.max_megapixels, o.sort)
+    policy = "fixed" if o.short_side is not None else "auto"  # --short-side N: a fixed scale
+    return Settings(int(side), o.max_side, config, batch_size, bool(o.exif), o.max_megapixels, o.sort, policy)
 
 
 def decode_settings(options: InferenceOptions) -> Settings:

@@ -17,6 +17,7 @@ import numpy as np
 
 from dbcli.imaging import decode_image, default_cap_note, image_to_rgb, prepare
 from dbcli.inference.pdf import PageInfo, PdfPage, render_page
+from dbcli.inference.scale_policy import may_rescale
 from dbcli.inference.settings import Settings
 
 
@@ -36,8 +37,8 @@ Source = Union[str, "os.PathLike[str]", FileImage, PdfPage, np.ndarray, Any]
 @dataclass
 class Decoded:
     """One decoded input: its size in pixels, the image itself only when kept (the full-size image
-    of a huge photo is dropped as soon as the network input is made), the ``(3, H', W')`` float32
-    network input (None when only decoding) and notes."""
+    of a huge photo is dropped as soon as the network input is made, unless the scale policy may run
+    it again), the ``(3, H', W')`` float32 network input (None when only decoding) and notes."""
 
     width: int
     height: int
@@ -84,4 +85,5 @@ def decode(source: Source, name: str, settings: Settings, network: bool, keep_im
         note = default_cap_note(height, width, settings.short_side, settings.max_side)
         notes += [f"{name}: {note}"] if note else []
         x = prepare(image, settings.short_side, settings.max_side)
+        keep_image = keep_image or (settings.scale_policy == "auto" and may_rescale(height, width, x.shape[1] / height))
     return Decoded(width, height, image if keep_image or not network else None, x, notes, page)

@@ -176,7 +176,7 @@ def cap_message(candidates: int, max_candidates: int) -> str:
 
 
 def _polygon_region(prob_map: np.ndarray, contour: np.ndarray, config: PostConfig, scale: tuple[float, float],
-                    size: tuple[int, int]) -> Detection | None:
+                    size: tuple[float, float]) -> Detection | None:
     """A contour as a polygon (``config.polygon``), in original-image pixels ``size`` (w, h), or None."""
     epsilon = 0.002 * cv2.arcLength(contour, True)  # authors' value
     points = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2)
@@ -198,7 +198,7 @@ def _polygon_region(prob_map: np.ndarray, contour: np.ndarray, config: PostConfi
 
 
 def _box_region(prob_map: np.ndarray, contour: np.ndarray, config: PostConfig, scale: tuple[float, float],
-                size: tuple[int, int]) -> Detection | None:
+                size: tuple[float, float]) -> Detection | None:
     """A contour as a 4-point box (= mini_box, mean score, unclip, mini_box; see _corners), in
     original-image pixels ``size`` (w, h), or None."""
     # minAreaRect of the int32 contour = of its float32 copy (convexHull's integer path is exact and
@@ -221,7 +221,7 @@ def _box_region(prob_map: np.ndarray, contour: np.ndarray, config: PostConfig, s
     return Detection(out, score)
 
 
-def detections_and_candidates(prob_map: np.ndarray, orig_width: int, orig_height: int,
+def detections_and_candidates(prob_map: np.ndarray, orig_width: float, orig_height: float,
                               config: PostConfig = PostConfig()) -> tuple[list[Detection], int]:
     """``(detections, candidates)``: the detections in original-image pixels from one probability
     map ``(h, w)`` (float, [0, 1]), and how many candidate regions the binarised map had (only the

@@ -1,0 +1,216 @@
+"""The scale policy and tiling (dbcli.inference.scale_policy, dbcli.inference.tiling): small text on
+large generated pages is found where the old fixed scale loses it, a line across tile seams comes out
+once and whole, the JSON records each image's scale, and tiles keep memory bounded."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from generated_files import invoke
+from planted_model import match_rects, planted_files, rect_image
+
+from dbcli.imaging import MEAN, STD
+from dbcli.inference.loading import load_model
+from dbcli.inference.pipeline import run_pipeline
+from dbcli.inference.scale_policy import MAX_PIXELS, MIN_GAIN, choose, network_size, probe_windows, rescale_cap
+from dbcli.inference.settings import Settings
+from dbcli.inference.tiling import detect_at_scale, owned_ranges, tile_starts
+from dbcli.postprocess.boxes import PostConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench.pages import coverage, text_page  # noqa: E402  (rendered pages with known word boxes)
+
+POST = PostConfig(thresh=0.3, box_thresh=0.5)
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    return planted_files(tmp_path_factory.getbasetemp() / "planted")
+
+
+class Darkness:
+    """A stand-in network: P = darkness of each pixel, smoothed a little (what the planted model
+    computes, without the network); records the input shapes it was given."""
+
+    def __init__(self):
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.shapes.append(batch.shape)
+        gray = (batch * STD[None, :, None, None] + MEAN[None, :, None, None]).mean(axis=1) / 255.0
+        dark = np.clip(1.0 - gray, 0, 1).astype(np.float32)
+        out = np.stack([cv2.blur(d, (3, 3)) for d in dark])
+        return 1.0 / (1.0 + np.exp(-12.0 * (out - 0.5)))
+
+
+def word_rows(width: int, height: int, bar: int, pitch: int, region=None, seed: int = 0):
+    """Dark bars ``bar`` px tall (words) in rows ``pitch`` px apart inside ``region`` (x0, y0, x1,
+    y1; default the page less a margin): ``(x0, y0, x1, y1)`` each."""
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = region or (40, 40, width - 40, height - 40)
+    rects = []
+    for y in range(y0, y1 - bar, pitch):
+        x = x0
+        while True:
+            w = int(rng.integers(3, 9)) * bar
+            if x + w > x1:
+                break
+            rects.append((x, y, x + w, y + bar))
+            x += w + 2 * bar
+    return rects
+
+
+def recall(detections, rects) -> float:
+    """Share of ``rects`` whose centre lies inside exactly one detection at most 3x as tall as it (a
+    blob over several lines does not count)."""
+    hits = 0
+    outlines = [np.asarray(d.points, np.float32).reshape(-1, 1, 2) for d in detections]
+    heights = [min(cv2.minAreaRect(o)[1]) for o in outlines]
+    for x0, y0, x1, y1 in rects:
+        c = ((x0 + x1) / 2, (y0 + y1) / 2)
+        inside = [cv2.pointPolygonTest(o, c, False) >= 0 and h <= 3 * (y1 - y0) for o, h in zip(outlines, heights)]
+        hits += sum(inside) == 1
+    return hits / len(rects)
+
+
+# --- tiling ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("length", [100, 512, 513, 1000, 1536, 5000])
+def test_tiles_cover_the_side_and_seams_split_the_overlaps(length):
+    starts = tile_starts(length, 512, 128)
+    assert starts[0] == 0 and (starts[-1] + 512 >= length)
+    assert all(b - a <= 512 - 128 for a, b in zip(starts, starts[1:]))  # neighbours overlap by >= 128
+    owned = owned_ranges(starts, 512, length)
+    assert owned[0][0] == 0 and owned[-1][1] == length
+    assert all(a[1] == b[0] for a, b in zip(owned, owned[1:]))  # a partition of the side
+    for s, (a, b) in zip(starts, owned):  # each pixel from a tile that sees >= 64 px around it
+        assert s <= a and b <= s + 512
+        assert a == 0 or a - s >= 64
+        assert b == length or s + 512 - b >= 64
+
+
+def test_a_line_across_seams_comes_out_once_and_whole():
+    """Long lines crossing vertical seams, lines on horizontal seams and words inside tiles: tiled
+    detection (tiles of 256 px, overlap 64) gives the same regions as the whole map."""
+    width, height = 1400, 1000
+    rects = [(30, 250, 1370, 266),  # across every vertical seam, near the first horizontal seam
+             (100, 380, 1200, 400),  # across the horizontal seam at y ~ 384
+             (200, 573, 700, 590), (650, 700, 690, 712), (20, 960, 300, 980)]
+    rects += word_rows(width, height, 10, 37, region=(40, 20, 1360, 230))
+    image = rect_image(width, height, rects)
+    size = network_size(height, width, 1.0)
+    fake = Darkness()
+    whole = detect_at_scale(fake, image, size, POST, tile=2048)
+    tiled = detect_at_scale(fake, image, size, POST, tile=256, overlap=64, margin=48)
+    assert whole.tiles_run == 1 and tiled.tiles_run > 20
+    assert match_rects([d.to_dict() for d in whole.detections], rects)
+    assert match_rects([d.to_dict() for d in tiled.detections], rects)  # each once, covering it
+    key = sorted(tuple(np.round(d.points.mean(axis=0))) for d in tiled.detections)
+    assert key == sorted(tuple(np.round(d.points.mean(axis=0))) for d in whole.detections)
+    long_line = [d for d in tiled.detections if d.points[:, 0].max() - d.points[:, 0].min() > 1300]
+    assert len(long_line) == 1  # one region, not pieces
+
+
+def test_tiles_are_bounded_and_blank_tiles_are_skipped():
+    """The network sees tiles of at most tile x tile pixels; blank paper is not run."""
+    image = rect_image(3000, 2000, [(2500, 1700, 2800, 1716)])
+    image[:] = 240  # flat paper ...
+    image[1700:1716, 2500:2800] = 20  # ... with one word in a corner
+    fake = Darkness()
+    result = detect_at_scale(fake, image, (2000, 3008), POST, tile=512, overlap=128)
+    assert all(s[0] == 1 and s[2] <= 512 and s[3] <= 512 for s in fake.shapes)
+    assert result.tiles_run == len(fake.shapes) <= 4 and result.tiles_blank > 20
+    assert len(result.detections) == 1 and result.prob is None  # the map is never held whole
+
+
+# --- the policy -----------------------------------------------------------------------------------
+def test_rescale_cap_bounds_the_rerun():
+    assert rescale_cap(720, 1280) == 1.0
+    for h, w in ((12000, 12000), (3, 20000), (8000, 8000), (20000, 20000)):
+        f = rescale_cap(h, w)
+        nh, nw = network_size(h, w, f)
+        assert nh * nw <= MAX_PIXELS * 1.01 and max(nh, nw) <= 16384 + 32
+
+
+def test_probe_windows_find_the_ink():
+    image = np.full((4000, 5000, 3), 245, np.uint8)
+    image[3000:3300, 600:1400] = rect_image(800, 300, word_rows(800, 300, 8, 20, region=(0, 0, 800, 300)))
+    (x, y), *_ = probe_windows(image, 736, 2)
+    assert x <= 600 + 400 <= x + 736 and y <= 3150 <= y + 736
+
+
+def test_ordinary_images_keep_the_first_pass():
+    """No re-run for an image the first pass did not shrink, nor for one whose text it found at a good
+    height (the policy then costs nothing)."""
+    fake = Darkness()
+    photo = rect_image(1280, 720, word_rows(1280, 720, 40, 90))
+    first = detect_at_scale(fake, photo, network_size(720, 1280, 736 / 720), POST).detections
+    assert choose(fake, photo, 736 / 720, first, POST).factor is None
+    big = rect_image(2400, 1800, word_rows(2400, 1800, 60, 140))
+    factor = 736 / 1800
+    first = detect_at_scale(fake, big, network_size(1800, 2400, factor), POST).detections
+    fake.shapes.clear()
+    choice = choose(fake, big, factor, first, POST)
+    assert choice.factor is None and choice.reason == "text large enough" and not fake.shapes  # no probe
+
+
+def _page(width, height, dense: bool):
+    if dense:
+        rects = word_rows(width, height, 8, 30)
+    else:  # a small form in one corner of a blank page
+        rects = word_rows(width, height, 8, 30, region=(width - 700, height - 500, width - 60, height - 60))
+    image = rect_image(width, height, rects)
+    return image, rects
+
+
+@pytest.fixture(scope="module")
+def general():
+    return load_model("general", "onnx", "cpu")
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_small_text_on_a_large_page_is_found(general, dense):
+    """Rendered words 10 px tall (capitals) on a 2600x2000 page, the shipped ``general`` weights: at
+    the old fixed scale (short side 736: 3.7 px) the words are lost; the policy re-runs the page at
+    native resolution in tiles and finds them (sparse: one form in a corner of blank paper; dense:
+    the whole page)."""
+    if dense:
+        image, words = text_page(2600, 2000, 10, seed=3)
+    else:
+        image, words = text_page(2600, 2000, 10, blocks=1, block_size=(700, 500), seed=4)
+        image = np.roll(image, (700, 900), axis=(0, 1))  # the form off-centre, across the tile seams
+        words = [(x0 + 900, y0 + 700, x1 + 900, y1 + 700) for x0, y0, x1, y1 in words]
+    fixed = next(run_pipeline([image], general, Settings(short_side=736)))
+    auto = next(run_pipeline([image], general, Settings(short_side=736, scale_policy="auto")))
+    assert coverage(words, [d.points for d in fixed.detections]) < 0.3
+    assert coverage(words, [d.points for d in auto.detections]) >= 0.97
+    assert fixed.scale["policy"] == "fixed" and auto.scale["policy"] == "auto"
+    assert auto.scale["factor"] >= MIN_GAIN * fixed.scale["factor"] and auto.scale["tiles"] > 1
+    assert auto.scale["reason"].startswith("small text")
+
+
+def test_the_json_records_the_scale_per_image(model_files, tmp_path):
+    page, _ = _page(1700, 1300, dense=False)
+    big, small = tmp_path / "page.png", tmp_path / "small.png"
+    cv2.imwrite(str(big), page[:, :, ::-1])
+    cv2.imwrite(str(small), rect_image(200, 150, [(30, 40, 160, 75)])[:, :, ::-1])
+    out, fixed_out = tmp_path / "auto.json", tmp_path / "fixed.json"
+    assert invoke("detect", big, small, "--weights", model_files["onnx"], "--out", out).exit_code == 0
+    assert invoke("detect", big, small, "--weights", model_files["onnx"], "--out", fixed_out,
+                  "--short-side", "256").exit_code == 0
+    auto, fixed = json.loads(out.read_text()), json.loads(fixed_out.read_text())
+    assert auto["settings"]["scale_policy"] == "auto" and fixed["settings"]["scale_policy"] == "fixed"
+    scales = {e["file"].rsplit("/", 1)[-1]: e["scale"] for e in auto["images"]}
+    assert scales["page.png"]["factor"] >= MIN_GAIN * 256 / 1300 and scales["page.png"]["reason"].startswith("small")
+    assert scales["small.png"]["factor"] > 1  # small images are upscaled as before, once
+    assert all(e["scale"]["policy"] == "fixed" for e in fixed["images"])
+    counts = {e["file"].rsplit("/", 1)[-1]: len(e["detections"]) for e in auto["images"]}
+    fixed_counts = {e["file"].rsplit("/", 1)[-1]: len(e["detections"]) for e in fixed["images"]}
+    assert counts["small.png"] == fixed_counts["small.png"] == 1
+    assert counts["page.png"] > 20 * max(1, fixed_counts["page.png"])
