@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -95,18 +95,31 @@ def _estimate(sample: Sample, max_side: int | None) -> int:
     return round(size[0] * scale) * round(size[1] * scale) * 3
 
 
-def cache_images(samples: list[Sample], val_samples: list[Sample] | None, budget_mb: float, max_side: int,
-                 log: Callable[[str], None]) -> CachedImages:
-    """Decode ``samples`` into memory while they fit ``budget_mb`` (each at most ``max_side`` pixels on
-    its longer side), then ``val_samples`` if all of them fit what is left (``None``: not cached).
-    Undecodable images are reported through ``log`` and dropped."""
-    budget, used, shrunk = int(budget_mb * MB), 0, 0
-    kept: list[Sample] = []
-    images: list[np.ndarray | None] = []
+@dataclass
+class _Filled:
+    """The training part of the cache as it is filled: the samples kept (polygons in the stored
+    images' pixels), their images (``None``: not cached), the bytes ``used`` and how many were
+    ``shrunk`` to ``max_side``."""
+
+    kept: list[Sample] = field(default_factory=list)
+    images: list[np.ndarray | None] = field(default_factory=list)
+    used: int = 0
+    shrunk: int = 0
+
+    def skip(self, sample: Sample) -> None:
+        """Keep ``sample`` without its image (decoded when used)."""
+        self.kept.append(sample)
+        self.images.append(None)
+
+
+def cache_training(samples: list[Sample], budget: int, max_side: int, log: Callable[[str], None]) -> _Filled:
+    """``samples`` decoded in order while their images (at most ``max_side`` pixels on the longer
+    side) fit ``budget`` bytes; the others kept without images. An undecodable image is said
+    through ``log`` and dropped."""
+    filled = _Filled()
     for sample in samples:
-        if used + _estimate(sample, max_side) > budget:
-            kept.append(sample)
-            images.append(None)
+        if filled.used + _estimate(sample, max_side) > budget:
+            filled.skip(sample)
             continue
         try:
             image = read_image(sample.image_path, sample.exif)
@@ -115,32 +128,58 @@ def cache_images(samples: list[Sample], val_samples: list[Sample] | None, budget
             continue
         stored_sample, stored = _shrink(sample, image, max_side)
         del image
-        if used + stored.nbytes > budget:  # (a header that understated the size)
-            kept.append(sample)
-            images.append(None)
+        if filled.used + stored.nbytes > budget:  # (a header that understated the size)
+            filled.skip(sample)
             continue
-        shrunk += stored_sample is not sample
-        used += stored.nbytes
-        kept.append(stored_sample)
-        images.append(stored)
-    cached = sum(image is not None for image in images)
-    val_kept, val_images = val_samples or [], None
-    if val_samples and used + sum(_estimate(s, None) for s in val_samples) <= budget:
-        val_kept, val_images = [], []
-        for sample in val_samples:
-            try:
-                val_images.append(read_image(sample.image_path, sample.exif))
-                val_kept.append(sample)
-            except DBNetError as exc:
-                log(f"warning: skipping {exc}")
-        used += sum(image.nbytes for image in val_images)
-    summary = (f"image cache: {cached} of {len(kept)} training images in memory ({used / MB:.0f} MB of a "
+        filled.shrunk += stored_sample is not sample
+        filled.used += stored.nbytes
+        filled.kept.append(stored_sample)
+        filled.images.append(stored)
+    return filled
+
+
+def cache_validation(val_samples: list[Sample] | None, room: int,
+                     log: Callable[[str], None]) -> tuple[list[Sample], list[np.ndarray] | None]:
+    """``val_samples`` and their images, decoded whole when their header sizes all fit ``room``
+    bytes (an undecodable one said through ``log`` and dropped), else ``(val_samples, None)``:
+    read from files."""
+    if not (val_samples and sum(_estimate(s, None) for s in val_samples) <= room):
+        return val_samples or [], None
+    val_kept: list[Sample] = []
+    val_images: list[np.ndarray] = []
+    for sample in val_samples:
+        try:
+            val_images.append(read_image(sample.image_path, sample.exif))
+            val_kept.append(sample)
+        except DBNetError as exc:
+            log(f"warning: skipping {exc}")
+    return val_kept, val_images
+
+
+def cache_summary(filled: _Filled, used: int, budget_mb: float, max_side: int, has_val: bool,
+                  val_cached: bool) -> str:
+    """The cache's choices in words (``used`` bytes in all, validation images included)."""
+    cached = sum(image is not None for image in filled.images)
+    summary = (f"image cache: {cached} of {len(filled.kept)} training images in memory ({used / MB:.0f} MB of a "
                f"{budget_mb:.0f} MB budget, --cache-mb)")
-    if cached < len(kept):
-        summary += f"; the other {len(kept) - cached} are decoded as they are used"
-    if shrunk:
-        summary += (f"; {shrunk} stored at {max_side} px on the longer side (all that the training crops use "
-                    "of them)")
-    if val_samples:
-        summary += "; validation images " + ("in memory" if val_images is not None else "read from files")
-    return CachedImages(kept, images, val_kept, val_images, summary)
+    if cached < len(filled.kept):
+        summary += f"; the other {len(filled.kept) - cached} are decoded as they are used"
+    if filled.shrunk:
+        summary += (f"; {filled.shrunk} stored at {max_side} px on the longer side (all that the training crops "
+                    "use of them)")
+    if has_val:
+        summary += "; validation images " + ("in memory" if val_cached else "read from files")
+    return summary
+
+
+def cache_images(samples: list[Sample], val_samples: list[Sample] | None, budget_mb: float, max_side: int,
+                 log: Callable[[str], None]) -> CachedImages:
+    """Decode ``samples`` into memory while they fit ``budget_mb`` (each at most ``max_side`` pixels on
+    its longer side), then ``val_samples`` if all of them fit what is left (``None``: not cached).
+    Undecodable images are reported through ``log`` and dropped."""
+    budget = int(budget_mb * MB)
+    filled = cache_training(samples, budget, max_side, log)
+    val_kept, val_images = cache_validation(val_samples, budget - filled.used, log)
+    used = filled.used + sum(image.nbytes for image in val_images or [])
+    summary = cache_summary(filled, used, budget_mb, max_side, bool(val_samples), val_images is not None)
+    return CachedImages(filled.kept, filled.images, val_kept, val_images, summary)

@@ -9,9 +9,10 @@ trainer's validation and the Python API (``dbcli.Detector``).
    ``batch_size`` (same-size batches need no padding, so the results never depend on the batch size
    or on which images share a batch);
 3. ``run_batch``: the backend (``dbcli.inference.backend.Backend``) on one batch;
-4. ``finish_image``: one image's post-processing (``dbcli.postprocess.boxes``), reading order
-   (``Settings.sort``, ``dbcli.postprocess.reading_order``) and, when asked for, rectified crops
-   (``dbcli.postprocess.crops``);
+4. ``finish_image``: one image's post-processing (``post_process``: ``dbcli.postprocess.boxes``),
+   scale policy (``scale_step``: ``dbcli.inference.scale_policy``), reading order
+   (``in_reading_order``: ``Settings.sort``, ``dbcli.postprocess.reading_order``), when asked for
+   rectified crops (``crops_of``: ``dbcli.postprocess.crops``) and notes (``finite_map``, ``cap_note``);
 
 then the records are yielded in input order.
 
@@ -30,10 +31,10 @@ import numpy as np
 from dbcli.errors import DBNetError
 from dbcli.inference.backend import Model
 from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.scale_policy import apply_policy, scale_entry
+from dbcli.inference.scale_policy import Rescaled, apply_policy, scale_entry
 from dbcli.inference.settings import Settings
 from dbcli.inference.sources import Decoded, Source, decode, source_name
-from dbcli.postprocess.boxes import cap_message, detections_and_candidates
+from dbcli.postprocess.boxes import Detection, cap_message, detections_and_candidates
 from dbcli.postprocess.reading_order import reading_order
 
 
@@ -137,38 +138,70 @@ def finite_map(prob: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
                    "(counted as 0 or 1); its detections may be wrong (damaged weights, or fp16 overflow?)")
 
 
+def post_process(item: Prepared, prob: np.ndarray, settings: Settings) -> Rescaled:
+    """The first pass on one image's finite ``(h, w)`` probability map: its detections (original
+    pixels), candidate count and cap flag, the map itself and its ``scale`` entry (the network scale
+    of the first pass; under ``auto`` given as the "first scale")."""
+    d, post = item.decoded, settings.post
+    dets, candidates = detections_and_candidates(prob, d.width, d.height, post)
+    first_size = prob.shape[-2:]
+    first_scale = (first_size[0] / d.height + first_size[1] / d.width) / 2
+    reason = "first scale" if settings.scale_policy == "auto" else None
+    scale = scale_entry(first_scale, first_size, settings.scale_policy, reason)
+    return Rescaled(dets, candidates, candidates > post.max_candidates, prob, scale)
+
+
+def scale_step(item: Prepared, first: Rescaled, settings: Settings, model: Model | None) -> Rescaled:
+    """Under ``settings.scale_policy == "auto"`` (with ``model`` and the decoded image) the scale
+    policy's result (``dbcli.inference.scale_policy.apply_policy``: a re-run where the text is
+    small), else ``first`` as it is."""
+    image = item.decoded.image
+    if settings.scale_policy != "auto" or model is None or image is None:
+        return first
+    first_size = first.prob.shape[-2:]
+    return apply_policy(model.prob_fn, image, first_size, first.detections, first.candidates, first.prob,
+                        settings.post)
+
+
+def in_reading_order(dets: list[Detection], sort: str) -> list[Detection]:
+    """``dets`` in the reading order ``sort`` (``dbcli.postprocess.reading_order``; ``"none"``: as
+    they are)."""
+    if sort != "none" and len(dets) > 1:
+        return [dets[k] for k in reading_order([det.points for det in dets], sort)]
+    return dets
+
+
+def crops_of(item: Prepared, dets: list[Detection], wanted: Wanted) -> list[np.ndarray] | None:
+    """Each detection's rectified crop of the decoded image when ``wanted.with_crops``, else None."""
+    if not wanted.with_crops:
+        return None
+    from dbcli.postprocess.crops import crop_regions
+
+    assert item.decoded.image is not None  # (kept for the crops)
+    return crop_regions(item.decoded.image, [det.points for det in dets])
+
+
+def cap_note(item: Prepared, found: Rescaled, max_candidates: int) -> str | None:
+    """The note naming the image when its candidates were capped at ``max_candidates``, else None."""
+    return f"{item.name}: {cap_message(found.candidates, max_candidates)}" if found.capped else None
+
+
 def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, settings: Settings,
                  wanted: Wanted, model: Model | None = None) -> ImageRecord:
     """One image's record from its ``(h, w)`` probability map: post-processing (``settings.post``),
     under ``settings.scale_policy == "auto"`` the scale policy (a re-run with ``model`` where the text
     is small: ``dbcli.inference.scale_policy``), reading order (``settings.sort``), crops
-    (``wanted.with_crops``) and the candidate-cap note."""
-    d, post = item.decoded, settings.post
-    notes = list(d.notes)
+    (``wanted.with_crops``) and the notes (decoding, a non-finite map, the candidate cap)."""
+    d = item.decoded
     prob, note = finite_map(prob, item.name)
-    notes += [note] if note else []
-    dets, candidates = detections_and_candidates(prob, d.width, d.height, post)
-    capped = candidates > post.max_candidates
-    first_size = prob.shape[-2:]
-    first_scale = (first_size[0] / d.height + first_size[1] / d.width) / 2
-    auto = settings.scale_policy == "auto"
-    scale = scale_entry(first_scale, first_size, settings.scale_policy, "first scale" if auto else None)
-    if auto and model is not None and d.image is not None:
-        done = apply_policy(model.prob_fn, d.image, first_size, dets, candidates, prob, post)
-        dets, candidates, capped, prob, scale = done.detections, done.candidates, done.capped, done.prob, done.scale
-    if settings.sort != "none" and len(dets) > 1:
-        dets = [dets[k] for k in reading_order([det.points for det in dets], settings.sort)]
-    crops = None
-    if wanted.with_crops:
-        from dbcli.postprocess.crops import crop_regions
-
-        assert d.image is not None  # (kept for the crops)
-        crops = crop_regions(d.image, [det.points for det in dets])
-    cap_note = f"{item.name}: {cap_message(candidates, post.max_candidates)}" if capped else None
+    notes = list(d.notes) + ([note] if note else [])
+    found = scale_step(item, post_process(item, prob, settings), settings, model)
+    dets = in_reading_order(found.detections, settings.sort)
+    crops = crops_of(item, dets, wanted)
     keep_prob = wanted.with_maps or wanted.with_prob
     return ImageRecord(item.index, item.name, d.width, d.height, dets, d.image if wanted.keep_images else None,
-                       prob if keep_prob else None, thresh, notes, candidates, capped, cap_note, d.page, crops,
-                       scale=scale)
+                       found.prob if keep_prob else None, thresh, notes, found.candidates, found.capped,
+                       cap_note(item, found, settings.post.max_candidates), d.page, crops, scale=found.scale)
 
 
 def _decoded_only(item: Prepared, wanted: Wanted) -> ImageRecord:

@@ -111,6 +111,66 @@ def _expand(inputs: Sequence[str | os.PathLike], dpi: float, out_dir: Path, cons
     return paths, problems
 
 
+@dataclass(frozen=True)
+class DrawPlan:
+    """What drawing one image needs: the output folder and each input's output key, ``maps`` and
+    ``numbers`` (as ``visualize_files``), the paths a drawing must never replace, the predictions
+    file (``pred``) and its ``index`` (None: the model's detections) and where warnings go."""
+
+    out_dir: Path
+    keys: list[str]
+    maps: bool
+    numbers: bool
+    protected: Protected
+    index: PredictionIndex | None
+    pred: str | Path | None
+    console: Any
+
+
+def protected_paths(paths: list, pred: str | Path | None, model: Model | None) -> Protected:
+    """The files no drawing may replace: the inputs (a PDF page's file), ``pred``, the shipped
+    weights file and ``model``'s weights file."""
+    protected = Protected().add([p.path if isinstance(p, PdfPage) else p for p in paths], "the input")
+    protected.add([pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
+    protected.add([model.info.get("weights") if model is not None else None], "the weights file")
+    return protected
+
+
+def draw_item(item: ImageRecord | Failure, plan: DrawPlan) -> list[Path] | None:
+    """The drawing(s) of one pipeline result (``_draw``), after its notes are said on the console;
+    None (said there too) when it failed or has no detections to draw in ``plan.pred``."""
+    if isinstance(item, Failure):
+        warn(plan.console, f"{item.message}; skipped")
+        return None
+    for note in item.messages():
+        warn(plan.console, note)
+    dets: Drawn | None = (model_detections(item) if plan.index is None
+                          else file_detections(item, plan.index, plan.pred or "", plan.console))
+    if dets is None:
+        return None
+    targets = drawing_paths(plan.out_dir, plan.keys[item.index], plan.maps)
+    for target in targets:  # (an input reached by a new link since the check)
+        plan.protected.check(target, "--out", plan.out_dir, "the drawing")
+    return _draw(item, dets, targets, plan.numbers, plan.maps)
+
+
+def draw_all(paths: list, model: Model | None, settings: Settings, plan: DrawPlan) -> tuple[list[Path], int]:
+    """Every input of ``paths`` through the pipeline (``model`` None: decode only) and drawn
+    (``draw_item``) under a progress bar: the files written and the count of inputs that failed."""
+    written: list[Path] = []
+    failed = 0
+    with progress_bar(plan.console, "visualize", len(paths)) as bar:
+        task = bar.add_task("visualize", total=len(paths))
+        for item in run_pipeline(paths, model, settings, keep_images=True, with_maps=plan.maps,
+                                 on_done=lambda: bar.advance(task)):
+            drawn = draw_item(item, plan)
+            if drawn is None:
+                failed += 1
+            else:
+                written += drawn
+    return written, failed
+
+
 def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pred: str | Path | None = None,
                     maps: bool = False, model: Model | None = None, settings: Settings | None = None, *,
                     console: Any = None, numbers: bool = False, dpi: float = defaults.DPI) -> VisualizeSummary:
@@ -128,30 +188,11 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
     index = PredictionIndex(load_predictions(pred), str(pred)) if pred is not None else None
     paths, problems = _expand(inputs, dpi, out_dir, console)
     run_model = model if (pred is None or maps) else None
-    written: list[Path] = []
-    failed, keys = len(problems), output_keys(paths)
-    protected = Protected().add([p.path if isinstance(p, PdfPage) else p for p in paths], "the input")
-    protected.add([pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
-    protected.add([model.info.get("weights") if model is not None else None], "the weights file")
-    _check_targets(paths, keys, out_dir, maps, protected)
-    with progress_bar(console, "visualize", len(paths)) as bar:
-        task = bar.add_task("visualize", total=len(paths))
-        for item in run_pipeline(paths, run_model, settings, keep_images=True, with_maps=maps,
-                                 on_done=lambda: bar.advance(task)):
-            if isinstance(item, Failure):
-                warn(console, f"{item.message}; skipped")
-                failed += 1
-                continue
-            for note in item.messages():
-                warn(console, note)
-            dets = model_detections(item) if index is None else file_detections(item, index, pred or "", console)
-            if dets is None:
-                failed += 1
-                continue
-            targets = drawing_paths(out_dir, keys[item.index], maps)
-            for target in targets:  # (an input reached by a new link since the check)
-                protected.check(target, "--out", out_dir, "the drawing")
-            written += _draw(item, dets, targets, numbers, maps)
+    keys = output_keys(paths)
+    plan = DrawPlan(out_dir, keys, maps, numbers, protected_paths(paths, pred, model), index, pred, console)
+    _check_targets(paths, keys, out_dir, maps, plan.protected)
+    written, failed = draw_all(paths, run_model, settings, plan)
+    failed += len(problems)
     if not written:
         raise DBNetError(f"nothing could be drawn ({plural(failed, 'input')} failed)")
     return VisualizeSummary(written, failed)

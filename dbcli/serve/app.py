@@ -118,6 +118,35 @@ def _data_url(image: np.ndarray, ext: str) -> str:
     return f"data:image/{mime};base64,{base64.b64encode(data.tobytes()).decode('ascii')}"
 
 
+def no_result(upload: Upload, failures: list[Failure]) -> tuple[int, dict]:
+    """The error answer when no input of the upload could be used: the first failure's message (file
+    names as uploaded), 413 when it is the megapixel limit's, else 422."""
+    message = upload.public(failures[0].message) if failures else f"{upload.name}: nothing to detect in"
+    status = 413 if BOMB_WORDS in message else 422
+    return status, {"error": message, "status": status}
+
+
+def result_entry(result: ImageRecord, upload: Upload, options: RequestOptions) -> dict:
+    """One image's entry of ``dbnet detect``'s document, its file named as uploaded; each detection's
+    crop (PNG) and the image (JPEG) as data URLs when ``options`` ask for them."""
+    entry = result.to_dict()
+    entry["file"] = upload.public(entry["file"])
+    if options.crops and result.crops is not None:
+        for det, crop in zip(entry["detections"], result.crops):
+            det["crop"] = _data_url(crop, ".png")
+    if options.images and result.image is not None:
+        entry["image"] = _data_url(result.image, ".jpg")
+    return entry
+
+
+def warning_lines(upload: Upload, results: list[ImageRecord], failures: list[Failure]) -> list[str]:
+    """The lines the CLI would print, file names as uploaded: the inputs skipped, then each result's
+    notes."""
+    warnings = [upload.public(f.message) for f in failures]
+    warnings += [upload.public(line) for r in results for line in r.messages()]
+    return warnings
+
+
 def answer(service: Service, upload: Upload, options: RequestOptions, items: list) -> tuple[int, dict]:
     """The HTTP status and JSON body for a finished job: ``dbnet detect``'s document (file names
     as uploaded; crops and images as data URLs when asked for) and ``warnings``, the lines the CLI
@@ -125,22 +154,10 @@ def answer(service: Service, upload: Upload, options: RequestOptions, items: lis
     results = [item for item in items if isinstance(item, ImageRecord)]
     failures = [item for item in items if isinstance(item, Failure)]
     if not results:
-        message = upload.public(failures[0].message) if failures else f"{upload.name}: nothing to detect in"
-        status = 413 if BOMB_WORDS in message else 422
-        return status, {"error": message, "status": status}
-    entries = []
-    for result in results:
-        entry = result.to_dict()
-        entry["file"] = upload.public(entry["file"])
-        if options.crops and result.crops is not None:
-            for det, crop in zip(entry["detections"], result.crops):
-                det["crop"] = _data_url(crop, ".png")
-        if options.images and result.image is not None:
-            entry["image"] = _data_url(result.image, ".jpg")
-        entries.append(entry)
+        return no_result(upload, failures)
+    entries = [result_entry(result, upload, options) for result in results]
     body = detect_json(service.model.info, options.settings.to_dict(), entries)
-    warnings = [upload.public(f.message) for f in failures]
-    warnings += [upload.public(line) for r in results for line in r.messages()]
+    warnings = warning_lines(upload, results, failures)
     if warnings:
         body["warnings"] = warnings
     return 200, body
