@@ -292,16 +292,6 @@ MAX_SHORT_SIDE = 4096  # the largest --short-side accepted
 MAX_MAX_SIDE = 16384  # the largest --max-side accepted
 
 
-def check_sides(short_side: int, max_side: int | None) -> None:
-    """Refuse a test scale outside ``[32, MAX_SHORT_SIDE]`` or a longer-side cap outside
-    ``[32, MAX_MAX_SIDE]`` pixels (the network input of a 100000-pixel short side would need tens of
-    GB). Raises ``DBNetError``."""
-    if not 32 <= short_side <= MAX_SHORT_SIDE:
-        raise DBNetError(f"--short-side must lie in [32, {MAX_SHORT_SIDE}] pixels, got {short_side}")
-    if max_side is not None and not 32 <= max_side <= MAX_MAX_SIDE:
-        raise DBNetError(f"--max-side must lie in [32, {MAX_MAX_SIDE}] pixels, got {max_side}")
-
-
 def inference_size(height: int, width: int, short_side: int = defaults.SHORT_SIDE, max_side: int | None = None
                    ) -> tuple[int, int]:
     """Network input size: shorter side scaled to ``short_side``, longer side capped at ``max_side``

@@ -1,5 +1,7 @@
-"""Test-session settings: the ONNX export cache (``dbcli.inference.onnx_cache``) lives in a temporary folder, so
-that no test reads or writes the user's ``~/.cache/dbnet``."""
+"""Test-session settings and shared fixtures: the ONNX export cache (``dbcli.inference.onnx_cache``)
+lives in a temporary folder, so that no test reads or writes the user's ``~/.cache/dbnet``;
+``model_files`` (the planted model's weights files, per module) and ``one_thread`` (torch on one
+thread for the test, as the hardening tests run)."""
 
 from __future__ import annotations
 
@@ -11,3 +13,22 @@ def _onnx_cache_in_tmp(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DBNET_CACHE", str(tmp_path_factory.mktemp("dbnet-cache")))
         yield
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """The planted model (tests/planted_model.py) as a ``.pt`` and a ``.onnx`` file."""
+    from planted_model import planted_files
+
+    return planted_files(tmp_path_factory.getbasetemp() / "planted")
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (restored after)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,10 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from generated_files import gray_png, invoke, noisy_jpeg, warnings_about, write_rgb
 from PIL import Image
-from planted_model import planted_files, rect_image
+from planted_model import rect_image
 
 from dbcli.data.datasets import load_samples
 from dbcli.errors import DBNetError
@@ -26,17 +25,7 @@ from dbcli.inference.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    return planted_files(tmp_path_factory.getbasetemp() / "planted")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 

@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from generated_files import gray_png, invoke, streamed_png, warnings_about, write_rgb
-from planted_model import planted_files
 
 from dbcli.defaults import MAX_SIDE as DEFAULT_MAX_SIDE
 from dbcli.errors import DBNetError
@@ -25,17 +23,7 @@ from dbcli.inference.settings import resolve_settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    return planted_files(tmp_path_factory.getbasetemp() / "planted")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from generated_files import invoke, text_images, write_rgb
-from planted_model import planted_files
 
 from dbcli.inference.backend import Model
 from dbcli.inference.detect_files import detect_files as detect
@@ -22,17 +20,7 @@ from dbcli.inference.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    return planted_files(tmp_path_factory.getbasetemp() / "planted")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 

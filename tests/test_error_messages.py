@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from generated_files import invoke, write_rgb
-from planted_model import planted_files
 
 from dbcli.data.datasets import load_samples
 from dbcli.errors import DBNetError
@@ -18,17 +17,7 @@ from dbcli.evaluation.scoring import evaluate_predictions
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    return planted_files(tmp_path_factory.getbasetemp() / "planted")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 

@@ -9,9 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 from generated_files import invoke, text_images
-from planted_model import planted_files
 
 from dbcli.errors import DBNetError
 from dbcli.inference.backend import Model
@@ -25,17 +23,7 @@ from dbcli.inference.writers import partial_path
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    return planted_files(tmp_path_factory.getbasetemp() / "planted")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from generated_files import invoke
-from planted_model import planted_files
 
 from dbcli.data.datasets import load_samples
 from dbcli.errors import DBNetError
@@ -19,17 +18,7 @@ from dbcli.errors import DBNetError
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    return planted_files(tmp_path_factory.getbasetemp() / "planted")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 
