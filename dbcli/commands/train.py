@@ -6,7 +6,9 @@ import shlex
 import sys
 from typing import Optional
 
+import click
 import typer
+from click.core import ParameterSource
 
 from dbcli.commands.common import fail, options_from
 from dbcli.errors import DBNetError
@@ -30,7 +32,10 @@ def train(
     from dbcli.training.loop import train as run_training
 
     given = {k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh)) if v is not None}
+    context = click.get_current_context()
+    chosen = frozenset(name for name in context.params
+                       if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT))
     try:
-        run_training(replace(config, post=given), command_line=shlex.join(["dbnet", *sys.argv[1:]]))
+        run_training(replace(config, post=given), command_line=shlex.join(["dbnet", *sys.argv[1:]]), given=chosen)
     except DBNetError as exc:
         fail(str(exc))

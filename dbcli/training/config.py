@@ -137,3 +137,45 @@ class TrainConfig:
     # (a new run) the --init-weights file's thresholds or (--resume) the run's own, then thresh 0.3 /
     # box_thresh 0.6.
     post: dict = field(default_factory=dict)
+    # Fine-tuning (--init-weights): see dbcli.training.recipe. None: the recipe's choice for a new
+    # fine-tuning run, off otherwise.
+    recipe: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--recipe/--no-recipe",
+            show_default=False,
+            help="With --init-weights: the fine-tuning recipe fills every option not given (AdamW lr 1e-3, "
+                 "warm-up, 512 crops scaled around the test scale, threshold-branch warm-up, thresholds "
+                 "re-picked on the validation split). Default: on with --init-weights.",
+        ),
+    ] = None
+    head_warmup_steps: Annotated[
+        Optional[int],
+        typer.Option(
+            min=0,
+            show_default=False,
+            help="Train only the threshold branch (everything else frozen, BatchNorm statistics included) for "
+                 "the first N steps. Default with the recipe: 100 when the --init-weights file's threshold "
+                 "branch is a copy of its probability branch (a converted PaddleOCR model), else 0.",
+        ),
+    ] = None
+    scale_reference: Annotated[
+        Optional[int],
+        typer.Option(
+            min=0,
+            show_default=False,
+            help="Make --scale-min / --scale-max relative to the scale an image is detected at (its shorter side "
+                 "brought to N px), so text is trained at the size it is seen at: scans, long pages and photos "
+                 "alike. 0: relative to the image as stored (the paper's). Default with the recipe: "
+                 "--val-short-side.",
+        ),
+    ] = None
+    pick_thresholds: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--pick-thresholds/--no-pick-thresholds",
+            show_default=False,
+            help="At the end, sweep thresh x box_thresh on the validation split and store the best pair in "
+                 "weights.pt. Default with the recipe: on unless --thresh / --box-thresh are given.",
+        ),
+    ] = None
