@@ -324,6 +324,7 @@ class RunState:
     # fine-tuning: {"start": ..., "best": ..., "checkpoint": ...} (hmean, label, per-image counts)
     selection: dict = field(default_factory=dict)
     head_steps: int = 0  # steps trained by the threshold-branch warm-up (--head-warmup-steps)
+    training_from: float = 0.0  # when this session's first step began (the start's validation excluded)
 
 
 def _resolve_config(config: TrainConfig, given: frozenset[str]) -> tuple[TrainConfig, dict | None, dict | None]:
@@ -506,12 +507,13 @@ def _set_lr(run: Run, state: RunState) -> None:
 
 def _in_head_warmup(run: Run, state: RunState) -> bool:
     """Whether this step trains the threshold branch alone: within ``--head-warmup-steps`` and, with a
-    time limit, within its first ``HEAD_WARMUP_MAX_SHARE`` (not under torchrun: DDP needs every
-    parameter to train)."""
+    time limit, within the first ``HEAD_WARMUP_MAX_SHARE`` of it counted from the first step (not
+    under torchrun: DDP needs every parameter to train)."""
     config = run.config
     if not config.head_warmup_steps or run.distributed or state.step >= config.head_warmup_steps:
         return False
-    return not config.time_limit or time.time() - state.started < HEAD_WARMUP_MAX_SHARE * config.time_limit * 60
+    state.training_from = state.training_from or time.time()
+    return not config.time_limit or time.time() - state.training_from < HEAD_WARMUP_MAX_SHARE * config.time_limit * 60
 
 
 def _non_finite(run: Run, state: RunState) -> None:
