@@ -66,3 +66,15 @@ def test_bench_crops_runs(tmp_path):
     for row in ("detect --sort none (baseline", "detect (default --sort lines), crops off", "detect --crops DIR",
                 "time vs baseline", "crops/s end to end", "cut + PNG encode + atomic write"):
         assert row in out, row
+
+
+def test_bench_finetune_runs(tmp_path):
+    """The docs case end to end on 6 generated pages: a one-step fine-tuning run, then the start and
+    the run scored on the held-out test pages."""
+    out = run_bench("bench_finetune.py", "--case", "docs", "--pages", "4", "--test-pages", "2", "--minutes", "1",
+                    "--out", str(tmp_path / "ft"), "--", "--max-steps", "1", "--crop-size", "64", "--batch-size", "2",
+                    "--workers", "0", "--val-fraction", "0.25", "--val-short-side", "64", "--device", "cpu",
+                    tmp_path=tmp_path)
+    for row in ("case docs: test part 2 images", "general (the start)", "fine-tuned weights.pt", "hmean points",
+                "weights.pt = "):
+        assert row in out, row

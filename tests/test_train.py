@@ -393,4 +393,4 @@ def test_cli_train_defaults_are_train_config_defaults():
     shared = set(options) & set(defaults)
     assert len(shared) >= 25  # every option but --thresh / --box-thresh (TrainConfig.post) is a field
     assert {name: options[name] for name in shared} == {name: defaults[name] for name in shared}
-    assert set(options) - shared == {"thresh", "box_thresh"}
+    assert set(options) - shared == {"thresh", "box_thresh", "context"}  # (context: which options were given)

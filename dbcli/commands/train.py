@@ -15,6 +15,7 @@ from dbcli.training.config import TrainConfig
 
 @options_from(TrainConfig, name="config")
 def train(
+    context: typer.Context,
     thresh: Optional[float] = typer.Option(None, show_default=False,
                                            help="Binarisation threshold for validation (default: the "
                                                 "--init-weights file's or a resumed run's, else 0.3)."),
@@ -30,7 +31,9 @@ def train(
     from dbcli.training.loop import train as run_training
 
     given = {k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh)) if v is not None}
+    sources = {name: context.get_parameter_source(name) for name in context.params}
+    chosen = frozenset(name for name, source in sources.items() if source is not None and source.name != "DEFAULT")
     try:
-        run_training(replace(config, post=given), command_line=shlex.join(["dbnet", *sys.argv[1:]]))
+        run_training(replace(config, post=given), command_line=shlex.join(["dbnet", *sys.argv[1:]]), given=chosen)
     except DBNetError as exc:
         fail(str(exc))

@@ -1,7 +1,8 @@
 """Training augmentation (SPEC: authors' ICDAR 2015 config).
 
 Horizontal flip (p = 0.5), rotation uniform in [-10, 10] degrees, one random rescale factor keeping
-the aspect ratio, then a random crop that only cuts through text-free rows and columns, scaled to fit
+the aspect ratio (relative to the detection scale with ``reference_short_side``), then a random crop
+that only cuts through text-free rows and columns, scaled to fit
 and pasted at the top-left of a zero ``crop_size`` x ``crop_size`` canvas. Images are ``(H, W, 3)``
 uint8; polygons ``(K, 2)`` float (x, y) pixels. Pure functions of an explicit ``np.random.Generator``.
 """
@@ -22,6 +23,9 @@ class AugmentConfig:
     flip_prob: float = 0.5
     max_tries: int = 10
     min_crop_side_ratio: float = 0.1
+    # > 0: the rescale factor is drawn relative to the scale the image is detected at (its shorter
+    # side brought to this many pixels), not to the image as stored
+    reference_short_side: int = 0
 
 
 def _free_runs(occupied: np.ndarray) -> list[np.ndarray]:
@@ -80,6 +84,7 @@ def augment(image: np.ndarray, polygons: list[np.ndarray], ignore: list[bool], r
     """
     polygons = [np.asarray(p, np.float64).reshape(-1, 2) for p in polygons]
     h, w = image.shape[:2]
+    detect_scale = config.reference_short_side / min(h, w) if config.reference_short_side > 0 else 1.0
     matrix = np.eye(3)
     if rng.random() < config.flip_prob:  # pixel index i -> w - 1 - i
         matrix = _affine(-1, 0, w - 1, 0, 1, 0) @ matrix
@@ -94,7 +99,7 @@ def augment(image: np.ndarray, polygons: list[np.ndarray], ignore: list[bool], r
         matrix = np.vstack([rot, [0.0, 0.0, 1.0]]) @ matrix
         w, h = new_w, new_h
     lo, hi = config.scale_range
-    factor = float(rng.uniform(lo, hi))
+    factor = float(rng.uniform(lo, hi)) * detect_scale
     new_w, new_h = max(1, int(round(w * factor))), max(1, int(round(h * factor)))
     matrix = _affine(new_w / w, 0, 0, 0, new_h / h, 0) @ matrix
     w, h = new_w, new_h

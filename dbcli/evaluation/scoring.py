@@ -49,6 +49,7 @@ class EvalResult:
     unmatched: list[str] = field(default_factory=list)  # --pred: predictions of no ground-truth image
     capped: int = 0  # images whose candidate regions hit max_candidates
     settings: dict = field(default_factory=dict)
+    images: list[ImageMatch] = field(default_factory=list)  # per scored image, in order (not in to_dict)
 
     @property
     def images_per_s(self) -> float:
@@ -113,7 +114,8 @@ def evaluate_model(samples: Sequence[Sample], model: Backend | Model, *, setting
     used = scoring_settings(settings)
     figures = {"short_side": used.short_side, "max_side": used.max_side, "batch_size": used.batch_size,
                **asdict(used.post)}
-    return EvalResult(summarize(results), time.perf_counter() - started, skipped, capped=capped, settings=figures)
+    return EvalResult(summarize(results), time.perf_counter() - started, skipped, capped=capped, settings=figures,
+                      images=results)
 
 
 # --- scoring a predictions file -------------------------------------------------------------------

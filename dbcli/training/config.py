@@ -156,6 +156,46 @@ class TrainConfig:
     # (a new run) the --init-weights file's thresholds or (--resume) the run's own, then thresh 0.3 /
     # box_thresh 0.6.
     post: dict = field(default_factory=dict)
+    # Fine-tuning (--init-weights): see dbcli.training.recipe. None: the recipe's choice for a new
+    # fine-tuning run, off otherwise.
+    recipe: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--recipe/--no-recipe",
+            show_default=False,
+            help="With --init-weights: the fine-tuning recipe fills every option not given (AdamW lr 1e-3, "
+                 "warm-up, 512 crops scaled around the test scale, threshold-branch warm-up, thresholds "
+                 "re-picked on the validation split). Default: on with --init-weights.",
+        ),
+    ] = None
+    head_warmup_steps: Annotated[
+        Optional[int],
+        typer.Option(
+            show_default=False,
+            help="Train only the threshold branch (everything else frozen, BatchNorm statistics included) for "
+                 "the first N steps. Default with the recipe: 100 when the --init-weights file's threshold "
+                 "branch is a copy of its probability branch (a converted PaddleOCR model), else 0.",
+        ),
+    ] = None
+    scale_reference: Annotated[
+        Optional[int],
+        typer.Option(
+            show_default=False,
+            help="Make --scale-min / --scale-max relative to the scale an image is detected at (its shorter side "
+                 "brought to N px), so text is trained at the size it is seen at: scans, long pages and photos "
+                 "alike. 0: relative to the image as stored (the paper's). Default with the recipe: "
+                 "--val-short-side.",
+        ),
+    ] = None
+    pick_thresholds: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--pick-thresholds/--no-pick-thresholds",
+            show_default=False,
+            help="At the end, sweep thresh x box_thresh on the validation split and store the best pair in "
+                 "weights.pt. Default with the recipe: on unless --thresh / --box-thresh are given.",
+        ),
+    ] = None
 
 
 # --- validation at the edge: every setting checked before any work ---------------------------------
@@ -189,10 +229,11 @@ def _check_ints(config: TrainConfig) -> None:
               "batch_size": (1, None, ""), "crop_size": (32, MAX_CROP_SIZE, ""), "val_every": (1, None, ""),
               "save_every": (1, None, ""), "log_every": (1, None, ""), "warmup_steps": (0, None, ""),
               "max_steps": (0, None, "0: no limit"), "workers": (0, 256, ""), "val_limit": (0, None, "0: all"),
-              "seed": (0, MAX_SEED, ""), "val_short_side": (32, 4096, "")}
+              "seed": (0, MAX_SEED, ""), "val_short_side": (32, 4096, ""), "head_warmup_steps": (0, None, ""),
+              "scale_reference": (0, 4096, "0: relative to the image as stored")}
     for name, (low, high, note) in bounds.items():
         value = getattr(config, name)
-        if value is None and name in ("workers", "val_limit"):
+        if value is None and name in ("workers", "val_limit", "head_warmup_steps", "scale_reference"):
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
             allowed = f"from {low} to {high}" if high is not None else f"at least {low}"

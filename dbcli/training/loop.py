@@ -39,9 +39,12 @@ from dbcli.models import DBNet, ModelConfig, count_parameters
 from dbcli.postprocess.boxes import PostConfig, post_config_from
 from dbcli.progress import plural, progress_bar
 from dbcli.training.config import RESUME_KEEPS, TrainConfig, check_config, ignored_on_resume, option
+from dbcli.training.finetune import pick_thresholds, picked_post, selection_message, set_head_warmup
 from dbcli.training.losses import LossConfig, db_loss
 from dbcli.training.pretrained import load_backbone_state
+from dbcli.training.recipe import HEAD_WARMUP_MAX_SHARE, apply_recipe, default_given, describe
 from dbcli.training.run_folder import check_new_run_folder, clear_run_folder
+from dbcli.training.selection import image_counts, noise_line
 from dbcli.weights import build_model, load_weights, make_weights
 
 
@@ -130,7 +133,9 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     """P/R/hmean on held-out samples (ICDAR 2015 protocol, ``dbcli.evaluation.scoring.evaluate_model``)
     at ``short_side``, and ``capped_images``: how many had more candidate regions than
     ``post.max_candidates`` (an undertrained model's noisy map; said by the caller in its log, never
-    as a raw Python warning). ``images``: the samples' images already decoded, else the files are read."""
+    as a raw Python warning), and ``image_counts``: (ground truth, detections, matched) per image,
+    for the noise figures of ``dbcli.training.selection``. ``images``: the samples' images already
+    decoded, else the files are read."""
     from dbcli.evaluation.scoring import evaluate_model
     from dbcli.inference.settings import Settings
     from dbcli.inference.torch_backend import ModuleBackend
@@ -142,7 +147,8 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     result = evaluate_model(samples, ModuleBackend(model, device, amp_dtype), images=images, warn=warn,
                             settings=Settings(short_side=short_side, post=post))
     model.train()
-    return {**result.scores.to_dict(), "capped_images": result.capped}
+    return {**result.scores.to_dict(), "capped_images": result.capped,
+            "image_counts": image_counts(result.images).tolist()}
 
 
 def run_post_config(given: dict, init_weights: dict | None) -> PostConfig:
@@ -308,12 +314,16 @@ class RunState:
     finished_epoch: int = 0
     stop: Stop | None = None
     stop_message: str = ""
+    # fine-tuning: {"start": ..., "best": ..., "checkpoint": ...} (hmean, label, per-image counts)
+    selection: dict = field(default_factory=dict)
+    head_steps: int = 0  # steps trained by the threshold-branch warm-up (--head-warmup-steps)
+    training_from: float = 0.0  # when this session's first step began (the start's validation excluded)
 
 
-def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
-    """The run's settings (a resumed run's own, except what this process is told), the checkpoint
-    to resume from and the ``--init-weights`` file (read, and its architecture adopted, before the
-    slow decoding)."""
+def _resolve_config(config: TrainConfig, given: frozenset[str]) -> tuple[TrainConfig, dict | None, dict | None]:
+    """The run's settings (a resumed run's own, except what this process is told; a new fine-tuning
+    run's recipe for the settings not ``given``), the checkpoint to resume from and the
+    ``--init-weights`` file (read, and its architecture adopted, before the slow decoding)."""
     resume_state = None
     if config.resume:
         resume_path, resume_state = load_checkpoint(config.resume)
@@ -335,6 +345,11 @@ def _resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict
             raise DBNetError("--init-weights and --pretrained-backbone both set the starting weights: pass one")
         init_weights = load_weights(config.init_weights)
         config = adopt_architecture(config, init_weights)
+    if resume_state is None:
+        config = apply_recipe(config, init_weights, given)
+    else:  # (checkpoints older than the recipe's settings: off)
+        config = replace(config, recipe=bool(config.recipe), head_warmup_steps=config.head_warmup_steps or 0,
+                         scale_reference=config.scale_reference or 0, pick_thresholds=bool(config.pick_thresholds))
     config = replace(config, arch=config.arch or "resnet18", dcn=bool(config.dcn))
     return config, resume_state, init_weights
 
@@ -364,7 +379,7 @@ def _fit_batch(config: TrainConfig, n_train: int, world_size: int, log: RunLog) 
 def _make_loader(config: TrainConfig, train_samples: list[Sample], images: list[np.ndarray | None] | None,
                  device: torch.device, rank: int, world_size: int) -> tuple[DataLoader, EpochSampler]:
     aug = AugmentConfig(crop_size=config.crop_size, scale_range=(config.scale_min, config.scale_max),
-                        max_angle=config.max_angle)
+                        max_angle=config.max_angle, reference_short_side=config.scale_reference or 0)
     dataset = TrainDataset(train_samples, aug, config.seed, images)
     sampler = EpochSampler(len(dataset), config.seed, rank, world_size, config.batch_size)
     workers = config.workers or 0  # set by _resolve_config (None there means "the default")
@@ -469,6 +484,8 @@ def _restore(run: Run, resume_state: dict | None) -> RunState:
         state.start_epoch, state.step = resume_state["epoch"], resume_state["step"]
         state.skip_batches = resume_state.get("epoch_batches", 0)
         state.best_hmean = resume_state.get("best_hmean", -1.0)
+        state.selection = resume_state.get("selection", {})
+        state.head_steps = int(resume_state.get("head_steps", 0))
         trained_before_s = float(resume_state.get("train_seconds", 0.0))
         _set_rng_state(resume_state["rng"])
         run.log(f"resumed from {run.config.resume} at epoch {state.start_epoch}, step {state.step}"
@@ -487,6 +504,7 @@ def save_checkpoint(run: Run, state: RunState, path: Path, epoch: int, metrics: 
                   "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
                   "step": state.step, "best_hmean": state.best_hmean, "epoch_batches": epoch_batches,
                   "train_seconds": time.time() - state.started, "rng": _rng_state(),
+                  "selection": state.selection, "head_steps": state.head_steps,
                   "weights": make_weights(run.model, half=False, postprocess=asdict(post),
                                           short_side=config.val_short_side,
                                           train={"command": run.command_line, "epochs_done": epoch,
@@ -518,9 +536,24 @@ def _set_lr(run: Run, state: RunState) -> None:
     if config.time_limit and config.time_schedule:
         # The schedule ends at whichever comes first: the last step or the time limit.
         progress_frac = max(progress_frac, (time.time() - state.started) / (config.time_limit * 60))
-    state.lr = poly_lr(config.lr, progress_frac, config.poly_power) * warmup_factor(state.step, config.warmup_steps)
+    if _in_head_warmup(run, state):  # the threshold branch alone, at the full lr
+        state.lr = config.lr
+    else:
+        state.lr = poly_lr(config.lr, progress_frac, config.poly_power) * warmup_factor(
+            state.step - state.head_steps, config.warmup_steps)
     for group in run.optimizer.param_groups:
         group["lr"] = state.lr
+
+
+def _in_head_warmup(run: Run, state: RunState) -> bool:
+    """Whether this step trains the threshold branch alone: within ``--head-warmup-steps`` and, with a
+    time limit, within the first ``HEAD_WARMUP_MAX_SHARE`` of it counted from the first step (not
+    under torchrun: DDP needs every parameter to train)."""
+    config = run.config
+    if not config.head_warmup_steps or run.distributed or state.step >= config.head_warmup_steps:
+        return False
+    state.training_from = state.training_from or time.time()
+    return not config.time_limit or time.time() - state.training_from < HEAD_WARMUP_MAX_SHARE * config.time_limit * 60
 
 
 def _non_finite(run: Run, state: RunState) -> None:
@@ -558,6 +591,9 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
     for batch in run.loader:
         batches += 1
         _set_lr(run, state)
+        head_only = _in_head_warmup(run, state)
+        if config.head_warmup_steps:
+            set_head_warmup(run.model, head_only)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         images_t = batch["image"].contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
@@ -575,6 +611,7 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
         run.scaler.step(run.optimizer)
         run.scaler.update()
         state.step += 1
+        state.head_steps += head_only
         count += 1
         seen += images_t.shape[0] * run.world_size
         for k, v in parts.items():
@@ -592,20 +629,36 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
 
 
 def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict) -> None:
-    """Validate after ``epoch`` (main process), add the figures to ``record`` and write ``best.pt``
-    when the hmean is the best so far."""
+    """Validate after ``epoch`` (main process; ``epoch`` -1: the starting weights, before the first
+    step), add the figures to ``record`` and write ``best.pt`` when the hmean is the best so far (a
+    fine-tuning run's start included, so a checkpoint must beat it to be kept)."""
     config, post = run.config, run.post
     t_val = time.time()
-    state.last_val = validate(run.model, run.val_samples, run.val_images, run.device, config.val_short_side, post,
-                              run.amp_dtype)
+    counts = validate(run.model, run.val_samples, run.val_images, run.device, config.val_short_side, post,
+                      run.amp_dtype)
+    state.last_val = {k: v for k, v in counts.items() if k != "image_counts"}
     last_val = state.last_val
+    name = "epoch 0 (the start)" if epoch < 0 else f"epoch {epoch + 1}"
     record.update({f"val_{k}": v for k, v in last_val.items()}, val_s=time.time() - t_val)
-    run.log(f"epoch {epoch + 1}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
+    run.log(f"{name}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
             f"hmean {last_val['hmean']:.3f} (thresh {post.thresh:g}, box_thresh {post.box_thresh:g})")
     if last_val["capped_images"]:
-        run.log(f"epoch {epoch + 1}: {plural(last_val['capped_images'], 'validation image')} had more than "
+        run.log(f"{name}: {plural(last_val['capped_images'], 'validation image')} had more than "
                 f"{post.max_candidates} candidate regions (a noisy probability map, usual early in "
                 f"training); only the first {post.max_candidates} were scored")
+    entry = {"hmean": last_val["hmean"], "counts": counts["image_counts"], "step": state.step,
+             "label": "the start" if epoch < 0 else
+             f"the checkpoint of epoch {state.finished_epoch}, step {state.step}"}
+    if config.init_weights:
+        if epoch < 0:
+            state.selection = {"start": entry, "best": entry}
+            line, _ = noise_line(np.asarray(entry["counts"], np.int64).reshape(-1, 3))
+            run.log(line)
+        elif state.selection:
+            if entry["hmean"] > state.selection.get("checkpoint", {}).get("hmean", -1.0):
+                state.selection["checkpoint"] = entry
+            if entry["hmean"] > state.selection["best"]["hmean"]:
+                state.selection["best"] = entry
     if last_val["hmean"] > state.best_hmean:
         state.best_hmean = last_val["hmean"]
         save_checkpoint(run, state, run.out / "best.pt", state.finished_epoch, last_val)
@@ -622,8 +675,9 @@ def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: 
               **{k: v / max(count, 1) for k, v in done["sums"].items()},
               "images_per_s": done["seen"] / max(time.time() - done["t_epoch"], 1e-6),
               "elapsed_s": time.time() - state.started}
-    if run.is_main and epoch_complete and run.val_samples and (
-            (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+    stopped_early = state.stop in (Stop.TIME_LIMIT, Stop.MAX_STEPS) and bool(config.init_weights) and count > 0
+    if run.is_main and run.val_samples and (stopped_early or epoch_complete and (
+            (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs)):
         _validate_and_keep_best(run, state, epoch, record)
     if run.is_main:
         metrics_file.write(json.dumps(record) + "\n")
@@ -635,17 +689,48 @@ def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: 
                             epoch_batches=0 if epoch_complete else done["batches"])
 
 
+def _select_final(run: Run, state: RunState) -> dict:
+    """A fine-tuning run's choice: the best of {start, validated checkpoints} on validation (loaded
+    into ``run.model`` from ``best.pt``), then its thresholds re-picked there (``--pick-thresholds``:
+    ``run.post`` updated). Returns the ``selected`` metadata of ``weights.pt`` (empty: no choice made)."""
+    config, selection = run.config, state.selection
+    if not (config.init_weights and selection and (run.out / "best.pt").is_file()):
+        return {}
+    best = selection["best"]
+    if best["step"] != state.step:  # the model in memory is not the chosen one
+        run.model.load_state_dict(_torch_load_checkpoint(run.out / "best.pt")["model_state"])
+    message = selection_message(selection)
+    run.log(message)
+    chosen = {"which": best["label"], "step": best["step"], "val_hmean": best["hmean"],
+              "start_val_hmean": selection["start"]["hmean"], "message": message,
+              "val_images": len(best["counts"])}
+    if config.pick_thresholds:
+        picked = pick_thresholds(run.model, run.val_samples, run.val_images, run.device, config.val_short_side,
+                                 run.post, run.amp_dtype)
+        current = picked.pop("current")
+        run.log(f"thresholds re-picked on the validation split: thresh {picked['thresh']:g}, box_thresh "
+                f"{picked['box_thresh']:g} (val hmean {picked['hmean']:.3f}; {current['hmean']:.3f} at "
+                f"{run.post.thresh:g} / {run.post.box_thresh:g}; {picked['seconds']:.0f} s)")
+        run.post = picked_post(run.post, picked)
+        chosen["thresholds"] = {k: picked[k] for k in ("thresh", "box_thresh", "precision", "recall", "hmean")}
+    return chosen
+
+
 def _save_final_weights(run: Run, state: RunState) -> None:
     from dbcli.weights import save_weights
 
     config = run.config
+    selected = _select_final(run, state)
+    metrics = {"val": state.last_val} if state.last_val else {}
+    if selected:
+        metrics["selected"] = selected
     with _write_failure(run.out / "weights.pt", "final weights"):
         save_weights(run.out / "weights.pt", run.model, half=True, postprocess=asdict(run.post),
                      short_side=config.val_short_side,
                      train={"command": run.command_line, "epochs_done": state.finished_epoch,
                             "steps": state.step, "wall_s": time.time() - state.started, "device": str(run.device),
-                            "config": asdict(config)},
-                     metrics={"val": state.last_val} if state.last_val else {})
+                            "config": asdict(config), **({"selected": selected["message"]} if selected else {})},
+                     metrics=metrics)
     run.log(f"weights written to {run.out / 'weights.pt'}")
 
 
@@ -678,6 +763,11 @@ def _train_epochs(run: Run, state: RunState, console: Any, metrics_file: Any) ->
     progress = progress_bar(console, "train", run.total_steps, unit=None, info=True)
     task = progress.add_task("train", total=run.total_steps, completed=state.step, info="")
     run.model.train()
+    if run.is_main and run.config.init_weights and run.val_samples and state.step == 0:
+        record = {"epoch": 0, "step": 0, "elapsed_s": time.time() - state.started}
+        _validate_and_keep_best(run, state, -1, record)  # the start: what every checkpoint must beat
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
     with progress:
         for epoch in range(state.start_epoch, run.config.epochs):
             done = train_one_epoch(run, state, epoch, progress, task)
@@ -700,16 +790,18 @@ def _make_run_folder(out: Path, earlier: list[str]) -> None:
     clear_run_folder(out, earlier)
 
 
-def train(config: TrainConfig, command_line: str = "") -> Path:
-    """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``."""
+def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | None = None) -> Path:
+    """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``.
+    ``given``: the settings the user chose (the fine-tuning recipe fills the others); default: those
+    that differ from ``TrainConfig()``'s."""
     from rich.console import Console
 
     check_config(config)
-    given = config
+    asked = config
     device, distributed = _prepare_device(config)
     is_main = world()[0] == 0
     console = Console(stderr=True, quiet=not is_main)
-    config, resume_state, init_weights = _resolve_config(config)
+    config, resume_state, init_weights = _resolve_config(config, default_given(config) if given is None else given)
     out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
     earlier = [] if resume_state is not None else check_new_run_folder(
         out, config.overwrite, {"--init-weights": config.init_weights,
@@ -721,7 +813,7 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
                      if is_main else None)
         if earlier:
             log(f"--overwrite: a new run in {out}; the earlier run's {', '.join(earlier)} deleted")
-        ignored = ignored_on_resume(given, config) if resume_state is not None else []
+        ignored = ignored_on_resume(asked, config) if resume_state is not None else []
         if ignored:
             taken = [option(name) for name in RESUME_KEEPS if name != "resume"] + ["--thresh", "--box-thresh"]
             log(f"note: --resume continues the run with its own settings; ignored: {', '.join(ignored)} (--resume "
@@ -732,6 +824,8 @@ def train(config: TrainConfig, command_line: str = "") -> Path:
         state = _restore(run, resume_state)
         if is_main:
             _announce(run)
+            if config.recipe:
+                run.log(describe(config, default_given(config) if given is None else given))
         metrics_file = files.enter_context(open(out / "metrics.jsonl", "a", encoding="utf-8")) if is_main else None
         state.started += time.time()
         _train_epochs(run, state, console, metrics_file)
