@@ -320,36 +320,54 @@ class RunState:
     training_from: float = 0.0  # when this session's first step began (the start's validation excluded)
 
 
-def _resolve_config(config: TrainConfig, given: frozenset[str]) -> tuple[TrainConfig, dict | None, dict | None]:
-    """The run's settings (a resumed run's own, except what this process is told; a new fine-tuning
-    run's recipe for the settings not ``given``), the checkpoint to resume from and the
-    ``--init-weights`` file (read, and its architecture adopted, before the slow decoding)."""
-    resume_state = None
-    if config.resume:
-        resume_path, resume_state = load_checkpoint(config.resume)
-        saved = saved_config(resume_state, resume_path)
-        # Continue exactly: the saved recipe (and budget) wins, except what this process is told.
-        config = TrainConfig(**{k: (getattr(config, k) if k in RESUME_KEEPS and getattr(config, k) is not None else v)
-                                for k, v in asdict(saved).items() if k != "post"},
-                             post={**saved.post, **config.post})
-        config.out = str(resume_path.parent)
-    config = replace(config, workers=default_workers() if config.workers is None else config.workers)
-    # --time-limit on a new run fits the lr schedule into it unless --no-time-schedule says otherwise
-    # (stopping at a time limit part-way down a 1200-epoch decay would leave the lr near its peak).
+def _resumed_config(config: TrainConfig) -> tuple[TrainConfig, dict | None]:
+    """``config`` as ``--resume`` continues it (the saved recipe and budget, except what this process
+    is told: ``RESUME_KEEPS``) and the checkpoint, or ``config`` and None for a new run."""
+    if not config.resume:
+        return config, None
+    resume_path, resume_state = load_checkpoint(config.resume)
+    saved = saved_config(resume_state, resume_path)
+    config = TrainConfig(**{k: (getattr(config, k) if k in RESUME_KEEPS and getattr(config, k) is not None else v)
+                            for k, v in asdict(saved).items() if k != "post"},
+                         post={**saved.post, **config.post})
+    config.out = str(resume_path.parent)
+    return config, resume_state
+
+
+def _with_schedule_defaults(config: TrainConfig) -> TrainConfig:
+    """Workers, validation limit and time budget made concrete. ``--time-limit`` on a new run fits the
+    lr schedule into it unless ``--no-time-schedule`` says otherwise (stopping at a time limit part-way
+    down a 1200-epoch decay would leave the lr near its peak)."""
     time_schedule = bool(config.time_limit) if config.time_schedule is None else config.time_schedule
-    config = replace(config, val_limit=config.val_limit or 0, time_limit=config.time_limit or 0.0,
-                     time_schedule=time_schedule)
+    return replace(config, workers=default_workers() if config.workers is None else config.workers,
+                   val_limit=config.val_limit or 0, time_limit=config.time_limit or 0.0, time_schedule=time_schedule)
+
+
+def _starting_weights(config: TrainConfig, resume_state: dict | None, given: frozenset[str]
+                      ) -> tuple[TrainConfig, dict | None]:
+    """A new run's ``--init-weights`` file (read, and its architecture adopted) and the fine-tuning
+    recipe for the settings not ``given``; a resumed run's recipe settings as saved (older
+    checkpoints: off)."""
+    if resume_state is not None:
+        return replace(config, recipe=bool(config.recipe), head_warmup_steps=config.head_warmup_steps or 0,
+                       scale_reference=config.scale_reference or 0,
+                       pick_thresholds=bool(config.pick_thresholds)), None
     init_weights = None
-    if config.init_weights and resume_state is None:
+    if config.init_weights:
         if config.pretrained_backbone:
             raise DBNetError("--init-weights and --pretrained-backbone both set the starting weights: pass one")
         init_weights = load_weights(config.init_weights)
         config = adopt_architecture(config, init_weights)
-    if resume_state is None:
-        config = apply_recipe(config, init_weights, given)
-    else:  # (checkpoints older than the recipe's settings: off)
-        config = replace(config, recipe=bool(config.recipe), head_warmup_steps=config.head_warmup_steps or 0,
-                         scale_reference=config.scale_reference or 0, pick_thresholds=bool(config.pick_thresholds))
+    return apply_recipe(config, init_weights, given), init_weights
+
+
+def _resolve_config(config: TrainConfig, given: frozenset[str]) -> tuple[TrainConfig, dict | None, dict | None]:
+    """The run's settings (a resumed run's own, except what this process is told; a new fine-tuning
+    run's recipe for the settings not ``given``), the checkpoint to resume from and the
+    ``--init-weights`` file (read, and its architecture adopted, before the slow decoding)."""
+    config, resume_state = _resumed_config(config)
+    config = _with_schedule_defaults(config)
+    config, init_weights = _starting_weights(config, resume_state, given)
     config = replace(config, arch=config.arch or "resnet18", dcn=bool(config.dcn))
     return config, resume_state, init_weights
 
@@ -406,21 +424,20 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_weights: dict | None,
-               device: torch.device, distributed: bool, log: RunLog, command_line: str) -> Run:
-    """Seeds, data, model, optimizer: everything the loop needs, in the order that makes a run (and
-    its resume) reproducible."""
-    rank, world_size = world()
-    torch.manual_seed(config.seed + rank)
-    random.seed(config.seed + rank)
-    np.random.seed(config.seed + rank)
+@dataclass
+class _Data:
+    """A run's images: the training and validation samples, and their decoded copies in memory
+    (``--cache-images``; None where an image is decoded as it is used)."""
 
-    initial_model = None
-    if init_weights is not None:
-        initial_model = build_model(init_weights).train()
-        log(f"starting from the weights in {config.init_weights} (fine-tuning: new optimizer and schedule)")
-    config = replace(config, post=asdict(run_post_config(config.post, init_weights)))
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    images: list[np.ndarray | None] | None = None
+    val_images: list[np.ndarray] | None = None
 
+
+def _load_data(config: TrainConfig, rank: int, log: RunLog) -> _Data:
+    """The training split, its validation hold-out (``--val-fraction``, ``--val-limit``, none when it
+    holds no text) and the image cache within its budget (``--cache-mb``)."""
     samples = load_samples(config.dataset, config.data_root, "train")
     train_samples, val_samples = split_holdout(samples, config.val_fraction, config.seed)
     if samples and not train_samples:
@@ -428,23 +445,36 @@ def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_w
                          "of the training split, leaving none to train on")
     if config.val_limit:
         val_samples = val_samples[: config.val_limit]
-    val_samples = _usable_holdout(val_samples, log)
-    images: list[np.ndarray | None] | None = None
-    val_images = None
+    data = _Data(train_samples, _usable_holdout(val_samples, log))
     if config.cache_images:
         budget = default_budget_mb() if config.cache_mb is None else config.cache_mb
-        log(f"decoding up to {budget:.0f} MB of the {plural(len(train_samples), 'training image')} into memory ...")
+        images = plural(len(data.train_samples), "training image")
+        log(f"decoding up to {budget:.0f} MB of the {images} into memory ...")
         max_side = round(config.crop_size / AugmentConfig().min_crop_side_ratio)
-        cache = cache_images(train_samples, val_samples if rank == 0 else None, budget, max_side, log)
-        train_samples, images = cache.samples, cache.images
+        cache = cache_images(data.train_samples, data.val_samples if rank == 0 else None, budget, max_side, log)
+        data.train_samples, data.images = cache.samples, cache.images
         if rank == 0:
-            val_samples, val_images = cache.val_samples, cache.val_images
+            data.val_samples, data.val_images = cache.val_samples, cache.val_images
         log(cache.summary)
-    if not train_samples:
+    if not data.train_samples:
         raise DBNetError("no training images could be loaded")
-    config = _fit_batch(config, len(train_samples), world_size, log)
-    loader, sampler = _make_loader(config, train_samples, images, device, rank, world_size)
+    return data
 
+
+def _initial_model(config: TrainConfig, init_weights: dict | None, log: RunLog) -> DBNet | None:
+    """The ``--init-weights`` model (None without one), built before the data as it always was: the
+    order of random draws is part of a reproducible run."""
+    if init_weights is None:
+        return None
+    log(f"starting from the weights in {config.init_weights} (fine-tuning: new optimizer and schedule)")
+    return build_model(init_weights).train()
+
+
+def _build_model(config: TrainConfig, initial_model: DBNet | None, resume_state: dict | None, device: torch.device,
+                 distributed: bool, log: RunLog) -> tuple[DBNet, torch.nn.Module]:
+    """The model (``initial_model`` from ``--init-weights``, the resumed run's architecture, or a new
+    one with its ``--pretrained-backbone``) on ``device``, channels-last, and its DDP wrapper (itself
+    when not distributed)."""
     if initial_model is not None:
         model = initial_model
     elif resume_state is not None:  # the run's own architecture, input convention included
@@ -461,12 +491,29 @@ def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_w
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, ddp
+
+
+def _setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_weights: dict | None,
+               device: torch.device, distributed: bool, log: RunLog, command_line: str) -> Run:
+    """Seeds, data, model, optimizer: everything the loop needs, in the order that makes a run (and
+    its resume) reproducible."""
+    rank, world_size = world()
+    torch.manual_seed(config.seed + rank)
+    random.seed(config.seed + rank)
+    np.random.seed(config.seed + rank)
+    initial_model = _initial_model(config, init_weights, log)
+    config = replace(config, post=asdict(run_post_config(config.post, init_weights)))
+    data = _load_data(config, rank, log)
+    config = _fit_batch(config, len(data.train_samples), world_size, log)
+    loader, sampler = _make_loader(config, data.train_samples, data.images, device, rank, world_size)
+    model, ddp = _build_model(config, initial_model, resume_state, device, distributed, log)
     optimizer = _make_optimizer(config, model)
     amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     return Run(config, out, device, distributed, rank, world_size, log, command_line, model, ddp,
                optimizer, scaler, amp_dtype, LossConfig(**config.loss), PostConfig(**config.post), loader,
-               sampler, train_samples, val_samples, val_images)
+               sampler, data.train_samples, data.val_samples, data.val_images)
 
 
 def _restore(run: Run, resume_state: dict | None) -> RunState:
@@ -664,6 +711,17 @@ def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict)
         save_checkpoint(run, state, run.out / "best.pt", state.finished_epoch, last_val)
 
 
+def _validates(run: Run, state: RunState, epoch: int, epoch_complete: bool, count: int) -> bool:
+    """Whether this epoch's end validates: every ``--val-every`` complete epochs and the last one, and
+    a fine-tuning run stopped early by its time or step limit (its last checkpoint is a candidate for
+    ``weights.pt``); the main process only, with a hold-out."""
+    config = run.config
+    if not (run.is_main and run.val_samples):
+        return False
+    stopped_early = state.stop in (Stop.TIME_LIMIT, Stop.MAX_STEPS) and bool(config.init_weights) and count > 0
+    return stopped_early or epoch_complete and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs)
+
+
 def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: Any) -> None:
     """After an epoch (or the part of it a stop left): validation, ``metrics.jsonl``, ``latest.pt``."""
     config = run.config
@@ -675,9 +733,7 @@ def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: 
               **{k: v / max(count, 1) for k, v in done["sums"].items()},
               "images_per_s": done["seen"] / max(time.time() - done["t_epoch"], 1e-6),
               "elapsed_s": time.time() - state.started}
-    stopped_early = state.stop in (Stop.TIME_LIMIT, Stop.MAX_STEPS) and bool(config.init_weights) and count > 0
-    if run.is_main and run.val_samples and (stopped_early or epoch_complete and (
-            (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs)):
+    if _validates(run, state, epoch, epoch_complete, count):
         _validate_and_keep_best(run, state, epoch, record)
     if run.is_main:
         metrics_file.write(json.dumps(record) + "\n")
@@ -790,6 +846,19 @@ def _make_run_folder(out: Path, earlier: list[str]) -> None:
     clear_run_folder(out, earlier)
 
 
+def _say_housekeeping(log: RunLog, out: Path, earlier: list[str], ignored: list[str], is_main: bool) -> None:
+    """The run folder's housekeeping, in the log: an earlier run deleted (``--overwrite``), the options a
+    ``--resume`` ignores, and temp files an interrupted checkpoint write left (removed)."""
+    if earlier:
+        log(f"--overwrite: a new run in {out}; the earlier run's {', '.join(earlier)} deleted")
+    if ignored:
+        taken = [option(name) for name in RESUME_KEEPS if name != "resume"] + ["--thresh", "--box-thresh"]
+        log(f"note: --resume continues the run with its own settings; ignored: {', '.join(ignored)} (--resume "
+            f"takes only {', '.join(taken)} from the command line)")
+    for tmp in remove_stale_temps(out, ["latest.pt", "best.pt", "weights.pt"]) if is_main else []:
+        log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")
+
+
 def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | None = None) -> Path:
     """Run (or resume) a training run; returns the run folder. Final weights: ``RUN/weights.pt``.
     ``given``: the settings the user chose (the fine-tuning recipe fills the others); default: those
@@ -797,11 +866,11 @@ def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | N
     from rich.console import Console
 
     check_config(config)
-    asked = config
+    chosen = default_given(config) if given is None else given
     device, distributed = _prepare_device(config)
     is_main = world()[0] == 0
     console = Console(stderr=True, quiet=not is_main)
-    config, resume_state, init_weights = _resolve_config(config, default_given(config) if given is None else given)
+    asked, (config, resume_state, init_weights) = config, _resolve_config(config, chosen)
     out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
     earlier = [] if resume_state is not None else check_new_run_folder(
         out, config.overwrite, {"--init-weights": config.init_weights,
@@ -811,21 +880,14 @@ def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | N
     with ExitStack() as files:
         log = RunLog(console, files.enter_context(open(out / "train.log", "a", encoding="utf-8"))
                      if is_main else None)
-        if earlier:
-            log(f"--overwrite: a new run in {out}; the earlier run's {', '.join(earlier)} deleted")
         ignored = ignored_on_resume(asked, config) if resume_state is not None else []
-        if ignored:
-            taken = [option(name) for name in RESUME_KEEPS if name != "resume"] + ["--thresh", "--box-thresh"]
-            log(f"note: --resume continues the run with its own settings; ignored: {', '.join(ignored)} (--resume "
-                f"takes only {', '.join(taken)} from the command line)")
-        for tmp in remove_stale_temps(out, ["latest.pt", "best.pt", "weights.pt"]) if is_main else []:
-            log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")
+        _say_housekeeping(log, out, earlier, ignored, is_main)
         run = _setup_run(config, out, resume_state, init_weights, device, distributed, log, command_line)
         state = _restore(run, resume_state)
         if is_main:
             _announce(run)
             if config.recipe:
-                run.log(describe(config, default_given(config) if given is None else given))
+                run.log(describe(config, chosen))
         metrics_file = files.enter_context(open(out / "metrics.jsonl", "a", encoding="utf-8")) if is_main else None
         state.started += time.time()
         _train_epochs(run, state, console, metrics_file)
