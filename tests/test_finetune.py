@@ -50,12 +50,7 @@ def dataset(tmp_path_factory) -> Path:
     return make_rect_dataset(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 def _records(run: Path) -> list[dict]:

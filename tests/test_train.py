@@ -48,14 +48,9 @@ def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """64 px crops gain nothing from intra-op threads, and oversubscribed threads (another process
-    busy on the same cores) make CPU training many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# 64 px crops gain nothing from intra-op threads, and oversubscribed threads (another process busy on
+# the same cores) make CPU training many times slower.
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 def small_config(data: Path, out: Path, **overrides) -> TrainConfig:
