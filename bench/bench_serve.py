@@ -148,11 +148,11 @@ def main() -> None:
 
     from dbcli.cpu import tune_malloc
     from dbcli.inference.detect_files import detect_files as detect
-    from dbcli.inference.loading import load
+    from dbcli.inference.loading import load as load_model_and_settings
     from dbcli.inference.options import InferenceOptions
 
     tune_malloc()
-    model, settings = load(InferenceOptions(weights=args.weights, device="cpu"))
+    model, settings = load_model_and_settings(InferenceOptions(weights=args.weights, device="cpu"))
     quiet = Console(quiet=True)
     servers = [("serve (CPU default: --max-batch 1)", 1, levels)]
     if not args.no_compare:
