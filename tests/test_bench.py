@@ -4,6 +4,7 @@ read by people (bench/README.md), never asserted: speed is not tested here."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,20 @@ def test_bench_finetune_runs(tmp_path):
     for row in ("case docs: test part 2 images", "general (the start)", "fine-tuned weights.pt", "hmean points",
                 "weights.pt = "):
         assert row in out, row
+
+
+def test_bench_serve_runs(tmp_path):
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(Path(__file__).resolve().parent.parent / "examples" / "street_sign.jpg", images)
+    out = run_bench("bench_serve.py", "--images", str(images), "--requests", "2", "--clients", "1,2", "--rounds", "1",
+                    "--loops", "1", "--no-compare", tmp_path=tmp_path)
+    assert "| serve (CPU default: --max-batch 1) | 2 |" in out and "| dbnet detect" in out
+
+
+def test_bench_scale_runs(tmp_path):
+    out = run_bench("bench_scale.py", "--repeats", "1", "--synthetic", "1", "--skip-8000", "--only", "nine",
+                    tmp_path=tmp_path)
+    assert "| 2262x3000, nine forms, 14 px | policy |" in out and "fixed 736" in out
