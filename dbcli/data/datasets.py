@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbcli.data import formats as dataset_formats  # td500 / totaltext / ctw1500
+from dbcli.data import formats  # td500 / totaltext / ctw1500
 from dbcli.data.sample import Sample, leading_numbers, list_images, parse_icdar_gt, read_text_lines  # noqa: F401 (public here)
 from dbcli.errors import DBNetError
 
@@ -90,8 +90,8 @@ def load_custom(root: Path, split: str) -> list[Sample]:
 
 
 def _loader(name: str):
-    loaders = {"icdar15": load_icdar15, "custom": load_custom, "td500": dataset_formats.load_td500,
-               "totaltext": dataset_formats.load_totaltext, "ctw1500": dataset_formats.load_ctw1500}
+    loaders = {"icdar15": load_icdar15, "custom": load_custom, "td500": formats.load_td500,
+               "totaltext": formats.load_totaltext, "ctw1500": formats.load_ctw1500}
     if name not in loaders:
         raise DBNetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return loaders[name]
