@@ -128,6 +128,44 @@ def test_a_checkpoint_that_beats_the_start_is_kept_not_the_last_one(dataset, tmp
         run / "train.log").read_text()
 
 
+def test_candidates_are_compared_at_their_own_best_thresholds(dataset, tmp_path, monkeypatch):
+    """Scripted sweeps: the epoch-1 checkpoint scores below the start at the run's thresholds (0.3 vs
+    0.5) but above it at its own best pair (0.8 at 0.5 / 0.65; the start's best is 0.55), the epoch-2
+    one 0.6 at both: weights.pt is the epoch-1 checkpoint with the thresholds it was judged at."""
+    def row(thresh: float, box_thresh: float, hmean: float) -> dict:
+        return {"thresh": thresh, "box_thresh": box_thresh, "precision": hmean, "recall": hmean, "hmean": hmean,
+                "num_gt": 4, "num_det": 4, "num_matched": 2, "num_images": 4, "image_counts": [[1, 1, 1]] * 4}
+
+    scripted = iter([(0.5, row(0.4, 0.6, 0.55)), (0.3, row(0.5, 0.65, 0.8)), (0.6, row(0.3, 0.6, 0.6))])
+
+    def fake_pick(model, samples, images, device, short_side, post, amp_dtype) -> dict:
+        current, best = next(scripted)
+        return {**best, "current": row(post.thresh, post.box_thresh, current), "seconds": 0.0}
+
+    monkeypatch.setattr(loop, "pick_thresholds", fake_pick)
+    start = tmp_path / "start.pt"
+    torch.manual_seed(1)
+    save_weights(start, loop.DBNet(loop.ModelConfig()), half=False, postprocess={"thresh": 0.3, "box_thresh": 0.6})
+    run = tmp_path / "run"
+    train(finetune_config(dataset, run, start, optimizer="adamw", lr=1e-3, epochs=2, batch_size=2,
+                          pick_thresholds=True))
+    records = _records(run)
+    assert [r.get("val_hmean") for r in records] == [0.5, 0.3, 0.6]
+    assert [r.get("val_picked_hmean") for r in records] == [0.55, 0.8, 0.6]
+    saved = load_weights(run / "weights.pt")
+    best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 1
+    params = [k for k in saved["state_dict"] if k.endswith("weight")]
+    assert _same(saved["state_dict"], best["model_state"], params)
+    assert (saved["postprocess"]["thresh"], saved["postprocess"]["box_thresh"]) == (0.5, 0.65)
+    assert saved["metrics"]["selected"]["which"] == "the checkpoint of epoch 1, step 3"
+    log = (run / "train.log").read_text()
+    assert "at its best thresholds on this split (0.5 / 0.65): P 0.800 R 0.800 hmean 0.800" in log
+    assert "(val hmean 0.800; the start 0.550" in log and "each at its best thresholds" in log
+    assert "thresholds re-picked on the validation split: thresh 0.5, box_thresh 0.65 (val hmean 0.800; " \
+           "0.300 at 0.3 / 0.6)" in log
+
+
 def test_threshold_branch_warm_up_leaves_everything_else_unchanged(dataset, tmp_path):
     """A converted-style file (threshold head = a copy of the probability head): the recipe gives it a
     threshold-branch warm-up, during which every other parameter and BatchNorm statistic stays the
@@ -153,6 +191,52 @@ def test_threshold_branch_warm_up_leaves_everything_else_unchanged(dataset, tmp_
     trained = load_weights(run / "weights.pt")
     assert not threshold_branch_is_copy(trained)
     assert apply_recipe(TrainConfig(init_weights="x"), trained, frozenset()).head_warmup_steps == 0
+
+
+def test_reset_threshold_branch_starts_as_a_constant_map_that_can_learn(dataset, tmp_path):
+    """A threshold head that copies the probability head outputs the saturated probability map, so the
+    binary map is 0.5 everywhere and the head's gradients vanish; reset, it outputs the inference
+    threshold at every pixel, the binary map is the probability map binarised there, and the threshold
+    loss moves its head with a gradient many times larger."""
+    from dbcli.training.finetune import reset_thresh_branch
+    from dbcli.training.losses import LossConfig, db_loss
+
+    torch.manual_seed(4)
+    model = loop.DBNet(loop.ModelConfig()).train()
+    model.thresh_head.load_state_dict(model.prob_head.state_dict())
+    image = torch.randn(2, 3, 64, 64)
+    target = torch.rand(2, 64, 64) * 0.4 + 0.3  # threshold labels live in [0.3, 0.7]
+    batch = {"gt": (torch.rand(2, 64, 64) > 0.8).float(), "mask": torch.ones(2, 64, 64),
+             "thresh_map": target, "thresh_mask": torch.ones(2, 64, 64)}
+
+    def head_grad() -> tuple[dict, float]:
+        model.zero_grad()
+        out = model(image)
+        db_loss(out, batch, LossConfig())["loss_thresh"].backward()
+        return out, float(model.thresh_head.body[-1].bias.grad.abs())  # how fast the map's level moves
+
+    copy_out, copy_grad = head_grad()
+    assert torch.allclose(copy_out["thresh"], copy_out["prob"])
+    reset_thresh_branch(model, 0.3)
+    out, reset_grad = head_grad()
+    assert torch.allclose(out["thresh"], torch.full_like(out["thresh"], 0.3), atol=1e-6)
+    assert torch.allclose(out["binary"], torch.sigmoid(50 * (out["prob"] - 0.3)), atol=1e-5)
+    assert reset_grad > 5 * copy_grad
+
+    # the recipe resets a converted-style file's branch at the run's thresh, and says so; not a trained one's
+    model.thresh_head.load_state_dict(model.prob_head.state_dict())
+    start = save_weights(tmp_path / "converted.pt", model, half=False)
+    run = tmp_path / "run"
+    config = small_config(dataset, run, init_weights=str(start), val_fraction=0.0, max_steps=1, crop_size=64,
+                          batch_size=2, head_warmup_steps=0, lr=0.0)
+    train(config, given=frozenset({"max_steps", "crop_size", "batch_size", "val_fraction", "init_weights",
+                                   "head_warmup_steps", "lr"}))
+    state = torch.load(run / "latest.pt", map_location="cpu", weights_only=True)
+    assert state["config"]["reset_thresh_branch"] is True
+    assert not state["model_state"]["thresh_head.body.6.weight"].any()  # lr 0: still the reset head
+    assert "threshold branch reset to a constant map at 0.3" in (run / "train.log").read_text()
+    assert apply_recipe(TrainConfig(init_weights="x"), load_weights(save_planted(tmp_path / "p.pt")),
+                        frozenset()).reset_thresh_branch is False
 
 
 def test_thresholds_are_re_picked_on_the_validation_split_and_stored(dataset, tmp_path):

@@ -65,6 +65,8 @@ class SweepResult:
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    # (thresh, box_thresh) -> the per-image matches behind its row (for per-image statistics)
+    matches: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {"best": self.best, "rows": self.rows, "thresh_grid": list(self.thresholds),
@@ -119,7 +121,7 @@ class _SweepAccumulator:
         rows = [{"thresh": t, "box_thresh": b, **summarize(self.results[(t, b)]).to_dict()}
                 for t in self.threshes for b in self.box_threshes]
         best = max(enumerate(rows), key=lambda ir: (ir[1]["hmean"], ir[1]["precision"], -ir[0]))[1]
-        return SweepResult(rows, best, self.threshes, self.box_threshes, **extra)
+        return SweepResult(rows, best, self.threshes, self.box_threshes, matches=self.results, **extra)
 
 
 def sweep_maps(items: Iterable[tuple[list, list[bool], np.ndarray, int, int]],

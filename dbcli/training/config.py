@@ -177,6 +177,17 @@ class TrainConfig:
                  "branch is a copy of its probability branch (a converted PaddleOCR model), else 0.",
         ),
     ] = None
+    reset_thresh_branch: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--reset-thresh-branch/--no-reset-thresh-branch",
+            show_default=False,
+            help="Start the threshold branch as a constant map at the validation --thresh (its last layer's "
+                 "weights zeroed), so that the binary map is the probability map binarised as at inference "
+                 "from the first step. Default with the recipe: on when the --init-weights file's threshold "
+                 "branch is a copy of its probability branch (a converted PaddleOCR model), else off.",
+        ),
+    ] = None
     scale_reference: Annotated[
         Optional[int],
         typer.Option(

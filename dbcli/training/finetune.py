@@ -1,9 +1,11 @@
-"""Fine-tuning's own steps, wired in by ``dbcli.training.loop``: the threshold-branch warm-up
-(``set_head_warmup``), the final choice between the start and the checkpoints (``selection_message``)
-and the thresholds re-picked on the validation split (``pick_thresholds``)."""
+"""Fine-tuning's own steps, wired in by ``dbcli.training.loop``: the threshold branch's start
+(``reset_thresh_branch``) and warm-up (``set_head_warmup``), the thresholds each candidate is judged
+at on the validation split (``pick_thresholds``) and the final choice between the start and the
+checkpoints (``selection_message``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -13,7 +15,7 @@ import torch
 from dbcli.data.sample import Sample
 from dbcli.models import DBNet
 from dbcli.postprocess.boxes import PostConfig
-from dbcli.training.selection import hmean_se, paired_difference_se
+from dbcli.training.selection import hmean_se, image_counts, paired_difference_se
 
 HEAD = "thresh_head."
 THRESH_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
@@ -32,11 +34,27 @@ def set_head_warmup(model: DBNet, on: bool) -> None:
                 child.eval()
 
 
+def reset_thresh_branch(model: DBNet, level: float) -> None:
+    """Make the threshold head output ``level`` (in (0, 1)) at every pixel: its last transposed conv's
+    weights zeroed and its bias set to ``logit(level)``. The binary map ``sigmoid(k (P - T))`` then
+    starts as the probability map binarised at ``level``, the inference threshold, instead of the 0.5
+    everywhere of a threshold branch that copies the probability branch; the earlier layers of the
+    head get gradients again once the first step has moved the zeroed weights."""
+    level = min(max(level, 0.01), 0.99)
+    last = model.thresh_head.body[-1]
+    assert isinstance(last, torch.nn.ConvTranspose2d) and last.bias is not None
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(math.log(level / (1.0 - level)))
+
+
 def pick_thresholds(model: DBNet, samples: Sequence[Sample], images: Sequence[np.ndarray] | None,
                     device: torch.device, short_side: int, post: PostConfig, amp_dtype) -> dict:
     """Sweep thresh x box_thresh (``THRESH_GRID`` x ``BOX_THRESH_GRID``, plus ``post``'s own pair) on
     the validation ``samples`` with the network run once per image; returns the sweep's best row
-    (``thresh``, ``box_thresh``, ``hmean``, ...) and the row at ``post``'s pair under ``"current"``."""
+    (``thresh``, ``box_thresh``, ``hmean``, ...) and the row at ``post``'s pair under ``"current"``,
+    each with ``image_counts`` (ground truth, detections, matched per image: see
+    ``dbcli.training.selection``)."""
     from dbcli.evaluation.scoring import iter_prob_maps
     from dbcli.evaluation.sweep import sweep_maps
     from dbcli.inference.settings import Settings
@@ -52,9 +70,12 @@ def pick_thresholds(model: DBNet, samples: Sequence[Sample], images: Sequence[np
                             box_threshes=box_threshes, threshes=threshes, post=post)
     finally:
         model.train()
+    def with_counts(row: dict) -> dict:
+        return {**row, "image_counts": image_counts(result.matches[(row["thresh"], row["box_thresh"])]).tolist()}
+
     current = next(r for r in result.rows if r["thresh"] == post.thresh and r["box_thresh"] == post.box_thresh)
     best = result.best if result.best["hmean"] > current["hmean"] else current  # ties: keep the run's pair
-    return {**best, "current": current, "seconds": result.seconds}
+    return {**with_counts(best), "current": with_counts(current), "seconds": result.seconds}
 
 
 def picked_post(post: PostConfig, picked: dict) -> PostConfig:
@@ -67,6 +88,11 @@ def selection_message(selection: dict) -> str:
     start, best, checkpoint = selection["start"], selection["best"], selection.get("checkpoint")
     start_counts = np.asarray(start["counts"], np.int64).reshape(-1, 3)
     se = hmean_se(start_counts)
+    how = "; each at its best thresholds on the validation split" if "thresholds" in start else ""
+    return _which_message(start, best, checkpoint, start_counts, se) + how
+
+
+def _which_message(start: dict, best: dict, checkpoint: dict | None, start_counts: np.ndarray, se: float) -> str:
     if best["label"] == "the start":
         if checkpoint is None:
             return f"weights.pt = the start (val hmean {start['hmean']:.3f} +- {se:.3f}): no checkpoint was validated"

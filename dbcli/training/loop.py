@@ -33,13 +33,19 @@ from dbcli.data.image_cache import cache_images, default_budget_mb
 from dbcli.data.labels import make_targets
 from dbcli.device import init_distributed, pick_device, world
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_torch_save, remove_stale_temps
+from dbcli.fileio import atomic_torch_save, atomic_write_json, remove_stale_temps
 from dbcli.imaging import normalize, read_image
 from dbcli.models import DBNet, ModelConfig, count_parameters
 from dbcli.postprocess.boxes import PostConfig, post_config_from
 from dbcli.progress import plural, progress_bar
 from dbcli.training.config import RESUME_KEEPS, TrainConfig, check_config, ignored_on_resume, option
-from dbcli.training.finetune import pick_thresholds, picked_post, selection_message, set_head_warmup
+from dbcli.training.finetune import (
+    pick_thresholds,
+    picked_post,
+    reset_thresh_branch,
+    selection_message,
+    set_head_warmup,
+)
 from dbcli.training.losses import LossConfig, db_loss
 from dbcli.training.pretrained import load_backbone_state
 from dbcli.training.recipe import HEAD_WARMUP_MAX_SHARE, apply_recipe, default_given, describe
@@ -351,7 +357,8 @@ def _starting_weights(config: TrainConfig, resume_state: dict | None, given: fro
     if resume_state is not None:
         return replace(config, recipe=bool(config.recipe), head_warmup_steps=config.head_warmup_steps or 0,
                        scale_reference=config.scale_reference or 0,
-                       pick_thresholds=bool(config.pick_thresholds)), None
+                       pick_thresholds=bool(config.pick_thresholds),
+                       reset_thresh_branch=bool(config.reset_thresh_branch)), None
     init_weights = None
     if config.init_weights:
         if config.pretrained_backbone:
@@ -467,7 +474,13 @@ def _initial_model(config: TrainConfig, init_weights: dict | None, log: RunLog) 
     if init_weights is None:
         return None
     log(f"starting from the weights in {config.init_weights} (fine-tuning: new optimizer and schedule)")
-    return build_model(init_weights).train()
+    model = build_model(init_weights).train()
+    if config.reset_thresh_branch:
+        level = run_post_config(config.post, init_weights).thresh
+        reset_thresh_branch(model, level)
+        log(f"threshold branch reset to a constant map at {level:g} (the binary map starts as the probability "
+            f"map binarised at {level:g})")
+    return model
 
 
 def _build_model(config: TrainConfig, initial_model: DBNet | None, resume_state: dict | None, device: torch.device,
@@ -681,21 +694,36 @@ def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict)
     fine-tuning run's start included, so a checkpoint must beat it to be kept)."""
     config, post = run.config, run.post
     t_val = time.time()
-    counts = validate(run.model, run.val_samples, run.val_images, run.device, config.val_short_side, post,
-                      run.amp_dtype)
+    picked = None
+    if config.init_weights and config.pick_thresholds:  # each candidate judged at its own best thresholds
+        picked = pick_thresholds(run.model, run.val_samples, run.val_images, run.device, config.val_short_side,
+                                 post, run.amp_dtype)
+        counts = {k: v for k, v in picked["current"].items() if k not in ("thresh", "box_thresh")}
+    else:
+        counts = validate(run.model, run.val_samples, run.val_images, run.device, config.val_short_side, post,
+                          run.amp_dtype)
     state.last_val = {k: v for k, v in counts.items() if k != "image_counts"}
     last_val = state.last_val
     name = "epoch 0 (the start)" if epoch < 0 else f"epoch {epoch + 1}"
     record.update({f"val_{k}": v for k, v in last_val.items()}, val_s=time.time() - t_val)
-    run.log(f"{name}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
+    line = (f"{name}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
             f"hmean {last_val['hmean']:.3f} (thresh {post.thresh:g}, box_thresh {post.box_thresh:g})")
-    if last_val["capped_images"]:
+    if picked is not None:
+        record.update(val_picked_hmean=picked["hmean"], val_picked_thresh=picked["thresh"],
+                      val_picked_box_thresh=picked["box_thresh"])
+        line += (f"; at its best thresholds on this split ({picked['thresh']:g} / {picked['box_thresh']:g}): "
+                 f"P {picked['precision']:.3f} R {picked['recall']:.3f} hmean {picked['hmean']:.3f}")
+    run.log(line)
+    if last_val.get("capped_images"):
         run.log(f"{name}: {plural(last_val['capped_images'], 'validation image')} had more than "
                 f"{post.max_candidates} candidate regions (a noisy probability map, usual early in "
                 f"training); only the first {post.max_candidates} were scored")
     entry = {"hmean": last_val["hmean"], "counts": counts["image_counts"], "step": state.step,
              "label": "the start" if epoch < 0 else
              f"the checkpoint of epoch {state.finished_epoch}, step {state.step}"}
+    if picked is not None:
+        entry.update(hmean=picked["hmean"], counts=picked["image_counts"], current_hmean=last_val["hmean"],
+                     thresholds={k: picked[k] for k in ("thresh", "box_thresh", "precision", "recall", "hmean")})
     if config.init_weights:
         if epoch < 0:
             state.selection = {"start": entry, "best": entry}
@@ -706,8 +734,8 @@ def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict)
                 state.selection["checkpoint"] = entry
             if entry["hmean"] > state.selection["best"]["hmean"]:
                 state.selection["best"] = entry
-    if last_val["hmean"] > state.best_hmean:
-        state.best_hmean = last_val["hmean"]
+    if entry["hmean"] > state.best_hmean:
+        state.best_hmean = entry["hmean"]
         save_checkpoint(run, state, run.out / "best.pt", state.finished_epoch, last_val)
 
 
@@ -761,14 +789,18 @@ def _select_final(run: Run, state: RunState) -> dict:
               "start_val_hmean": selection["start"]["hmean"], "message": message,
               "val_images": len(best["counts"])}
     if config.pick_thresholds:
-        picked = pick_thresholds(run.model, run.val_samples, run.val_images, run.device, config.val_short_side,
-                                 run.post, run.amp_dtype)
-        current = picked.pop("current")
+        if "thresholds" in best:  # picked when it was validated
+            picked, current_hmean = best["thresholds"], best["current_hmean"]
+        else:  # a run resumed from a checkpoint of an older version
+            swept = pick_thresholds(run.model, run.val_samples, run.val_images, run.device, config.val_short_side,
+                                    run.post, run.amp_dtype)
+            picked = {k: swept[k] for k in ("thresh", "box_thresh", "precision", "recall", "hmean")}
+            current_hmean = swept["current"]["hmean"]
         run.log(f"thresholds re-picked on the validation split: thresh {picked['thresh']:g}, box_thresh "
-                f"{picked['box_thresh']:g} (val hmean {picked['hmean']:.3f}; {current['hmean']:.3f} at "
-                f"{run.post.thresh:g} / {run.post.box_thresh:g}; {picked['seconds']:.0f} s)")
+                f"{picked['box_thresh']:g} (val hmean {picked['hmean']:.3f}; {current_hmean:.3f} at "
+                f"{run.post.thresh:g} / {run.post.box_thresh:g})")
         run.post = picked_post(run.post, picked)
-        chosen["thresholds"] = {k: picked[k] for k in ("thresh", "box_thresh", "precision", "recall", "hmean")}
+        chosen["thresholds"] = picked
     return chosen
 
 
@@ -802,7 +834,7 @@ def _prepare_device(config: TrainConfig) -> tuple[torch.device, bool]:
 def _announce(run: Run) -> None:
     """``config.json`` and the run's first log line (main process)."""
     config, out = run.config, run.out
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    atomic_write_json(out / "config.json", asdict(config))
     run.log(f"run {out}: {config.arch} ({count_parameters(run.model) / 1e6:.2f}M params) on {run.device}, "
             f"amp={run.amp_dtype}, {len(run.train_samples)} train / {len(run.val_samples)} val images, "
             f"{run.steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x "
