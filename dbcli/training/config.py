@@ -203,8 +203,9 @@ class TrainConfig:
         typer.Option(
             "--pick-thresholds/--no-pick-thresholds",
             show_default=False,
-            help="At the end, sweep thresh x box_thresh on the validation split and store the best pair in "
-                 "weights.pt. Default with the recipe: on unless --thresh / --box-thresh are given.",
+            help="Judge the start and every checkpoint at its own best thresh x box_thresh on the validation "
+                 "split (one network pass, then a sweep) and store the chosen one's pair in weights.pt. "
+                 "Default with the recipe: on unless --thresh / --box-thresh are given.",
         ),
     ] = None
 

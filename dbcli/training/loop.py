@@ -688,29 +688,24 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
     return {"batches": batches, "sums": sums, "count": count, "seen": seen, "t_epoch": t_epoch}
 
 
-def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict) -> None:
-    """Validate after ``epoch`` (main process; ``epoch`` -1: the starting weights, before the first
-    step), add the figures to ``record`` and write ``best.pt`` when the hmean is the best so far (a
-    fine-tuning run's start included, so a checkpoint must beat it to be kept)."""
-    config, post = run.config, run.post
-    t_val = time.time()
-    picked = None
-    if config.init_weights and config.pick_thresholds:  # each candidate judged at its own best thresholds
+def _measure_validation(run: Run) -> tuple[dict, dict | None]:
+    """The validation figures at the run's thresholds (with ``image_counts``), and with
+    ``--pick-thresholds`` in a fine-tuning run the sweep's best pair (``pick_thresholds``'s row), at
+    which each candidate is judged; else None."""
+    config = run.config
+    if config.init_weights and config.pick_thresholds:
         picked = pick_thresholds(run.model, run.val_samples, run.val_images, run.device, config.val_short_side,
-                                 post, run.amp_dtype)
-        counts = {k: v for k, v in picked["current"].items() if k not in ("thresh", "box_thresh")}
-    else:
-        counts = validate(run.model, run.val_samples, run.val_images, run.device, config.val_short_side, post,
-                          run.amp_dtype)
-    state.last_val = {k: v for k, v in counts.items() if k != "image_counts"}
-    last_val = state.last_val
-    name = "epoch 0 (the start)" if epoch < 0 else f"epoch {epoch + 1}"
-    record.update({f"val_{k}": v for k, v in last_val.items()}, val_s=time.time() - t_val)
+                                 run.post, run.amp_dtype)
+        return {k: v for k, v in picked["current"].items() if k not in ("thresh", "box_thresh")}, picked
+    return validate(run.model, run.val_samples, run.val_images, run.device, config.val_short_side, run.post,
+                    run.amp_dtype), None
+
+
+def _log_validation(run: Run, name: str, last_val: dict, picked: dict | None) -> None:
+    post = run.post
     line = (f"{name}: val P {last_val['precision']:.3f} R {last_val['recall']:.3f} "
             f"hmean {last_val['hmean']:.3f} (thresh {post.thresh:g}, box_thresh {post.box_thresh:g})")
     if picked is not None:
-        record.update(val_picked_hmean=picked["hmean"], val_picked_thresh=picked["thresh"],
-                      val_picked_box_thresh=picked["box_thresh"])
         line += (f"; at its best thresholds on this split ({picked['thresh']:g} / {picked['box_thresh']:g}): "
                  f"P {picked['precision']:.3f} R {picked['recall']:.3f} hmean {picked['hmean']:.3f}")
     run.log(line)
@@ -718,25 +713,51 @@ def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict)
         run.log(f"{name}: {plural(last_val['capped_images'], 'validation image')} had more than "
                 f"{post.max_candidates} candidate regions (a noisy probability map, usual early in "
                 f"training); only the first {post.max_candidates} were scored")
-    entry = {"hmean": last_val["hmean"], "counts": counts["image_counts"], "step": state.step,
+
+
+def _selection_entry(state: RunState, epoch: int, counts: dict, picked: dict | None) -> dict:
+    """One candidate for ``weights.pt``: its hmean (at its best thresholds when ``picked``), per-image
+    counts and label."""
+    entry = {"hmean": counts["hmean"], "counts": counts["image_counts"], "step": state.step,
              "label": "the start" if epoch < 0 else
              f"the checkpoint of epoch {state.finished_epoch}, step {state.step}"}
     if picked is not None:
-        entry.update(hmean=picked["hmean"], counts=picked["image_counts"], current_hmean=last_val["hmean"],
+        entry.update(hmean=picked["hmean"], counts=picked["image_counts"], current_hmean=counts["hmean"],
                      thresholds={k: picked[k] for k in ("thresh", "box_thresh", "precision", "recall", "hmean")})
-    if config.init_weights:
-        if epoch < 0:
-            state.selection = {"start": entry, "best": entry}
-            line, _ = noise_line(np.asarray(entry["counts"], np.int64).reshape(-1, 3))
-            run.log(line)
-        elif state.selection:
-            if entry["hmean"] > state.selection.get("checkpoint", {}).get("hmean", -1.0):
-                state.selection["checkpoint"] = entry
-            if entry["hmean"] > state.selection["best"]["hmean"]:
-                state.selection["best"] = entry
+    return entry
+
+
+def _add_candidate(run: Run, state: RunState, epoch: int, entry: dict) -> None:
+    """A fine-tuning run's record of the start (``epoch`` -1), its best checkpoint and the best of all."""
+    if epoch < 0:
+        state.selection = {"start": entry, "best": entry}
+        line, _ = noise_line(np.asarray(entry["counts"], np.int64).reshape(-1, 3))
+        run.log(line)
+    elif state.selection:
+        if entry["hmean"] > state.selection.get("checkpoint", {}).get("hmean", -1.0):
+            state.selection["checkpoint"] = entry
+        if entry["hmean"] > state.selection["best"]["hmean"]:
+            state.selection["best"] = entry
+
+
+def _validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict) -> None:
+    """Validate after ``epoch`` (main process; ``epoch`` -1: the starting weights, before the first
+    step), add the figures to ``record`` and write ``best.pt`` when the hmean is the best so far (a
+    fine-tuning run's start included, so a checkpoint must beat it to be kept)."""
+    t_val = time.time()
+    counts, picked = _measure_validation(run)
+    state.last_val = {k: v for k, v in counts.items() if k != "image_counts"}
+    record.update({f"val_{k}": v for k, v in state.last_val.items()}, val_s=time.time() - t_val)
+    if picked is not None:
+        record.update(val_picked_hmean=picked["hmean"], val_picked_thresh=picked["thresh"],
+                      val_picked_box_thresh=picked["box_thresh"])
+    _log_validation(run, "epoch 0 (the start)" if epoch < 0 else f"epoch {epoch + 1}", state.last_val, picked)
+    entry = _selection_entry(state, epoch, counts, picked)
+    if run.config.init_weights:
+        _add_candidate(run, state, epoch, entry)
     if entry["hmean"] > state.best_hmean:
         state.best_hmean = entry["hmean"]
-        save_checkpoint(run, state, run.out / "best.pt", state.finished_epoch, last_val)
+        save_checkpoint(run, state, run.out / "best.pt", state.finished_epoch, state.last_val)
 
 
 def _validates(run: Run, state: RunState, epoch: int, epoch_complete: bool, count: int) -> bool:
