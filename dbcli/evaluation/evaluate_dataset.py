@@ -1,5 +1,5 @@
 """``dbnet eval``'s work once its options are parsed: pick the images (``select_samples``), load the
-model where every command does (``dbcli.inference.loading.load``), score it (``evaluate_model``) or
+model where every command does (``dbcli.engine.load.load``), score it (``evaluate_model``) or
 sweep its thresholds (``sweep_model``), or score a predictions file; print the tables
 (``dbcli.evaluation.tables``) and write ``--json``."""
 
@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from dbcli import defaults
+from dbcli.backends.base import Model
 from dbcli.data.datasets import DATASETS, load_samples, split_holdout
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.evaluation.scoring import Warn
-from dbcli.inference.backend import Model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.settings import Settings
 from dbcli.progress import plural
 
 CURVED_DATASETS = ("totaltext", "ctw1500")
@@ -134,7 +134,7 @@ def eval_inference_options(o: EvalOptions) -> InferenceOptions:
 
 
 def _load(o: EvalOptions, warn: Warn) -> tuple[Model, Settings]:
-    from dbcli.inference.loading import load
+    from dbcli.engine.load import load
 
     model, settings = load(eval_inference_options(o))
     overlap = _overlap_warning({"train": model.train}, o.dataset, o.split, o.holdout_from_train, o.seed)
@@ -204,7 +204,7 @@ def json_target(path: str | Path | None) -> Path | None:
     inside it, ``-`` is stdout (``dbcli.outputs.output_file``)."""
     if path is None:
         return None
-    from dbcli.outputs import output_file
+    from dbcli.outputs.paths import output_file
 
     return output_file(path, REPORT_NAME)
 
@@ -217,8 +217,8 @@ def _check_json(o: EvalOptions, samples: Sequence[Any]) -> Path | None:
     if path is None:
         return None
     from dbcli.data.datasets import resolve_root
-    from dbcli.fileio import check_writable
-    from dbcli.outputs import Protected, check_replace, eval_report, is_stdout, shipped_weights
+    from dbcli.outputs.atomic import check_writable
+    from dbcli.outputs.paths import Protected, check_replace, eval_report, is_stdout, shipped_weights
     from dbcli.weights import resolve_weights
 
     protected = Protected().add([o.pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
@@ -241,8 +241,8 @@ def _check_json(o: EvalOptions, samples: Sequence[Any]) -> Path | None:
 def _write_json(path: Path | None, report: dict, console: Any) -> None:
     if path is None:
         return
-    from dbcli.fileio import json_text
-    from dbcli.outputs import is_stdout, write_output
+    from dbcli.outputs.atomic import json_text
+    from dbcli.outputs.paths import is_stdout, write_output
 
     try:
         write_output(path, (json_text(report, indent=1) + "\n").encode("utf-8"))
@@ -258,7 +258,7 @@ def evaluate_dataset(options: EvalOptions) -> dict:
     from rich.console import Console
 
     from dbcli.evaluation.sweep import parse_grid
-    from dbcli.outputs import is_stdout
+    from dbcli.outputs.paths import is_stdout
 
     o = options
     json_path = json_target(o.json_path)

@@ -6,7 +6,7 @@ are dynamic (any H, W: the graph pads to a multiple of 32 and crops back, as the
 The threshold branch is left out: inference needs only P (SPEC, "Differentiable binarization").
 
 An ONNX file carries what ``dbnet detect --backend onnx`` needs in its ``metadata_props`` (read
-without torch by ``dbcli.inference.onnx_backend``): ``dbnet.format``, ``dbnet.model`` (arch, dcn, k),
+without torch by ``dbcli.backends.onnx_backend``): ``dbnet.format``, ``dbnet.model`` (arch, dcn, k),
 ``dbnet.postprocess`` (threshold defaults), ``dbnet.short_side``, ``dbnet.normalization``,
 ``dbnet.source``, ``dbnet.train`` (the weights file's training data, when known) and
 ``dbnet.verified_max_diff``.
@@ -28,8 +28,8 @@ from torch import nn
 
 from dbcli import defaults
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_bytes
 from dbcli.models.fold import fold_batchnorm
+from dbcli.outputs.atomic import atomic_write_bytes
 
 ONNX_FORMAT = "dbnet-onnx/1"
 TOLERANCE = 1e-4  # max |P_export - P_torch| allowed in fp32 (issue 4)
@@ -116,7 +116,7 @@ def _metadata(weights: dict) -> dict[str, str]:
 
 
 def _ort_session(data: bytes):
-    from dbcli.inference.onnx_backend import make_session
+    from dbcli.backends.onnx_backend import make_session
 
     return make_session(data, device="cpu")
 
@@ -211,8 +211,8 @@ def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: in
     """``export_bytes``, then write ``out`` atomically. Raises ``DBNetError`` (and writes nothing)
     when the export fails or the max difference is ``>= tolerance``, and before any work when ``out``
     is the weights file (or a shipped one) or, unless ``overwrite``, an existing file that is not a
-    dbnet export (``dbcli.outputs``)."""
-    from dbcli.outputs import Protected, check_file_output, model_export, shipped_weights
+    dbnet export (``dbcli.outputs.paths``)."""
+    from dbcli.outputs.paths import Protected, check_file_output, model_export, shipped_weights
     from dbcli.weights import resolve_weights
 
     fmt = fmt.lower()

@@ -260,8 +260,8 @@ def verify(model, source_bytes: bytes) -> float:
     PP-OCR's own input convention."""
     import torch
 
+    from dbcli.backends.onnx_backend import make_session
     from dbcli.imaging import normalize
-    from dbcli.inference.onnx_backend import make_session
 
     images = verification_images()
     session = make_session(source_bytes, device="cpu")
@@ -287,9 +287,9 @@ def convert(source: str | Path, out: str | Path, *, licence: str = "Apache-2.0",
     ``licence`` and ``origin`` (where the file came from) are recorded with it. Raises ``DBNetError``
     (writing nothing) for another model family or when the maps differ by ``tolerance`` or more, and
     before any work when ``out`` is ``source`` or a shipped weights file, or exists and ``overwrite``
-    is off (an existing weights file is earlier work: ``dbcli.outputs``)."""
+    is off (an existing weights file is earlier work: ``dbcli.outputs.paths``)."""
     from dbcli.models import count_parameters
-    from dbcli.outputs import Protected, check_file_output, nothing_ours, shipped_weights
+    from dbcli.outputs.paths import Protected, check_file_output, nothing_ours, shipped_weights
     from dbcli.weights import save_weights
 
     source, out = Path(source), Path(out)

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_bytes, fit_name
-from dbcli.outputs import Protected
+from dbcli.outputs.atomic import atomic_write_bytes, fit_name
+from dbcli.outputs.paths import Protected
 from dbcli.postprocess.boxes import mini_box, order_box
 
 VERTICAL_ASPECT = 1.5  # crops this many times taller than wide are turned to read left to right
@@ -60,7 +60,7 @@ def crop_regions(image: np.ndarray, polygons: Sequence[np.ndarray], rotate_verti
 def crop_name(key: str, number: int) -> str:
     """The file name of a region's crop: ``<key>_<number>.png``, the number (from 1, in the order of
     the detections) with at least 3 digits, so that a folder listing keeps reading order. A name past
-    the 255-byte limit has its stem shortened (``dbcli.fileio.fit_name``)."""
+    the 255-byte limit has its stem shortened (``dbcli.outputs.atomic.fit_name``)."""
     folder, stem = os.path.split(key)
     return os.path.join(folder, fit_name(f"{stem}_{number:03d}.png"))
 

@@ -24,19 +24,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from dbcli import __version__
+from dbcli.backends.base import Model
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.pdf import pdf_pages
+from dbcli.engine.records import Failure, ImageRecord
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.imaging import check_pixels
-from dbcli.inference.backend import Model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.pdf import pdf_pages
-from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.settings import Settings
-from dbcli.inference.writers import detect_json
+from dbcli.outputs.writers import detect_json
 from dbcli.serve.config import ServeConfig
 from dbcli.serve.options import OptionError, RequestOptions, parse_options
 from dbcli.serve.scheduler import Busy, Closed, Job, Scheduler
 from dbcli.serve.uploads import Disconnected, Upload, UploadError, receive_upload
+from dbcli.version import __version__
 
 log = logging.getLogger("dbnet.serve")
 BOMB_WORDS = "-megapixel limit"  # in the engine's message for an image over --max-megapixels
@@ -54,9 +54,9 @@ class Service:
 
 
 def load_service(config: ServeConfig) -> Service:
-    """Load the model and its default settings (``dbcli.inference.loading.load``, as every command)
+    """Load the model and its default settings (``dbcli.engine.load.load``, as every command)
     and start the worker. Raises ``DBNetError`` for weights that cannot be loaded or a bad default."""
-    from dbcli.inference.loading import load
+    from dbcli.engine.load import load
 
     options = config.model_options
     model, settings = load(options)

@@ -33,9 +33,9 @@ from dbcli.data.image_cache import cache_images, default_budget_mb
 from dbcli.data.labels import make_targets
 from dbcli.device import init_distributed, pick_device, world
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_torch_save, atomic_write_json, remove_stale_temps
 from dbcli.imaging import normalize, read_image
 from dbcli.models import DBNet, ModelConfig, count_parameters
+from dbcli.outputs.atomic import atomic_torch_save, atomic_write_json, remove_stale_temps
 from dbcli.postprocess.boxes import PostConfig, post_config_from
 from dbcli.progress import plural, progress_bar
 from dbcli.training.config import RESUME_KEEPS, TrainConfig, check_config, ignored_on_resume, option
@@ -142,9 +142,9 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     as a raw Python warning), and ``image_counts``: (ground truth, detections, matched) per image,
     for the noise figures of ``dbcli.training.selection``. ``images``: the samples' images already
     decoded, else the files are read."""
+    from dbcli.backends.torch_backend import ModuleBackend
+    from dbcli.engine.settings import Settings
     from dbcli.evaluation.scoring import evaluate_model
-    from dbcli.inference.settings import Settings
-    from dbcli.inference.torch_backend import ModuleBackend
 
     def warn(message: str) -> None:  # (only without the in-memory cache, which skips them up front)
         print(f"warning: validation: {message}", file=sys.stderr)

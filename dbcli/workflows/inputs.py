@@ -1,5 +1,5 @@
 """Command-line INPUTs -> what the engine reads: image files as given, folders recursively, glob
-patterns; a PDF file becomes its pages (``dbcli.inference.pdf.PdfPage``)."""
+patterns; a PDF file becomes its pages (``dbcli.engine.pdf.PdfPage``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Union
 
 from dbcli import defaults
+from dbcli.engine.pdf import PdfPage, check_dpi, is_pdf, pdf_pages
 from dbcli.errors import DBNetError
 from dbcli.imaging import IMAGE_EXTENSIONS
-from dbcli.inference.pdf import PdfPage, check_dpi, is_pdf, pdf_pages
 
 Input = Union[Path, PdfPage]  # an image file, or one page of a PDF
 

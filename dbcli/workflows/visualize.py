@@ -1,6 +1,6 @@
 """``dbnet visualize``'s work: detected polygons drawn over each image (or PDF page) with their
 scores, or numbered in reading order, saved as PNG; with ``maps``, also the probability and
-threshold maps as colour heatmaps beside the image (``dbcli.inference.drawing``).
+threshold maps as colour heatmaps beside the image (``dbcli.outputs.drawing``).
 
 Detections come from running the model (the engine of ``dbnet detect``: ``model_detections``) or,
 with ``pred``, from a predictions file written by ``dbnet detect`` (JSON or JSONL, numbered in its
@@ -18,18 +18,18 @@ from typing import Any
 import numpy as np
 
 from dbcli import defaults
+from dbcli.backends.base import Model
+from dbcli.engine.pdf import PdfPage
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.records import Failure, ImageRecord
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.evaluation.predictions import PredictionIndex, load_predictions
-from dbcli.fileio import fit_name
-from dbcli.inference.backend import Model
-from dbcli.inference.drawing import draw_detections, maps_panel, write_png
-from dbcli.inference.inputs import expand_inputs, output_keys
-from dbcli.inference.pdf import PdfPage
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.settings import Settings
-from dbcli.outputs import Protected, shipped_weights
+from dbcli.outputs.atomic import fit_name
+from dbcli.outputs.drawing import draw_detections, maps_panel, write_png
+from dbcli.outputs.paths import Protected, shipped_weights
 from dbcli.progress import plural, progress_bar, warn
+from dbcli.workflows.inputs import expand_inputs, output_keys
 
 Drawn = list[tuple[np.ndarray, float]]  # (points, score) per detection, in drawing order
 
@@ -175,7 +175,7 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
                     maps: bool = False, model: Model | None = None, settings: Settings | None = None, *,
                     console: Any = None, numbers: bool = False, dpi: float = defaults.DPI) -> VisualizeSummary:
     """Write ``<key>.png`` (detections drawn; ``numbers``: numbered in order) and, with ``maps``,
-    ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.inference.inputs.output_keys``,
+    ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.workflows.inputs.output_keys``,
     e.g. ``photo`` or ``report_p3`` for a PDF page rendered at ``dpi``). ``model`` is needed without
     ``pred`` and for ``maps`` (torch backend). A drawing never replaces an input, ``pred`` or a
     weights file: that is refused before any work (``dbcli.outputs.Protected``)."""

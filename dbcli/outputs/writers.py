@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from dbcli.engine.pdf import PdfPage
+from dbcli.engine.records import ImageRecord
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_text, check_writable, fit_name, json_text, replaced_path, sibling
-from dbcli.inference.pdf import PdfPage
-from dbcli.inference.records import ImageRecord
-from dbcli.outputs import in_place, is_stdout, output_file, write_output
+from dbcli.outputs.atomic import atomic_write_text, check_writable, fit_name, json_text, replaced_path, sibling
+from dbcli.outputs.paths import in_place, is_stdout, output_file, write_output
 from dbcli.progress import plural
 
 FORMATS = ("json", "jsonl", "icdar")
@@ -73,7 +73,7 @@ class JsonWriter(Writer):
 
 def partial_path(out: Path) -> Path:
     """Where ``--format jsonl`` streams its lines until the run ends: ``<out>.partial`` (its name
-    shortened when that passes the file-name limit: ``dbcli.fileio.sibling``)."""
+    shortened when that passes the file-name limit: ``dbcli.outputs.atomic.sibling``)."""
     return sibling(out, ".partial")
 
 
@@ -195,7 +195,7 @@ def icdar_lines(result: ImageRecord) -> str:
 
 def icdar_name(file: str | Path | PdfPage) -> str:
     """``res_<stem>.txt``; a PDF page (or its name ``report.pdf#page=3``) gives ``res_report_p3.txt``
-    (a name past the 255-byte limit is shortened: ``dbcli.fileio.fit_name``)."""
+    (a name past the 255-byte limit is shortened: ``dbcli.outputs.atomic.fit_name``)."""
     if isinstance(file, PdfPage):
         return fit_name(f"res_{file.stem}.txt")
     base, sep, page = str(file).rpartition("#page=")

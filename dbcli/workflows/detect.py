@@ -1,12 +1,12 @@
 """``dbnet detect``'s work: images and PDF pages -> text polygons written to an output, for the torch
 and the torch-free ONNX backend.
 
-``detect_files`` in named steps: ``plan_inputs`` (expand the INPUTs, ``dbcli.inference.inputs``; a PDF
+``detect_files`` in named steps: ``plan_inputs`` (expand the INPUTs, ``dbcli.workflows.inputs``; a PDF
 gives its pages; less what a resumed output holds), ``process_share`` (run the engine,
-``dbcli.inference.pipeline.run_pipeline``, over this process's images, write each image's crops when
+``dbcli.engine.pipeline.run_pipeline``, over this process's images, write each image's crops when
 asked for, ``dbcli.postprocess.crops``), under torchrun the merge of every rank's share on rank 0
-(``dbcli.inference.distributed``), all inside ``DetectOutput`` (the output's lock, its writer,
-``dbcli.inference.writers``, and what a failure becomes).
+(``dbcli.workflows.distributed``), all inside ``DetectOutput`` (the output's lock, its writer,
+``dbcli.outputs.writers``, and what a failure becomes).
 
 This module must not import torch at module level: ``--backend onnx`` runs without it. Only the
 multi-process (torchrun) merge imports it, lazily.
@@ -23,17 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from dbcli import defaults
+from dbcli.backends.base import Model
+from dbcli.backends.loading import load_model
+from dbcli.engine.pdf import PdfPage
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.records import Failure, ImageRecord
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
-from dbcli.fileio import acquire_lock, release_lock
-from dbcli.inference.backend import Model
-from dbcli.inference.distributed import describe, merge_ranks, world
-from dbcli.inference.inputs import Input, expand_inputs, input_name, output_keys
-from dbcli.inference.loading import load_model
-from dbcli.inference.pdf import PdfPage
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.settings import Settings
-from dbcli.inference.writers import (
+from dbcli.outputs.atomic import acquire_lock, release_lock
+from dbcli.outputs.paths import (
+    Protected,
+    check_replace,
+    detect_json,
+    detect_jsonl,
+    in_place,
+    is_stdout,
+    shipped_weights,
+)
+from dbcli.outputs.writers import (
     FORMATS,
     JsonlWriter,
     Writer,
@@ -43,17 +50,10 @@ from dbcli.inference.writers import (
     make_writer,
     output_path,
 )
-from dbcli.outputs import (
-    Protected,
-    check_replace,
-    detect_json,
-    detect_jsonl,
-    in_place,
-    is_stdout,
-    shipped_weights,
-)
 from dbcli.postprocess.crops import write_crops
 from dbcli.progress import plural, progress_bar, warn
+from dbcli.workflows.distributed import describe, merge_ranks, world
+from dbcli.workflows.inputs import Input, expand_inputs, input_name, output_keys
 
 
 class DetectInterrupted(DBNetError):
@@ -139,7 +139,7 @@ def _crop_clashes(plan: Plan, crops: Path, protected: Protected) -> None:
 def check_outputs(plan: Plan, out: Path | None, fmt: str, crops: Path | None, weights: str | None,
                   overwrite: bool = False) -> Protected:
     """Refuse, before any work, an output that would replace an input, a weights file or a file that
-    is not ``dbnet detect``'s (the latter unless ``overwrite``): ``dbcli.outputs``. Returns the
+    is not ``dbnet detect``'s (the latter unless ``overwrite``): ``dbcli.outputs.paths``. Returns the
     protected files (crops are checked again as they are written)."""
     files = [item.path if isinstance(item, PdfPage) else item for item in plan.images]
     protected = Protected().add(files, "the input").add([weights], "the weights file")
@@ -335,10 +335,10 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
                  crops: str | Path | None = None, dpi: float = defaults.DPI, overwrite: bool = False) -> DetectSummary:
     """Detect text in ``inputs`` and write ``out`` (see the module doc; with json and jsonl, a folder,
     existing or ending in ``/``, gets ``polygons.json`` / ``polygons.jsonl`` inside it, named in
-    ``DetectSummary.out``). ``model`` and ``settings`` come from ``dbcli.inference.loading.load``.
+    ``DetectSummary.out``). ``model`` and ``settings`` come from ``dbcli.engine.load.load``.
     ``resume`` (jsonl): skip the images already in
     ``<out>.partial`` (an interrupted run) or ``out`` and append the others. ``crops``: a folder for
-    one rectified PNG per detection, ``<key>_<NNN>.png`` (``dbcli.inference.inputs.output_keys``,
+    one rectified PNG per detection, ``<key>_<NNN>.png`` (``dbcli.workflows.inputs.output_keys``,
     numbered from 1 in the detections' order), each named in its detection's ``crop`` entry.
     ``dpi``: the rendering resolution of PDF pages. ``out`` ``-`` is stdout. No output replaces an
     input or a weights file, nor (unless ``overwrite``) an existing file that is not a detect output
