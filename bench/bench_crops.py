@@ -44,7 +44,8 @@ def main() -> None:
     from dbcli.engine.options import InferenceOptions
     from dbcli.engine.pipeline import run_pipeline
     from dbcli.engine.settings import resolve_settings
-    from dbcli.postprocess.crops import crop_regions, write_crops
+    from dbcli.outputs.writers import write_crops
+    from dbcli.postprocess.crops import crop_regions
     from dbcli.postprocess.reading_order import reading_order
     from dbcli.workflows.detect import detect_files
     from dbcli.workflows.inputs import expand_inputs, output_keys

@@ -57,8 +57,8 @@ def main(argv=None) -> int:
         print("# skipped: no CUDA device (torch.cuda.is_available() is False); run this on a GPU machine")
         return 0
 
-    from dbcli.interop.export import fold_batchnorm
     from dbcli.models import DBNet, ModelConfig
+    from dbcli.models.fold import fold_batchnorm
     from dbcli.postprocess.boxes import boxes_from_prob_map
     from dbcli.training.losses import db_loss
 

@@ -62,6 +62,11 @@ def weights_dir() -> Path:
     return Path(__file__).resolve().parent / "shipped_weights"
 
 
+def shipped_files() -> list[Path]:
+    """The weights files shipped with dbnet (never to be replaced by an output: ``dbcli.outputs.paths``)."""
+    return [weights_dir() / w.file for w in SHIPPED]
+
+
 def shipped_names() -> str:
     """``general, icdar15, icdar15-r18, icdar15-mv3``: the short names, for messages and --help."""
     return ", ".join(w.name for w in SHIPPED)

@@ -107,7 +107,7 @@ def test_known_architectures_come_from_the_models_package():
 
 
 def test_export_checks_out_before_exporting(model_files, tmp_path, monkeypatch):
-    import dbcli.interop.export as export_module
+    import dbcli.backends.export as export_module
 
     def too_early(*args, **kwargs):
         raise AssertionError("exported before --out was checked")

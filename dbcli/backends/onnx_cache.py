@@ -2,7 +2,7 @@
 
 ``dbnet detect``'s default backend on a CPU (``auto``) is onnxruntime: it stays fast when other
 processes share the cores, where PyTorch's OpenMP threads do not (bench/README.md, "Shared CPUs").
-The first run on a weights file exports it (``dbcli.interop.export.export_bytes``: BN folded, verified
+The first run on a weights file exports it (``dbcli.backends.export.export_bytes``: BN folded, verified
 against PyTorch to 1e-4) into ``cache_dir()``; later runs load the file, without importing torch.
 
 The cache file's name holds the weights file's SHA-256 (its content, not its name or date), dbnet's
@@ -76,7 +76,7 @@ def cached_onnx_backend(weights: Path, device: str = "cpu", threads: int | None 
                 return backend
         except DBNetError:
             pass  # damaged (a disk error, a foreign file): made again below
-    from dbcli.interop.export import export_bytes
+    from dbcli.backends.export import export_bytes
     from dbcli.outputs.atomic import atomic_write_bytes
 
     data, _, _ = export_bytes(weights, "onnx", extra_metadata={SHA_KEY: sha})

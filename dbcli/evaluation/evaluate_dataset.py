@@ -218,10 +218,10 @@ def _check_json(o: EvalOptions, samples: Sequence[Any]) -> Path | None:
         return None
     from dbcli.data.datasets import resolve_root
     from dbcli.outputs.atomic import check_writable
-    from dbcli.outputs.paths import Protected, check_replace, eval_report, is_stdout, shipped_weights
-    from dbcli.weights import resolve_weights
+    from dbcli.outputs.paths import Protected, check_replace, eval_report, is_stdout
+    from dbcli.weights import resolve_weights, shipped_files
 
-    protected = Protected().add([o.pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
+    protected = Protected().add([o.pred], "the predictions file").add(shipped_files(), "the shipped weights file")
     if o.pred is None:
         protected.add([resolve_weights(eval_inference_options(o).weights)], "the weights file")
     protected.add([s.image_path for s in samples], "the dataset image")

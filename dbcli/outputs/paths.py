@@ -131,13 +131,6 @@ class Protected:
         raise DBNetError(f"{option} {given}: {what} {path} would replace {owner}; choose another {option}")
 
 
-def shipped_weights() -> list[Path]:
-    """The weights files shipped with dbnet (never to be replaced by an output)."""
-    from dbcli.weights import SHIPPED, weights_dir
-
-    return [weights_dir() / w.file for w in SHIPPED]
-
-
 def _head(path: Path, size: int = _SNIFF_BYTES) -> bytes:
     with open(path, "rb") as f:
         return f.read(size)

@@ -38,7 +38,6 @@ from dbcli.outputs.paths import (
     detect_jsonl,
     in_place,
     is_stdout,
-    shipped_weights,
 )
 from dbcli.outputs.writers import (
     FORMATS,
@@ -49,9 +48,10 @@ from dbcli.outputs.writers import (
     icdar_name,
     make_writer,
     output_path,
+    write_crops,
 )
-from dbcli.postprocess.crops import write_crops
 from dbcli.progress import plural, progress_bar, warn
+from dbcli.weights import shipped_files
 from dbcli.workflows.distributed import describe, merge_ranks, world
 from dbcli.workflows.inputs import Input, expand_inputs, input_name, output_keys
 
@@ -143,7 +143,7 @@ def check_outputs(plan: Plan, out: Path | None, fmt: str, crops: Path | None, we
     protected files (crops are checked again as they are written)."""
     files = [item.path if isinstance(item, PdfPage) else item for item in plan.images]
     protected = Protected().add(files, "the input").add([weights], "the weights file")
-    protected.add(shipped_weights(), "the shipped weights file")
+    protected.add(shipped_files(), "the shipped weights file")
     if out is not None and fmt in ("json", "jsonl"):
         protected.check(out, "--out")
         check_replace(out, "--out", detect_json if fmt == "json" else detect_jsonl,

@@ -27,8 +27,9 @@ from dbcli.errors import DBNetError
 from dbcli.evaluation.predictions import PredictionIndex, load_predictions
 from dbcli.outputs.atomic import fit_name
 from dbcli.outputs.drawing import draw_detections, maps_panel, write_png
-from dbcli.outputs.paths import Protected, shipped_weights
+from dbcli.outputs.paths import Protected
 from dbcli.progress import plural, progress_bar, warn
+from dbcli.weights import shipped_files
 from dbcli.workflows.inputs import expand_inputs, output_keys
 
 Drawn = list[tuple[np.ndarray, float]]  # (points, score) per detection, in drawing order
@@ -131,7 +132,7 @@ def protected_paths(paths: list, pred: str | Path | None, model: Model | None) -
     """The files no drawing may replace: the inputs (a PDF page's file), ``pred``, the shipped
     weights file and ``model``'s weights file."""
     protected = Protected().add([p.path if isinstance(p, PdfPage) else p for p in paths], "the input")
-    protected.add([pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
+    protected.add([pred], "the predictions file").add(shipped_files(), "the shipped weights file")
     protected.add([model.info.get("weights") if model is not None else None], "the weights file")
     return protected
 
