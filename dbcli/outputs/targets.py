@@ -1,11 +1,13 @@
-"""What ``dbnet detect`` may write, checked in one call before any work: ``check_detect_outputs``.
+"""What ``dbnet detect`` and ``dbnet visualize`` may write, checked in one call per command before any
+work: ``check_detect_outputs``, ``check_visualize_outputs``.
 
 The call resolves ``--out`` (a folder given for json / jsonl gets ``polygons.json`` inside it:
 ``dbcli.outputs.writers.output_path``) and ``--crops``, checks that the options fit together
 (``--format icdar`` needs a folder, ``--resume`` a JSONL file, stdout takes json or jsonl), that no two
 images would write the same ICDAR file, and that no output replaces an input, a weights file or
 (unless ``--overwrite``) a file that is not ``dbnet detect``'s (``dbcli.outputs.paths``). The files it
-protects go on being checked as the crops are written.
+protects go on being checked as the crops are written. ``dbnet visualize``'s drawings
+(``drawing_paths``) are checked the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbcli.errors import DBNetError
+from dbcli.outputs.atomic import fit_name
 from dbcli.outputs.paths import Protected, check_replace, detect_json, detect_jsonl, in_place, is_stdout
 from dbcli.outputs.writers import FORMATS, PageLike, icdar_name, output_path
 
@@ -116,3 +119,30 @@ def check_detect_outputs(out: str | os.PathLike | None, fmt: str, images: Sequen
     if images:
         _check_files(images, out_path, fmt, crops_path, protected, overwrite)
     return DetectTargets(out_path, crops_path, protected)
+
+
+def drawing_paths(out_dir: Path, key: str, maps: bool) -> list[Path]:
+    """Where ``dbnet visualize``'s drawing of the input with output key ``key`` goes: ``<key>.png`` and,
+    with ``maps``, ``<key>_maps.png`` in ``out_dir``, each name fitted to the 255-byte limit
+    (``fit_name``)."""
+    folder, stem = os.path.split(key)
+    names = [f"{stem}.png"] + ([f"{stem}_maps.png"] if maps else [])
+    return [out_dir / folder / fit_name(name) for name in names]
+
+
+def check_visualize_outputs(out_dir: Path, images: Sequence[Target], *, maps: bool,
+                            pred: str | os.PathLike | None = None, weights: Sequence[str | os.PathLike | None] = (),
+                            shipped: Sequence[Path] = ()) -> Protected:
+    """Every check of ``dbnet visualize``'s outputs, before any work: ``out_dir`` is a folder (or
+    new), and no drawing replaces an input, the predictions file ``pred`` or a weights file (an input
+    folder given as --out). Returns the protected files (checked again as each drawing is written);
+    raises ``DBNetError``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DBNetError(f"{out_dir}: exists and is not a directory")
+    protected = Protected().add([image.file for image in images], "the input")
+    protected.add([pred], "the predictions file").add(shipped, "the shipped weights file")
+    protected.add(weights, "the weights file")
+    for image in images:
+        for target in drawing_paths(out_dir, image.key, maps):
+            protected.check(target, "--out", out_dir, "the drawing")
+    return protected

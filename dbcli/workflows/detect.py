@@ -25,14 +25,13 @@ from typing import Any
 from dbcli import defaults
 from dbcli.backends.base import Model
 from dbcli.backends.loading import load_model
-from dbcli.engine.pdf import PdfPage
 from dbcli.engine.pipeline import run_pipeline
 from dbcli.engine.records import Failure, ImageRecord
 from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.outputs.atomic import acquire_lock, release_lock
 from dbcli.outputs.paths import Protected, in_place
-from dbcli.outputs.targets import Target, check_detect_outputs
+from dbcli.outputs.targets import check_detect_outputs
 from dbcli.outputs.writers import (
     JsonlWriter,
     Writer,
@@ -45,7 +44,7 @@ from dbcli.outputs.writers import (
 from dbcli.progress import plural, progress_bar, warn
 from dbcli.weights import shipped_files
 from dbcli.workflows.distributed import describe, merge_ranks, world
-from dbcli.workflows.inputs import Input, expand_inputs, input_name, output_keys
+from dbcli.workflows.inputs import Input, expand_inputs, input_name, output_keys, output_targets
 
 
 class DetectInterrupted(DBNetError):
@@ -91,12 +90,6 @@ def plan_inputs(inputs: Sequence[str | os.PathLike], dpi: float = defaults.DPI) 
     with the inputs (``dbcli.workflows.inputs``)."""
     images, problems = expand_inputs(inputs, dpi)
     return Plan(images, output_keys(images), problems)
-
-
-def targets_of(plan: Plan) -> list[Target]:
-    """What ``dbcli.outputs.targets.check_detect_outputs`` checks of each image."""
-    return [Target(item.path if isinstance(item, PdfPage) else Path(item), input_name(item), key, item)
-            for item, key in zip(plan.images, plan.keys)]
 
 
 def less_resumed(plan: Plan, out: Path | None, resume: bool) -> Plan:
@@ -292,7 +285,7 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
     model = model if model is not None else load_model()
     fmt = (fmt or "json").lower()
     plan = plan_inputs(inputs, dpi)
-    targets = check_detect_outputs(out, fmt, targets_of(plan), resume=resume, crops=crops,
+    targets = check_detect_outputs(out, fmt, output_targets(plan.images, plan.keys), resume=resume, crops=crops,
                                    weights=[model.info.get("weights")], shipped=shipped_files(), overwrite=overwrite)
     out, crops, protected = targets.out, targets.crops, targets.protected
     plan = less_resumed(plan, out, resume)
