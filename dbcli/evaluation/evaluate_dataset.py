@@ -201,7 +201,7 @@ REPORT_NAME = "eval.json"  # the file --json writes inside a folder
 
 def json_target(path: str | Path | None) -> Path | None:
     """The file ``--json`` names: a folder (``results/``, or an existing one) gets ``eval.json``
-    inside it, ``-`` is stdout (``dbcli.outputs.output_file``)."""
+    inside it, ``-`` is stdout (``dbcli.outputs.paths.output_file``)."""
     if path is None:
         return None
     from dbcli.outputs.paths import output_file

@@ -65,7 +65,7 @@ def output_path(out: str | os.PathLike | None, fmt: str) -> Path | None:
     """The file or folder ``--out`` names for ``fmt``. For json and jsonl, a path that ends in a
     separator (``results/``) or is an existing folder is a folder: the output is
     ``<folder>/polygons.json`` (``.jsonl``) inside it, not a file named ``results``; ``-`` is stdout
-    (``dbcli.outputs.output_file``). For icdar the path is the folder itself."""
+    (``dbcli.outputs.paths.output_file``). For icdar the path is the folder itself."""
     if out is None:
         return None
     if fmt in ("json", "jsonl"):

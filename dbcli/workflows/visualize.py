@@ -154,7 +154,7 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
     ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.workflows.inputs.output_keys``,
     e.g. ``photo`` or ``report_p3`` for a PDF page rendered at ``dpi``). ``model`` is needed without
     ``pred`` and for ``maps`` (torch backend). A drawing never replaces an input, ``pred`` or a
-    weights file: that is refused before any work (``dbcli.outputs.Protected``)."""
+    weights file: that is refused before any work (``dbcli.outputs.targets.check_visualize_outputs``)."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
