@@ -30,7 +30,8 @@ VERSION = 1  # the newest format version this dbnet reads
 
 @dataclass(frozen=True)
 class ShippedWeights:
-    """A weights file shipped in ``weights/`` (installed as ``dbcli/shipped_weights/``), selectable by a short name (``--weights general``)."""
+    """A weights file shipped in ``weights/`` (installed as ``dbcli/shipped_weights/``), selectable by a
+    short name (``--weights general``)."""
 
     name: str
     file: str

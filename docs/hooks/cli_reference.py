@@ -2,7 +2,9 @@
 
 A page that holds the line ``<!-- dbnet-cli-reference -->`` gets it replaced by one section per
 subcommand of ``typer.main.get_command(dbcli.cli.app)``: its help text, usage line and a table of
-every argument and option (names, type, default, help), read from the click objects Typer builds.
+every argument and option (names and metavar; help with default, range and choices), the help
+records that ``dbnet CMD --help`` prints, read from the objects Typer builds (Typer may carry its own
+copy of click, so they are read by their methods, not their classes).
 Nothing is written by hand, so an option added to a command appears here on the next build.
 """
 
@@ -11,8 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any
-
-import click
 
 MARKER = "<!-- dbnet-cli-reference -->"
 
@@ -38,54 +38,32 @@ def cli_reference() -> str:
 
     from dbcli.cli import app
 
-    group = typer.main.get_command(app)
-    parent = click.Context(group, info_name="dbnet")
-    assert isinstance(group, click.Group)
+    group: Any = typer.main.get_command(app)
+    parent = group.context_class(group, info_name="dbnet")
     sections = [_command_section(name, group.commands[name], parent) for name in group.list_commands(parent)]
     return "\n\n".join(sections) + "\n"
 
 
-def _command_section(name: str, command: click.Command, parent: click.Context) -> str:
-    ctx = click.Context(command, info_name=name, parent=parent)
+def _command_section(name: str, command: Any, parent: Any) -> str:
+    ctx = command.context_class(command, info_name=name, parent=parent)
     usage = " ".join(["dbnet", name, *command.collect_usage_pieces(ctx)])
     lines = [f"## `dbnet {name}`", "", _plain(command.help or command.short_help or ""), "",
              "```text", usage, "```", "",
-             "| argument / option | type | default | description |", "| --- | --- | --- | --- |"]
+             "| argument / option | description |", "| --- | --- |"]
     lines += [_param_row(param, ctx) for param in command.get_params(ctx)]
     return "\n".join(lines)
 
 
-def _param_row(param: click.Parameter, ctx: click.Context) -> str:
-    if isinstance(param, click.Option):
-        names = " / ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
-        description = param.help or ""
-    else:
-        names = f"`{(param.human_readable_name or param.name or '').upper()}`"
-        description = getattr(param, "help", None) or ""
-    if param.required:
-        default = "required"
-    elif isinstance(param, click.Option) and param.is_flag and not param.secondary_opts:
-        default = "off" if not param.default else "on"
-    else:
-        default = _default_text(param.get_default(ctx, call=False))
-    return f"| {names} | {_type_name(param)} | {default} | {_cell(description)} |"
-
-
-def _type_name(param: click.Parameter) -> str:
-    if isinstance(param.type, click.Choice):
-        return " \\| ".join(f"`{choice}`" for choice in param.type.choices)
-    if isinstance(param, click.Option) and param.is_flag:
-        return "flag"
-    name = param.type.name.lower()
-    return f"{name} (repeatable)" if param.multiple or param.nargs == -1 else name
-
-
-def _default_text(value: Any) -> str:
-    if value is None or value == () or value == []:
-        return ""
-    if hasattr(value, "value"):  # an Enum member
-        value = value.value
-    return f"`{value}`"
+def _param_row(param: Any, ctx: Any) -> str:
+    """The help record ``dbnet CMD --help`` prints for this parameter (names with metavar; help with
+    default, range and choices), as one table row."""
+    record = param.get_help_record(ctx) if not getattr(param, "hidden", False) else None
+    if record is None:  # a parameter --help does not list (click's plain arguments)
+        record = (param.make_metavar(ctx) if hasattr(param, "make_metavar") else param.name.upper(), "")
+    names, description = record
+    if param.required and "required" not in description:
+        description = f"{description} [required]".strip()
+    return f"| `{names}` | {_cell(description)} |"
 
 
 def _plain(text: str) -> str:
