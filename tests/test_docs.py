@@ -83,3 +83,26 @@ def _env() -> dict[str, str]:
     import os
 
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_the_plots_read_their_figures_from_the_bench_results():
+    """bench/plots.py draws the docs' plots from the tables of bench/README.md: the figures it reads
+    are those tables' cells (a table renamed or reshaped fails here, not in a silent plot)."""
+    from bench.plots import coverage_figures, markdown_tables, speed_figures
+
+    tables = markdown_tables((ROOT / "bench" / "README.md").read_text(encoding="utf-8"))
+    speed = speed_figures(tables)
+    assert set(speed) == {"idle", "one competing process"}
+    for values in speed.values():
+        assert "PP-OCRv4 det" in values and all(v > 0 for v in values.values())
+    assert speed["idle"]["dbcli general, default"] == 7.25  # the bold cell of the idle table
+    coverage = coverage_figures(tables)
+    assert len(coverage) == 3 and all(values["policy"] == 100.0 for values in coverage.values())
+    assert all(0 <= v <= 100 for values in coverage.values() for v in values.values())
+
+
+def test_markdown_tables_keep_escaped_pipes_and_stop_at_the_table_end():
+    from bench.plots import markdown_tables
+
+    text = "intro\n\n| a | b |\n| --- | ---: |\n| x \\| y | **1.5** |\n| z | 2 |\nafter\n| not | a table |\n"
+    assert markdown_tables(text) == [[{"a": "x \\| y", "b": "**1.5**"}, {"a": "z", "b": "2"}]]
