@@ -35,7 +35,7 @@ class ShippedWeights:
 
     name: str
     file: str
-    use: str  # what it is for, one line (shown in --help and the README)
+    use: str  # what it is for, one line (shown in --help)
 
 
 SHIPPED = (
