@@ -1,11 +1,15 @@
-"""A new run's ``--out`` folder: refused when it holds an earlier run (unless ``--overwrite``), and
-never when it would replace the run's own starting weights. Torch-free."""
+"""A run's ``--out`` folder: a new run's refused when it holds an earlier run (unless ``--overwrite``),
+and never when it would replace the run's own starting weights; created, cleared for ``--overwrite``,
+and its housekeeping said in the run's log (``say_housekeeping``). Torch-free."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from dbcli.errors import DBNetError
+from dbcli.fileio import remove_stale_temps
+from dbcli.training.config import RESUME_KEEPS, option
 
 # What a run writes besides train.log (which it appends to): the files an earlier run would lose.
 RUN_FILES = ("latest.pt", "best.pt", "weights.pt", "metrics.jsonl", "config.json")
@@ -45,3 +49,27 @@ def clear_run_folder(out: Path, names: list[str]) -> None:
         except OSError as exc:
             raise DBNetError(f"{out / name}: cannot delete the earlier run's file for --overwrite "
                              f"({exc.strerror or exc})") from None
+
+
+def make_run_folder(out: Path, earlier: list[str]) -> None:
+    """Create ``out`` (a ``DBNetError`` when it cannot be) and delete the ``earlier`` run's files
+    (``--overwrite``)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DBNetError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+    clear_run_folder(out, earlier)
+
+
+def say_housekeeping(log: Callable[[str], None], out: Path, earlier: list[str], ignored: list[str],
+                     is_main: bool) -> None:
+    """The run folder's housekeeping, in the log: an earlier run deleted (``--overwrite``), the options a
+    ``--resume`` ignores, and temp files an interrupted checkpoint write left (removed)."""
+    if earlier:
+        log(f"--overwrite: a new run in {out}; the earlier run's {', '.join(earlier)} deleted")
+    if ignored:
+        taken = [option(name) for name in RESUME_KEEPS if name != "resume"] + ["--thresh", "--box-thresh"]
+        log(f"note: --resume continues the run with its own settings; ignored: {', '.join(ignored)} (--resume "
+            f"takes only {', '.join(taken)} from the command line)")
+    for tmp in remove_stale_temps(out, ["latest.pt", "best.pt", "weights.pt"]) if is_main else []:
+        log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")
