@@ -213,7 +213,7 @@ def test_resumed_run_keeps_its_clock(dataset, tmp_path):
 def test_time_limit_fits_the_lr_schedule_unless_told_not_to(dataset, tmp_path, schedule):
     """--time-limit alone (schedule None, as the CLI passes it) ends the poly decay at the time limit,
     so a run stopped by it ends at a low lr; --no-time-schedule keeps the epochs' schedule and the
-    stop line says the lr it stopped at. The first session's clock is set to 9 min 59.9 s of a
+    stop line says the lr it stopped at. The first session's clock is set to 9 min 59.999 s of a
     10-minute budget, so the second stops after its first step, with no timing in the assertions."""
     run = tmp_path / "run"
     train(small_config(dataset, run, epochs=50, max_steps=1, time_limit=10.0, time_schedule=schedule))
@@ -222,7 +222,7 @@ def test_time_limit_fits_the_lr_schedule_unless_told_not_to(dataset, tmp_path, s
     assert ("ends at the time limit" in log) is (schedule is None)
     assert ("may still be near its peak" in log) is (schedule is False)
     state = _state(run / "latest.pt")
-    state["train_seconds"] = 599.9
+    state["train_seconds"] = 599.999
     torch.save(state, run / "latest.pt")
 
     train(TrainConfig(resume=str(run), workers=0, device="cpu"))
