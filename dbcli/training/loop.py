@@ -30,7 +30,7 @@ from dbcli.training.config import TrainConfig, check_config, ignored_on_resume
 from dbcli.training.finetune import set_head_warmup
 from dbcli.training.losses import db_loss
 from dbcli.training.recipe import default_given, describe
-from dbcli.training.run_folder import check_new_run_folder, make_run_folder, say_housekeeping
+from dbcli.training.run_folder import open_run_folder, say_housekeeping
 from dbcli.training.schedule import budget_spent, in_head_warmup, set_lr
 from dbcli.training.setup import announce, prepare_device, resolve_config, setup_run
 from dbcli.training.state import Run, RunLog, RunState, Stop
@@ -49,12 +49,7 @@ def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | N
     is_main = world()[0] == 0
     console = Console(stderr=True, quiet=not is_main)
     asked, (config, resume_state, init_weights) = config, resolve_config(config, chosen)
-    out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
-    earlier = [] if resume_state is not None else check_new_run_folder(
-        out, config.overwrite, {"--init-weights": config.init_weights,
-                                "--pretrained-backbone": config.pretrained_backbone})
-    if is_main:
-        make_run_folder(out, earlier)
+    out, earlier = open_run_folder(config, resume_state is not None, is_main)
     with ExitStack() as files:
         log = RunLog(console, files.enter_context(open(out / "train.log", "a", encoding="utf-8"))
                      if is_main else None)
@@ -105,7 +100,7 @@ def _train_epochs(run: Run, state: RunState, console: Any, metrics_file: Any) ->
 def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: Any) -> dict:
     """Train on one epoch's batches (the rest of it, for a run resumed mid-epoch); returns
     ``{"batches", "sums", "count", "seen", "t_epoch"}``. Sets ``state.stop`` when the run must stop."""
-    config, device = run.config, run.device
+    config = run.config
     run.sampler.set_epoch(epoch)
     batches = state.skip_batches if epoch == state.start_epoch else 0  # batches of this epoch consumed
     run.sampler.skip = batches * config.batch_size
@@ -117,26 +112,13 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
         head_only = in_head_warmup(run, state)
         if config.head_warmup_steps:
             set_head_warmup(run.model, head_only)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        images_t = batch["image"].contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
-            outputs = run.ddp(images_t)
-        parts = db_loss(outputs, batch, run.loss_config)
-        loss = parts["loss"]
-        if not torch.isfinite(loss):
-            _non_finite(run, state)
+        parts = _train_step(run, state, batch, head_only)
+        if parts is None:  # a non-finite loss: the step skipped
             if state.stop is not None:
                 break
             continue
-        state.bad_steps = 0
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        state.step += 1
-        state.head_steps += head_only
         count += 1
-        seen += images_t.shape[0] * run.world_size
+        seen += len(batch["image"]) * run.world_size
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v.item()
         rate = seen / max(time.time() - t_epoch, 1e-6)
@@ -149,6 +131,31 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
         if budget_spent(run, state):
             break
     return {"batches": batches, "sums": sums, "count": count, "seen": seen, "t_epoch": t_epoch}
+
+
+def _train_step(run: Run, state: RunState, batch: dict[str, torch.Tensor], head_only: bool
+                ) -> dict[str, torch.Tensor] | None:
+    """One optimizer step on ``batch`` (``image``: ``(B, 3, S, S)`` normalised crops; the four
+    ``(B, S, S)`` label maps): forward under autocast, ``db_loss``, backward, step. Returns the loss
+    parts (0-d tensors), or None when the loss is not finite (the step skipped: ``_non_finite``)."""
+    device = run.device
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    images_t = batch["image"].contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+        outputs = run.ddp(images_t)
+    parts = db_loss(outputs, batch, run.loss_config)
+    loss = parts["loss"]
+    if not torch.isfinite(loss):
+        _non_finite(run, state)
+        return None
+    state.bad_steps = 0
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    state.step += 1
+    state.head_steps += head_only
+    return parts
 
 
 def _non_finite(run: Run, state: RunState) -> None:

@@ -1,15 +1,16 @@
-"""A run's ``--out`` folder: a new run's refused when it holds an earlier run (unless ``--overwrite``),
-and never when it would replace the run's own starting weights; created, cleared for ``--overwrite``,
-and its housekeeping said in the run's log (``say_housekeeping``). Torch-free."""
+"""A run's ``--out`` folder (``open_run_folder``): a new run's refused when it holds an earlier run
+(unless ``--overwrite``: then its files are deleted), and never when it would replace the run's own
+starting weights; its housekeeping said in the run's log (``say_housekeeping``). Torch-free."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from dbcli.errors import DBNetError
 from dbcli.fileio import remove_stale_temps
-from dbcli.training.config import RESUME_KEEPS, option
+from dbcli.training.config import RESUME_KEEPS, TrainConfig, option
 
 # What a run writes besides train.log (which it appends to): the files an earlier run would lose.
 RUN_FILES = ("latest.pt", "best.pt", "weights.pt", "metrics.jsonl", "config.json")
@@ -51,14 +52,22 @@ def clear_run_folder(out: Path, names: list[str]) -> None:
                              f"({exc.strerror or exc})") from None
 
 
-def make_run_folder(out: Path, earlier: list[str]) -> None:
-    """Create ``out`` (a ``DBNetError`` when it cannot be) and delete the ``earlier`` run's files
-    (``--overwrite``)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DBNetError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
-    clear_run_folder(out, earlier)
+def open_run_folder(config: TrainConfig, resuming: bool, is_main: bool) -> tuple[Path, list[str]]:
+    """The run's folder (``--out``, else ``runs/DATASET-ARCH-TIMESTAMP``; a resumed run's own) and the
+    earlier run's files that ``--overwrite`` deleted there. A new run's folder is checked first
+    (``check_new_run_folder``); the main process creates it (a ``DBNetError`` when it cannot) and
+    deletes those files."""
+    out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    earlier = [] if resuming else check_new_run_folder(
+        out, config.overwrite, {"--init-weights": config.init_weights,
+                                "--pretrained-backbone": config.pretrained_backbone})
+    if is_main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DBNetError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+        clear_run_folder(out, earlier)
+    return out, earlier
 
 
 def say_housekeeping(log: Callable[[str], None], out: Path, earlier: list[str], ignored: list[str],
