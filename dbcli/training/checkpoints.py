@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from dbcli.weights import make_weights, save_weights
 CHECKPOINT_KEYS = ("config", "model_state", "optimizer", "scaler", "epoch", "step", "rng")
 
 
-def torch_load_checkpoint(path: Path):
+def torch_load_checkpoint(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain Python values only, so that a
     checkpoint from elsewhere cannot run code. Checkpoints written before the RNG state was stored
     as plain lists hold numpy's state as an array: those numpy types (and only those) are allowed."""
@@ -82,6 +83,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Every RNG back to ``state`` (``rng_state``'s; CUDA's when both the checkpoint and this machine
+    have it)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

@@ -80,6 +80,7 @@ def pick_thresholds(model: DBNet, samples: Sequence[Sample], images: Sequence[np
 
 
 def picked_post(post: PostConfig, picked: dict) -> PostConfig:
+    """``post`` at the ``thresh`` / ``box_thresh`` pair a sweep picked (``pick_thresholds``'s row)."""
     return replace(post, thresh=float(picked["thresh"]), box_thresh=float(picked["box_thresh"]))
 
 
