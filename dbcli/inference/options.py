@@ -1,11 +1,10 @@
 """``InferenceOptions``: the options of every command that runs the network (``dbnet detect``,
 ``visualize``, ``eval``) and of the ``Detector`` API, declared once.
 
-Each field carries its command-line declaration in its metadata (``dbcli.optionspec.option``: flags,
-help text; no CLI framework is imported): ``dbcli.commands.common.options_from`` turns the fields into
-the options of a command. ``None`` means "the weights file's value, else the default in
-``dbcli.defaults``"; the values are resolved, checked and turned into engine ``Settings`` by
-``dbcli.inference.settings``.
+Each field carries its command-line declaration in its metadata (``dbcli.optionspec.option``, no CLI
+framework imported): ``dbcli.commands.common.options_from`` turns the fields into the options of a
+command. ``None`` means "the weights file's value, else the default in ``dbcli.defaults``"; the
+values are resolved, checked and turned into engine ``Settings`` by ``dbcli.inference.settings``.
 
 Torch-free and light on import (``--help`` reads it).
 """
