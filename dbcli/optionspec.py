@@ -2,9 +2,9 @@
 
 A field declared with ``option(...)`` carries its command-line face in ``field.metadata[KEY]`` (an
 ``OptionSpec``: flag names, help text, metavar, choices, lower bound, hidden / show_default); the
-dataclass stays a plain frozen dataclass that the library, the service and the API use as is. The CLI
-layer (``dbcli.commands.common.options_from``) turns every declared field into a typer option; a field
-declared with plain ``dataclasses.field`` or a bare default is no option.
+dataclass stays a plain dataclass (frozen or not) that the library, the service and the API use as
+is. The CLI layer (``dbcli.commands.common.options_from``) turns every declared field into a typer
+option; a field declared with plain ``dataclasses.field`` or a bare default is no option.
 
 Imports nothing but the standard library: ``from dbcli import Detector`` and the service stay free of
 the CLI framework.

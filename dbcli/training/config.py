@@ -3,7 +3,8 @@
 Each setting that ``dbnet train`` takes is declared with ``dbcli.optionspec.option`` (its help text in
 the field's metadata, no CLI framework imported; ``dbcli.commands.common.options_from`` reads them), so
 the defaults are stated here only. Torch-free on import, so that ``dbnet train --help`` does not load
-torch; the training loop itself is ``dbcli.training.loop``. A run folder's ``config.json`` is ``asdict(TrainConfig)``.
+torch; the training loop itself is ``dbcli.training.loop``. A run folder's ``config.json`` is
+``asdict(TrainConfig)``.
 """
 
 from __future__ import annotations
