@@ -67,7 +67,7 @@ def test_idle_connections_and_held_uploads_leave_readyz_and_requests_through(mod
         statuses = sorted(a.split(b" ", 2)[1].decode() for a in answers if a)
         assert statuses == ["408"] * 4 + ["503"] * 16, statuses
         refused = [a for a in answers if a and a.split(b" ", 2)[1] == b"503"]
-        assert all(b'"status":503' in a and b"Retry-After" in a.replace(b"retry-after", b"Retry-After") for a in refused)
+        assert all(b'"status":503' in a and b"retry-after" in a.lower() for a in refused)
         assert _closed_by_server(slow_head) == b""  # closed, no answer: the head never came
         assert all(_closed_by_server(c) == b"" for c in idle[:20])  # the idle ones too
         status, _, body = srv.request("GET", "/metrics")
