@@ -176,6 +176,8 @@ def test_bad_uploads_get_the_clis_one_line_messages(server, model_files, tmp_pat
         assert body["error"].startswith(f"{name}: ") and "\n" not in body["error"]
     assert "truncated image file" in server.detect(files["cut.png"], "cut.png")[2]["error"]
     assert server.health()["queue"]["requests"] == 0
+    status, _, body = server.detect(good, "a" * 5000 + ".png")  # a part's header over python-multipart's 4 KB
+    assert status == 400 and body["error"].startswith("malformed multipart form: ") and "over 4 KB" in body["error"]
 
 
 def test_limits_are_413s_with_a_message(server):

@@ -260,12 +260,23 @@ async def _from_json(request: Request, folder: Path, options: dict[str, str], ma
     return parts
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first exception of the chain ``exc`` ends (the parser's own reason, under Starlette's)."""
+    while (earlier := exc.__cause__ or exc.__context__) is not None:
+        exc = earlier
+    return exc
+
+
 async def _from_form(request: Request, folder: Path, options: dict[str, str], max_files: int) -> list[Part]:
     try:
         form = await request.form(max_files=max_files, max_fields=32)
     except (MultiPartException, HTTPException) as exc:
-        detail = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
-        raise UploadError(400, f"malformed multipart form: {detail}") from None
+        detail = str(getattr(exc, "message", None) or getattr(exc, "detail", None) or exc).rstrip(".")
+        root = _root_cause(exc)
+        cause = str(root).splitlines()[0][:200] if root is not exc and str(root) else ""
+        if "header size" in cause:
+            cause += ": a part's headers (its file name) over 4 KB"
+        raise UploadError(400, f"malformed multipart form: {detail}{f' ({cause})' if cause else ''}") from None
     try:
         taken: set[str] = set()
         parts = []
