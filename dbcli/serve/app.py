@@ -83,14 +83,16 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse({"error": message, "status": status}, status, headers=headers)
 
 
-def busy(request: Request, retry_after: int, reason: str, message: str) -> JSONResponse:
-    """A 503 with ``Retry-After``; ``reason`` labels it in the metrics."""
+def busy(request: Request, retry_after: int, reason: str, message: str, close: bool = False) -> JSONResponse:
+    """A 503 with ``Retry-After``; ``reason`` labels it in the metrics; ``close``: and the connection
+    is closed after it (the client retries on a new one, to another replica)."""
     request.state.rejected = reason
-    return error(503, f"{message}; retry in {retry_after} s", {"Retry-After": str(retry_after)})
+    headers = {"Retry-After": str(retry_after), **({"Connection": "close"} if close else {})}
+    return error(503, f"{message}; retry in {retry_after} s", headers)
 
 
 def draining(request: Request) -> JSONResponse:
-    return busy(request, 2, "draining", "the server is shutting down")
+    return busy(request, 2, "draining", "the server is shutting down", close=True)
 
 
 async def _client_gone(request: Request) -> None:

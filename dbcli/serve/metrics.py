@@ -7,7 +7,8 @@ logs one line (logger ``dbnet.serve.access``)::
     id=3f2a9c1e0b7d4a55 POST /detect status=200 bytes=1834 queue_wait=0.004 service=0.312 total=0.341 client=127.0.0.1
 
 (seconds; ``queue_wait`` / ``service``: admission to the first engine call / first engine call to
-the answer, ``-`` for requests that never reached the queue) and feeds ``Metrics``: a registry of
+the answer, ``-`` for requests that never reached the queue; the probes' 200s at DEBUG level) and
+feeds ``Metrics``: a registry of
 its own (``prometheus-client``, no global state) served as the Prometheus text format.
 """
 
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 ROUTES = ("/", "/detect", "/health", "/livez", "/readyz", "/metrics", "/openapi.json", "/docs")
+PROBES = ("/livez", "/readyz", "/health", "/metrics")  # logged at DEBUG when they answer 200
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_log = logging.getLogger("dbnet.serve.access")
@@ -116,9 +118,11 @@ class AccessLog:
     def _record(self, scope: dict, state: dict, sent: dict, seconds: float) -> None:
         path = scope.get("path", "")
         client = (scope.get("client") or ("-",))[0]
-        access_log.info("id=%s %s %s status=%d bytes=%d queue_wait=%s service=%s total=%.3f client=%s",
-                        state["request_id"], scope.get("method", "-"), path[:200], sent["status"], sent["bytes"],
-                        _seconds(state.get("queue_wait")), _seconds(state.get("service_time")), seconds, client)
+        quiet = path in PROBES and sent["status"] == 200  # a probe every few seconds: not worth a line
+        access_log.log(logging.DEBUG if quiet else logging.INFO,
+                       "id=%s %s %s status=%d bytes=%d queue_wait=%s service=%s total=%.3f client=%s",
+                       state["request_id"], scope.get("method", "-"), path[:200], sent["status"], sent["bytes"],
+                       _seconds(state.get("queue_wait")), _seconds(state.get("service_time")), seconds, client)
         metrics = self.metrics()
         if metrics is not None:
             metrics.observe(path if path in ROUTES else "other", sent["status"], seconds, state)
