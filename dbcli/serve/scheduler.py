@@ -86,6 +86,7 @@ class Stats:
     requests_done: int = 0
     engine_calls: int = 0
     seconds_per_image: float = 0.0  # exponential moving average of the worker's busy time per input
+    last_seconds_per_image: float = 0.0  # the last engine call's
 
 
 class Scheduler:
@@ -200,9 +201,10 @@ class Scheduler:
 
     def _too_long(self) -> bool:
         """(lock held) Would one more input wait over ``max_wait`` seconds (by the measured pace)?"""
-        if self.max_wait is None or not self.stats.seconds_per_image:
+        pace = max(self.stats.seconds_per_image, self.stats.last_seconds_per_image)  # the slower: a busy machine
+        if self.max_wait is None or not pace:
             return False
-        return self._inputs_ahead() * self.stats.seconds_per_image > self.max_wait
+        return self._inputs_ahead() * pace > self.max_wait
 
     def _retry_after(self) -> int:
         inputs = self._inputs_ahead() + self.max_batch
@@ -289,6 +291,7 @@ class Scheduler:
             with self._cond:
                 ema = self.stats.seconds_per_image
                 self.stats.seconds_per_image = seconds if ema == 0 else 0.8 * ema + 0.2 * seconds
+                self.stats.last_seconds_per_image = seconds
 
     def _settle(self, job: Job) -> None:
         """(lock held) Finish ``job`` when nothing of it is in flight and nothing more will run."""
