@@ -59,7 +59,7 @@ def upload(browser, server, path: Path) -> str:
 
     browser.get(server.url + "/")
     browser.find_element(By.ID, "file").send_keys(str(path))
-    state = lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-state")  # noqa: E731
+    state = lambda: browser.execute_script("return document.body ? document.body.dataset.state : null")  # noqa: E731
     assert wait_until(lambda: state() in ("done", "error"), timeout=120, step=0.2), state()
     return state()
 
