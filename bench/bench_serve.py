@@ -3,6 +3,7 @@
 
     python bench/bench_serve.py [--images DIR] [--weights general] [--requests 16] [--clients 1,8,32]
                                 [--rounds 3] [--loops 4] [--no-compare]
+    python bench/bench_serve.py --targets [...]   (the operator's targets: bench/bench_serve_targets.py)
 
 Loopback only, bounded request counts. The server is the real one (``python -m dbcli.cli serve``,
 a process of its own on a free 127.0.0.1 port, ``--max-queue 64`` so that no client is turned
@@ -56,12 +57,13 @@ def env() -> dict:
             "DBNET_PROGRESS": "0"}
 
 
-def start_server(weights: str, max_batch: int, log: Path) -> tuple[subprocess.Popen, int]:
+def start_server(weights: str, max_batch: int, log: Path, extra: tuple[str, ...] = (),
+                 more_env: dict | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "dbcli.cli", "serve", "--weights", weights, "--device", "cpu",
-                                 "--port", str(port), "--max-queue", "64", "--max-batch", str(max_batch)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
+                                 "--port", str(port), "--max-queue", "64", "--max-batch", str(max_batch), *extra],
+                                stdout=out, stderr=subprocess.STDOUT, env={**env(), **(more_env or {})}, cwd=ROOT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -126,6 +128,12 @@ def load(port: int, images: list[tuple[str, bytes]], clients: int, requests: int
 
 
 def main() -> None:
+    if "--targets" in sys.argv:
+        from bench_serve_targets import main as targets
+
+        sys.argv.remove("--targets")
+        targets()
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=ROOT / "examples")
     parser.add_argument("--weights", default="general")

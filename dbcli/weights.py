@@ -30,11 +30,12 @@ VERSION = 1  # the newest format version this dbnet reads
 
 @dataclass(frozen=True)
 class ShippedWeights:
-    """A weights file shipped in ``dbcli/shipped_weights/``, selectable by a short name (``--weights general``)."""
+    """A weights file shipped in ``weights/`` (installed as ``dbcli/shipped_weights/``), selectable by a
+    short name (``--weights general``)."""
 
     name: str
     file: str
-    use: str  # what it is for, one line (shown in --help and the README)
+    use: str  # what it is for, one line (shown in --help)
 
 
 SHIPPED = (
@@ -57,9 +58,15 @@ DEFAULT_WEIGHTS_NAME = next(w.file for w in SHIPPED if w.name == DEFAULT_WEIGHTS
 
 
 def weights_dir() -> Path:
-    """``dbcli/shipped_weights/``: the shipped weights files and their model cards, installed with the
-    package as package data (a wheel, an sdist, an editable install and a checkout alike)."""
-    return Path(__file__).resolve().parent / "shipped_weights"
+    """The folder of the shipped weights files and their model card (``README.md``).
+
+    In the repository they are the top-level ``weights/`` folder; a wheel installs that folder as
+    package data at ``dbcli/shipped_weights/`` (``setup.py`` maps it). An installed package looks
+    there first; a checkout (and an editable install, whose ``dbcli`` is the checkout's) finds
+    ``weights/`` beside the package."""
+    package = Path(__file__).resolve().parent
+    installed = package / "shipped_weights"
+    return installed if installed.is_dir() else package.parent / "weights"
 
 
 def shipped_files() -> list[Path]:

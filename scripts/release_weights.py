@@ -1,6 +1,6 @@
 """Turn a training run's weights into the shipped file: fp16 tensors, picked thresholds, figures.
 
-    python scripts/release_weights.py RUN/weights.pt dbcli/shipped_weights/dbnet_resnet18_icdar15.pt \
+    python scripts/release_weights.py RUN/weights.pt weights/dbnet_resnet18_icdar15.pt \
         --box-thresh 0.6 --thresh 0.3 --metrics eval736.json eval1152.json --note "..."
 
 The output stays loadable with ``torch.load(weights_only=True)`` and by ``dbnet detect``.

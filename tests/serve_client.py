@@ -84,11 +84,12 @@ def multipart(data: bytes, name: str, fields: dict) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def start_server(args: list[str], log: Path, timeout: float = 120) -> Server:
-    """``dbnet serve ARGS --port <free>`` from this checkout; returns once ``/health`` answers."""
+def start_server(args: list[str], log: Path, timeout: float = 120, env: dict | None = None) -> Server:
+    """``dbnet serve ARGS --port <free>`` from this checkout (``env``: more environment variables);
+    returns once ``/health`` answers."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "DBNET_PROGRESS": "0"}
+           "DBNET_PROGRESS": "0", **(env or {})}
     out = open(log, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "dbcli.cli", "serve", *args, "--port", str(port)],
                             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

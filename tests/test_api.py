@@ -59,15 +59,16 @@ def test_detector_refuses_what_it_cannot_read(model_files, tmp_path):
         Detector(model_files["onnx"], device="cpu", thresh=2.0)
 
 
-def test_the_readme_example_runs(monkeypatch, capsys):
+def test_the_readme_example_runs(monkeypatch, capsys, tmp_path):
+    """The README's example runs in an empty folder (it makes its own image: .ci/wheel_check runs it
+    from an installed wheel, away from the checkout) and prints each detection and its crop."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Python API"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md (Python API)", "exec"), namespace)
     lines = capsys.readouterr().out.splitlines()
     detections = [line for line in lines if re.match(r"0\.\d+ \[\[", line)]
     shapes = [line for line in lines if re.match(r"\(\d+, \d+, 3\)$", line)]
-    assert detections and len(shapes) == len(detections) == len(lines) // 2  # one crop per detection
-    assert [p.page.number for p in namespace["pages"]] == [1, 2]  # examples/newsletter.pdf
+    assert len(detections) >= 3 and len(shapes) == len(detections) == len(lines) // 2  # one crop per detection

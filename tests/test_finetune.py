@@ -15,8 +15,9 @@ from planted_model import rect_image, save_planted
 from test_train import small_config
 from typer.testing import CliRunner
 
-import dbcli.training.loop as loop
+import dbcli.training.validation as validation
 from dbcli.cli import app
+from dbcli.models import DBNet, ModelConfig
 from dbcli.training.config import TrainConfig
 from dbcli.training.loop import train
 from dbcli.training.recipe import RECIPE, apply_recipe, default_given, threshold_branch_is_copy
@@ -108,10 +109,10 @@ def test_a_checkpoint_that_beats_the_start_is_kept_not_the_last_one(dataset, tmp
         return {"precision": hmean, "recall": hmean, "hmean": hmean, "num_gt": 4, "num_det": 4, "num_matched": 2,
                 "num_images": 4, "capped_images": 0, "image_counts": [[1, 1, 1]] * 4}
 
-    monkeypatch.setattr(loop, "validate", fake_validate)
+    monkeypatch.setattr(validation, "validate", fake_validate)
     start = tmp_path / "start.pt"
     torch.manual_seed(1)
-    save_weights(start, loop.DBNet(loop.ModelConfig()), half=False)
+    save_weights(start, DBNet(ModelConfig()), half=False)
     run = tmp_path / "run"
     train(finetune_config(dataset, run, start, optimizer="adamw", lr=1e-3, epochs=2, batch_size=2))
     assert [r.get("val_hmean") for r in _records(run)] == [0.5, 0.8, 0.6]
@@ -142,10 +143,10 @@ def test_candidates_are_compared_at_their_own_best_thresholds(dataset, tmp_path,
         current, best = next(scripted)
         return {**best, "current": row(post.thresh, post.box_thresh, current), "seconds": 0.0}
 
-    monkeypatch.setattr(loop, "pick_thresholds", fake_pick)
+    monkeypatch.setattr(validation, "pick_thresholds", fake_pick)
     start = tmp_path / "start.pt"
     torch.manual_seed(1)
-    save_weights(start, loop.DBNet(loop.ModelConfig()), half=False, postprocess={"thresh": 0.3, "box_thresh": 0.6})
+    save_weights(start, DBNet(ModelConfig()), half=False, postprocess={"thresh": 0.3, "box_thresh": 0.6})
     run = tmp_path / "run"
     train(finetune_config(dataset, run, start, optimizer="adamw", lr=1e-3, epochs=2, batch_size=2,
                           pick_thresholds=True))
@@ -171,7 +172,7 @@ def test_threshold_branch_warm_up_leaves_everything_else_unchanged(dataset, tmp_
     threshold-branch warm-up, during which every other parameter and BatchNorm statistic stays the
     file's while the threshold head trains."""
     torch.manual_seed(2)
-    model = loop.DBNet(loop.ModelConfig())
+    model = DBNet(ModelConfig())
     model.thresh_head.load_state_dict(model.prob_head.state_dict())
     start = save_weights(tmp_path / "converted.pt", model, half=False)
     weights = load_weights(start)
@@ -202,7 +203,7 @@ def test_reset_threshold_branch_starts_as_a_constant_map_that_can_learn(dataset,
     from dbcli.training.losses import LossConfig, db_loss
 
     torch.manual_seed(4)
-    model = loop.DBNet(loop.ModelConfig()).train()
+    model = DBNet(ModelConfig()).train()
     model.thresh_head.load_state_dict(model.prob_head.state_dict())
     image = torch.randn(2, 3, 64, 64)
     target = torch.rand(2, 64, 64) * 0.4 + 0.3  # threshold labels live in [0.3, 0.7]

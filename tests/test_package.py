@@ -1,10 +1,12 @@
 """Every module of the package imports (a stale import left by a move fails here, not in a user's
-hands), and the package lists its shipped weights where ``weights_dir`` looks."""
+hands), the shipped weights lie where ``weights_dir`` looks, and the build installs them with the package."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from fnmatch import fnmatch
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +28,28 @@ def test_every_module_imports(name):
     assert module.__file__ is not None and module.__file__.startswith(dbcli.__path__[0])
 
 
-def test_shipped_weights_are_package_data():
+def test_shipped_weights_are_found_where_weights_dir_looks():
+    """In a checkout, the top-level ``weights/`` folder beside the package (a wheel installs it as
+    ``dbcli/shipped_weights/``: the next test and .ci/wheel_check)."""
+    package = Path(dbcli.__path__[0])
     for shipped in SHIPPED:
         path = weights_dir() / shipped.file
         assert path.is_file() and path.stat().st_size > 100_000, path
-    assert weights_dir().parent.samefile(dbcli.__path__[0])  # inside the package, not beside it
+    assert (weights_dir() / "README.md").is_file()  # the model card beside the files
+    if not (package / "shipped_weights").is_dir():  # a checkout: the top-level folder
+        assert weights_dir().samefile(package.parent / "weights")
+
+
+def test_shipped_weights_are_package_data():
+    """The build maps ``weights/`` into the package (``dbcli.shipped_weights``) with its .pt files and
+    model card as package data, so that a wheel carries them."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(dbcli.__path__[0]).parent
+    setup_py = (root / "setup.py").read_text()
+    assert '"dbcli.shipped_weights"' in setup_py and 'package_dir={"dbcli.shipped_weights": "weights"}' in setup_py
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = package_data["dbcli.shipped_weights"]
+    for shipped in SHIPPED:
+        assert any(fnmatch(shipped.file, pattern) for pattern in patterns), shipped.file
+    assert "README.md" in patterns

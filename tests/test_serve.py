@@ -6,6 +6,7 @@ that goes away and SIGTERM behave as documented."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import socket
@@ -90,7 +91,10 @@ def test_detect_answers_what_dbnet_detect_writes(server, model_files, tmp_path):
     status, _, body = server.detect(path.read_bytes(), "page.png")
     assert status == 200, body
     assert isinstance(body, dict) and "warnings" not in body
-    assert body["model"] == cli["model"] and body["settings"] == cli["settings"]
+    digest = hashlib.sha256(model_files["pt"].read_bytes()).hexdigest()[:16]
+    assert body["model"] == {**cli["model"], "weights": "planted.pt", "weights_sha256": digest}  # no server path
+    assert body["settings"] == cli["settings"]
+    assert str(model_files["pt"].parent) not in json.dumps(body) + json.dumps(server.health())
     assert body["images"] == [{**cli["images"][0], "file": "page.png"}]  # the file as uploaded
     assert match_rects(body["images"][0]["detections"], RECTS)
     status, _, raw = server.detect(path.read_bytes(), raw=True, query="filename=page.png")
@@ -111,11 +115,13 @@ def test_request_options_are_those_of_dbnet_detect(server, model_files, tmp_path
         assert body["settings"]["polygon"] is True and body["settings"]["box_thresh"] == 0.55
     strict = server.detect(image, query="box_thresh=0.999")  # no region is that sure: none
     assert strict[0] == 200 and strict[2]["images"][0]["detections"] == []
-    for query, words in [("thresh=2", "--thresh must lie in [0, 1], got 2"), ("polygon=maybe", "polygon"),
+    for query, words in [("thresh=2", "thresh must lie in [0, 1], got 2"), ("polygon=maybe", "polygon"),
                          ("colour=red", "unknown option 'colour'"), ("max_side=99999", "max_side: at most 4096"),
-                         ("sort=diagonal", "unknown --sort 'diagonal'")]:
+                         ("sort=diagonal", "unknown sort 'diagonal'"), ("dpi=1e-6", "dpi: must lie in [18, 1200]"),
+                         ("box-thresh=-1", "box_thresh must lie in [0, 1]")]:
         status, _, body = server.detect(image, query=query)
         assert status == 400 and words in body["error"] and "\n" not in body["error"], (query, body)
+        assert "--" not in body["error"], body  # HTTP terms: the query's names, not the CLI's flags
 
 
 def test_crops_come_as_base64_pngs_in_reading_order(server, model_files, tmp_path):
@@ -170,12 +176,15 @@ def test_bad_uploads_get_the_clis_one_line_messages(server, model_files, tmp_pat
         assert body["error"].startswith(f"{name}: ") and "\n" not in body["error"]
     assert "truncated image file" in server.detect(files["cut.png"], "cut.png")[2]["error"]
     assert server.health()["queue"]["requests"] == 0
+    status, _, body = server.detect(good, "a" * 5000 + ".png")  # a part's header over python-multipart's 4 KB
+    assert status == 400 and body["error"].startswith("malformed multipart form: ") and "over 4 KB" in body["error"]
 
 
 def test_limits_are_413s_with_a_message(server):
     big = png(np.full((1000, 1200, 3), 230, np.uint8))  # 1.2 megapixels in a small file
     status, _, body = server.detect(big, "wide.png")
     assert status == 413 and body["error"].startswith("wide.png: 1200x1000 pixels") and "1-megapixel" in body["error"]
+    assert "--" not in body["error"] and "this server's limit" in body["error"]
     status, _, body = server.detect(pdf(1, (1200, 1000)), "poster.pdf", query="dpi=72")  # a page: the same
     assert status == 413 and body["error"].startswith("poster.pdf#page=1: 1200x1000 pixels")
     status, _, body = server.detect(pdf(MAX_PAGES + 1, (64, 64)), "book.pdf")

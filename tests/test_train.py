@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 import dbcli.training.loop as train_module
+import dbcli.training.schedule as schedule
 from dbcli.cli import app
 from dbcli.errors import DBNetError
 from dbcli.training.config import TrainConfig
@@ -212,7 +213,7 @@ def test_resumed_run_keeps_its_clock(dataset, tmp_path):
 def test_time_limit_fits_the_lr_schedule_unless_told_not_to(dataset, tmp_path, schedule):
     """--time-limit alone (schedule None, as the CLI passes it) ends the poly decay at the time limit,
     so a run stopped by it ends at a low lr; --no-time-schedule keeps the epochs' schedule and the
-    stop line says the lr it stopped at. The first session's clock is set to 9 min 59.9 s of a
+    stop line says the lr it stopped at. The first session's clock is set to 9 min 59.999 s of a
     10-minute budget, so the second stops after its first step, with no timing in the assertions."""
     run = tmp_path / "run"
     train(small_config(dataset, run, epochs=50, max_steps=1, time_limit=10.0, time_schedule=schedule))
@@ -221,7 +222,7 @@ def test_time_limit_fits_the_lr_schedule_unless_told_not_to(dataset, tmp_path, s
     assert ("ends at the time limit" in log) is (schedule is None)
     assert ("may still be near its peak" in log) is (schedule is False)
     state = _state(run / "latest.pt")
-    state["train_seconds"] = 599.9
+    state["train_seconds"] = 599.999
     torch.save(state, run / "latest.pt")
 
     train(TrainConfig(resume=str(run), workers=0, device="cpu"))
@@ -330,8 +331,8 @@ def test_validation_thresholds_come_from_the_options_then_init_weights_then_the_
 def test_warmup_raises_the_lr_linearly_then_hands_over_to_poly(dataset, tmp_path):
     """--warmup-steps N: step k (0-based) trains at lr * (k + 1) / N * poly(k) for k < N, then at the
     plain poly lr; without it the first step already runs at the full lr."""
-    assert [train_module.warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert train_module.warmup_factor(0, 0) == 1.0
+    assert [schedule.warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert schedule.warmup_factor(0, 0) == 1.0
 
     def logged_lrs(out: Path) -> list[float]:
         lines = [line for line in (out / "train.log").read_text().splitlines() if " step " in line]
@@ -341,7 +342,7 @@ def test_warmup_raises_the_lr_linearly_then_hands_over_to_poly(dataset, tmp_path
         out = tmp_path / f"warm{warmup}"
         train(small_config(dataset, out, lr=0.01, epochs=100, max_steps=6, val_fraction=0.0, warmup_steps=warmup))
         total = 100 * 2  # 5 images, batch 2, the last partial batch dropped: 2 steps per epoch
-        expected = [train_module.poly_lr(0.01, k / (total + 1), 0.9) * train_module.warmup_factor(k, warmup)
+        expected = [schedule.poly_lr(0.01, k / (total + 1), 0.9) * schedule.warmup_factor(k, warmup)
                     for k in range(6)]
         assert logged_lrs(out) == pytest.approx(expected, abs=1e-5)
     assert logged_lrs(tmp_path / "warm4")[0] == pytest.approx(0.0025, abs=1e-5)

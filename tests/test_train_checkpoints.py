@@ -65,7 +65,8 @@ def test_resume_of_a_bad_file_is_one_error_naming_it(tmp_path):
 
 
 def test_checkpoints_load_weights_only_and_resume_keeps_workers_and_cleans_temps(tiny_data, tmp_path):
-    from dbcli.training.loop import load_checkpoint, train
+    from dbcli.training.checkpoints import load_checkpoint
+    from dbcli.training.loop import train
 
     run = tmp_path / "run"
     train(_train_config(tiny_data, run, max_steps=1, epochs=2))
@@ -99,7 +100,7 @@ def test_validation_reports_the_candidate_cap_in_its_result_not_as_a_warning(tin
     import dbcli.engine.pipeline as engine
     from dbcli.models import DBNet
     from dbcli.postprocess.boxes import PostConfig
-    from dbcli.training.loop import validate
+    from dbcli.training.validation import validate
 
     def capped(prob, width, height, config):
         return [], 5000  # 5000 candidate regions, more than max_candidates (1000)

@@ -17,11 +17,13 @@ import torch
 from generated_files import invoke
 from test_train import make_dataset
 
+import dbcli.training.checkpoints as checkpoints
 import dbcli.training.loop as loop
 import dbcli.weights
 from dbcli.data.datasets import load_samples, split_holdout
 from dbcli.errors import DBNetError
 from dbcli.training.config import TrainConfig, check_config
+from dbcli.training.data import TrainDataset
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +216,7 @@ def test_an_undecodable_uncached_image_is_replaced_by_a_cached_one_with_its_own_
     cache = cache_images(samples, None, budget_mb=1.0, max_side=640, log=print)  # room for the first only
     assert cache.images[1] is None
     (data / "big1.png").write_bytes(b"not a png")
-    dataset = loop.TrainDataset(cache.samples, AugmentConfig(crop_size=64), 0, cache.images)
+    dataset = TrainDataset(cache.samples, AugmentConfig(crop_size=64), 0, cache.images)
     sample, image = dataset._load(1)
     assert image is cache.images[0] and sample is cache.samples[0] and sample is not samples[0]
     assert "big1.png" in capsys.readouterr().err
@@ -247,7 +249,7 @@ def full_disk_after(calls: int):
 
 def test_full_disk_while_writing_a_checkpoint_is_one_line_saying_what_is_intact(dataset, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    monkeypatch.setattr(loop, "atomic_torch_save", full_disk_after(1))  # epoch 1's latest.pt, then full
+    monkeypatch.setattr(checkpoints, "atomic_torch_save", full_disk_after(1))  # epoch 1's latest.pt, then full
     message = last_line_error(invoke(*train_args(dataset, out, "--max-steps", "0")))
     assert f"{out / 'latest.pt'}: cannot write the checkpoint (No space left on device)" in message
     assert "latest.pt is intact" in message and f"--resume {out}" in message
@@ -255,11 +257,11 @@ def test_full_disk_while_writing_a_checkpoint_is_one_line_saying_what_is_intact(
     assert not list(out.glob(".*.tmp"))
 
     fresh = tmp_path / "fresh"
-    monkeypatch.setattr(loop, "atomic_torch_save", full_disk_after(0))
+    monkeypatch.setattr(checkpoints, "atomic_torch_save", full_disk_after(0))
     message = last_line_error(invoke(*train_args(dataset, fresh)))
     assert "cannot write the checkpoint" in message and "no checkpoint was written" in message
 
-    monkeypatch.setattr(loop, "atomic_torch_save", full_disk_after(10))
+    monkeypatch.setattr(checkpoints, "atomic_torch_save", full_disk_after(10))
     monkeypatch.setattr(dbcli.weights, "atomic_torch_save", full_disk_after(0))
     final = tmp_path / "final"
     message = last_line_error(invoke(*train_args(dataset, final)))

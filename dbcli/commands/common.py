@@ -1,6 +1,7 @@
-"""What every ``dbnet`` command shares: options made from a dataclass's annotated fields
-(``options_from``; ``InferenceOptions`` and ``TrainConfig`` declare theirs beside their types), the
-INPUT argument, ``fail`` (the one-line error), a status spinner and SIGTERM as Ctrl-C."""
+"""What every ``dbnet`` command shares: typer options made from a dataclass's declared fields
+(``options_from``; ``InferenceOptions`` and ``TrainConfig`` declare theirs, typer-free, with
+``dbcli.optionspec.option``), the INPUT argument, ``fail`` (the one-line error), a status spinner and
+SIGTERM as Ctrl-C."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import signal
 import threading
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, fields
-from typing import Any
+from dataclasses import MISSING, Field
+from typing import Any, Literal, Optional
 
 import typer
 
 from dbcli import defaults
+from dbcli.optionspec import OptionSpec, declared
 
 
 def fail(message: str) -> typing.NoReturn:
@@ -25,26 +27,41 @@ def fail(message: str) -> typing.NoReturn:
     raise typer.Exit(1)
 
 
-def _is_option(annotation: Any) -> bool:
-    return any(isinstance(m, typer.models.ParameterInfo) for m in getattr(annotation, "__metadata__", ()))
+def _typer_option(field: Field, spec: OptionSpec) -> Any:
+    """The ``typer.Option`` of a field declared with ``dbcli.optionspec.option`` (a field without a
+    default is a required option)."""
+    default: Any = field.default
+    if default is MISSING:
+        factory: Any = field.default_factory
+        default = ... if factory is MISSING else factory()
+    return typer.Option(default, *spec.flags, help=spec.help or None, metavar=spec.metavar, min=spec.min,
+                        show_default=spec.show_default, hidden=spec.hidden)
+
+
+def _cli_type(annotation: Any, spec: OptionSpec) -> Any:
+    """The parameter's type: the field's, or a ``Literal`` of its choices (which typer enforces)."""
+    if not spec.choices:
+        return annotation
+    choice = Literal[spec.choices]  # type: ignore[name-defined,valid-type]  # (typing spreads the tuple)
+    return Optional[choice] if type(None) in typing.get_args(annotation) else choice
 
 
 def options_from(cls: type, *, exclude: tuple[str, ...] = (), name: str = "options") -> Callable:
-    """A decorator: the command gets one CLI option per field of the dataclass ``cls`` that carries a
-    typer annotation (less ``exclude``), and is called with them gathered as ``cls(...)`` in its
-    keyword-only parameter ``name``. Fields left out keep their dataclass defaults."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    chosen = [f for f in fields(cls) if f.name not in exclude and _is_option(hints[f.name])]
+    """A decorator: the command gets one CLI option per field of the dataclass ``cls`` declared with
+    ``dbcli.optionspec.option`` (less ``exclude``), and is called with them gathered as ``cls(...)`` in
+    its keyword-only parameter ``name``. Fields left out keep their dataclass defaults."""
+    hints = typing.get_type_hints(cls)
+    chosen = [(f, spec) for f, spec in declared(cls) if f.name not in exclude]
 
     def decorate(command: Callable) -> Callable:
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != name]
-        added = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
-                                   default=f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc,operator]
-                 for f in chosen]
+        added = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=_cli_type(hints[f.name], spec),
+                                   default=_typer_option(f, spec))
+                 for f, spec in chosen]
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            gathered = cls(**{f.name: kwargs.pop(f.name) for f in chosen})
+            gathered = cls(**{f.name: kwargs.pop(f.name) for f, _ in chosen})
             return command(**kwargs, **{name: gathered})
 
         wrapper.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]

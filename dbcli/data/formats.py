@@ -5,7 +5,7 @@ Folders are looked up among the layouts these datasets are distributed in (offic
 ``train_images/ train_gts/`` layout of the DBNet authors' preprocessed copies), case-insensitively.
 A malformed annotation line raises ``DBNetError`` naming the file and line; text files may carry a
 UTF-8 BOM and CRLF line ends. Images are not decoded here: training reports and skips undecodable
-images (``dbcli.data.image_cache``, ``dbcli.training.loop``), ``dbnet eval`` reports and skips them.
+images (``dbcli.data.image_cache``, ``dbcli.training.data``), ``dbnet eval`` reports and skips them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``InferenceOptions``: the options of every command that runs the network (``dbnet detect``,
 ``visualize``, ``eval``) and of the ``Detector`` API, declared once.
 
-Each field carries its command-line declaration beside its type (``typing.Annotated`` with a
-``typer.Option``): ``dbcli.commands.common.options_from`` turns the fields into the options of a
+Each field carries its command-line declaration in its metadata (``dbcli.optionspec.option``, no CLI
+framework imported): ``dbcli.commands.common.options_from`` turns the fields into the options of a
 command. ``None`` means "the weights file's value, else the default in ``dbcli.defaults``"; the
 values are resolved, checked and turned into engine ``Settings`` by ``dbcli.engine.settings``.
 
@@ -12,11 +12,10 @@ Torch-free and light on import (``--help`` reads it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Optional
-
-import typer
+from typing import Optional
 
 from dbcli import defaults
+from dbcli.optionspec import option
 from dbcli.weights import SHIPPED
 
 __all__ = ["InferenceOptions"]
@@ -48,70 +47,71 @@ class InferenceOptions:
         sort: the order of each image's detections: ``lines``, ``columns`` or ``none``.
     """
 
-    weights: Annotated[Optional[str], typer.Option(
-        "--weights", "-w", show_default=False,
+    weights: Optional[str] = option(
+        None, flags=("--weights", "-w"), show_default=False,
         help="Weights: a shipped name, a dbnet .pt file, or a .onnx from `dbnet export` (default: general; "
-             f"dbnet eval --dataset icdar15: icdar15). Shipped: {_shipped_help()}.")] = None
-    backend: Annotated[str, typer.Option(
-        "--backend",
+             f"dbnet eval --dataset icdar15: icdar15). Shipped: {_shipped_help()}.")
+    backend: str = option(
+        defaults.BACKEND,
         help="auto, torch or onnx (onnxruntime; a .pt file is exported once and cached). auto: onnx for a "
              ".onnx file; torch on CUDA, for --precision bf16/fp16 and --maps, or without onnxruntime; "
-             "else onnx (fastest on a CPU, also when other programs share the cores).")] = defaults.BACKEND
-    device: Annotated[str, typer.Option(
-        "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")] = defaults.DEVICE
-    precision: Annotated[str, typer.Option(
-        "--precision", "--dtype",
+             "else onnx (fastest on a CPU, also when other programs share the cores).")
+    device: str = option(
+        defaults.DEVICE,
+        help="auto (CUDA when present), cpu, cuda or cuda:N.")
+    precision: str = option(
+        defaults.PRECISION, flags=("--precision", "--dtype"),
         help="Network arithmetic (torch backend): fp32; bf16, about 2x faster on CPUs with AVX512-BF16/AMX "
              "and on GPUs; fp16 (CUDA). Probabilities move by ~1e-3, so a region right at a threshold may "
-             "come and go.")] = defaults.PRECISION
-    short_side: Annotated[Optional[int], typer.Option(
-        "--short-side", show_default=False,
+             "come and go.")
+    short_side: Optional[int] = option(
+        None, show_default=False,
         help="A fixed test scale: the shorter side is resized to this (rounded to a multiple of 32). "
              "Default: the scale policy: a first pass at the weights file's short side (else "
              f"{defaults.SHORT_SIDE}), then, where it finds small text on a large image, a re-run at the "
-             "scale that makes the text ~20 px tall (at most native resolution), in tiles.")] = None
-    max_side: Annotated[Optional[int], typer.Option(
-        "--max-side", show_default=False,
+             "scale that makes the text ~20 px tall (at most native resolution), in tiles.")
+    max_side: Optional[int] = option(
+        None, show_default=False,
         help=f"Cap on the network input's longer side in pixels (default {defaults.MAX_SIDE}, with a note "
              "when it shrinks an image; at most 16384): bounds the memory of panoramas and long "
-             "receipts.")] = None
-    thresh: Annotated[Optional[float], typer.Option(
-        "--thresh", show_default=False,
+             "receipts.")
+    thresh: Optional[float] = option(
+        None, show_default=False,
         help="Binarization threshold of the probability map (default: the weights file's, else "
-             f"{defaults.THRESH}).")] = None
-    box_thresh: Annotated[Optional[float], typer.Option(
-        "--box-thresh", show_default=False,
+             f"{defaults.THRESH}).")
+    box_thresh: Optional[float] = option(
+        None, show_default=False,
         help=f"Drop regions whose mean probability is below this (default: the weights file's, else "
              f"{defaults.BOX_THRESH}). Lower it to find more text, raise it for fewer false alarms; "
-             "dbnet eval --pred: drops lower-scored predictions.")] = None
-    unclip_ratio: Annotated[Optional[float], typer.Option(
-        "--unclip-ratio", show_default=False,
+             "dbnet eval --pred: drops lower-scored predictions.")
+    unclip_ratio: Optional[float] = option(
+        None, show_default=False,
         help="How far each region is expanded (D = area x ratio / perimeter; default: the weights file's, "
              f"else {defaults.UNCLIP_RATIO}). Raise it if boxes cut letters, lower it if nearby lines "
-             "merge.")] = None
-    polygon: Annotated[Optional[bool], typer.Option(
-        "--polygon/--box", show_default=False,
+             "merge.")
+    polygon: Optional[bool] = option(
+        None, flags=("--polygon/--box",), show_default=False,
         help="Polygons for curved text, or 4-point rotated boxes (default: the weights file's, else boxes; "
-             "dbnet eval: polygons on totaltext and ctw1500).")] = None
-    max_candidates: Annotated[Optional[int], typer.Option(
-        "--max-candidates", min=1, show_default=False,
+             "dbnet eval: polygons on totaltext and ctw1500).")
+    max_candidates: Optional[int] = option(
+        None, min=1, show_default=False,
         help=f"Most candidate regions post-processed per image (default {defaults.MAX_CANDIDATES}; the "
-             "rest are dropped with a warning).")] = None
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", "-b", min=1, show_default=False,
+             "rest are dropped with a warning).")
+    batch_size: Optional[int] = option(
+        None, flags=("--batch-size", "-b"), min=1, show_default=False,
         help="Images per forward pass (images of the same input size are batched). Default: "
              f"{defaults.CUDA_BATCH_SIZE} on CUDA, 1 on a CPU (larger batches are no faster there and "
-             "hold more memory).")] = None
-    exif: Annotated[bool, typer.Option(
-        "--exif/--no-exif",
+             "hold more memory).")
+    exif: bool = option(
+        True,
         help="--no-exif ignores EXIF orientation: work in stored pixels (for datasets such as MSRA-TD500 "
-             "whose boxes are in stored-pixel coordinates).")] = True
-    max_megapixels: Annotated[Optional[float], typer.Option(
-        "--max-megapixels",
+             "whose boxes are in stored-pixel coordinates).")
+    max_megapixels: Optional[float] = option(
+        defaults.MAX_MEGAPIXELS,
         help="Refuse (warn and skip) images of more million pixels than this before decoding them: a "
-             "small file can hold a huge image (decompression bomb).")] = defaults.MAX_MEGAPIXELS
-    sort: Annotated[str, typer.Option(
-        "--sort",
+             "small file can hold a huge image (decompression bomb).")
+    sort: str = option(
+        defaults.SORT,
         help="Order of each image's detections (and crop numbers): lines (text lines top to bottom, left "
              "to right within a line, tolerant to tilt), columns (multi-column documents: each column top "
-             "to bottom, columns left to right) or none (the post-processing's order).")] = defaults.SORT
+             "to bottom, columns left to right) or none (the post-processing's order).")

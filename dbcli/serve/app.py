@@ -1,22 +1,25 @@
-"""The Starlette application: ``POST /detect``, ``GET /health``, ``GET /`` (the page).
+"""The Starlette application: ``POST /detect``, ``GET /livez`` / ``/readyz`` / ``/health``,
+``GET /metrics``, ``GET /openapi.json`` / ``/docs``, ``GET /`` (the page).
 
 ``create_app(config)`` loads the model when the server starts (``dbcli.Detector``) and gives it to
 one ``Scheduler``; ``app_from_env()`` is the same for ``uvicorn --factory`` (config in
 ``$DBNET_SERVE_CONFIG``). Every answer is JSON; an error is ``{"error": "<one line>", "status": N}``
-with the CLI's message for the same file (4xx), never a traceback.
+with the CLI's message for the same file in HTTP terms (4xx), a 503 with ``Retry-After`` when the
+server is busy or shutting down, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -26,36 +29,43 @@ from starlette.routing import Route
 
 from dbcli.backends.base import Model
 from dbcli.engine.options import InferenceOptions
-from dbcli.engine.pdf import pdf_pages
-from dbcli.engine.records import Failure, ImageRecord
 from dbcli.engine.settings import Settings
-from dbcli.errors import DBNetError
-from dbcli.imaging import check_pixels
-from dbcli.outputs.writers import detect_json
+from dbcli.serve.answers import answer, http_terms, make_job, public_info
 from dbcli.serve.config import ServeConfig
+from dbcli.serve.metrics import AccessLog, Metrics
+from dbcli.serve.openapi import docs_page, openapi_spec
 from dbcli.serve.options import OptionError, RequestOptions, parse_options
 from dbcli.serve.scheduler import Busy, Closed, Job, Scheduler
-from dbcli.serve.uploads import Disconnected, Upload, UploadError, receive_upload
+from dbcli.serve.spool import Spool
+from dbcli.serve.uploads import Disconnected, Limits, Upload, UploadError, receive_upload
 from dbcli.version import __version__
 
 log = logging.getLogger("dbnet.serve")
-BOMB_WORDS = "-megapixel limit"  # in the engine's message for an image over --max-megapixels
 
 
 @dataclass
 class Service:
-    """What the routes share: the config, the loaded model, the default options and settings, the queue."""
+    """What the routes share: the config, the loaded model (``info``: its public description), the
+    default options and settings, the queue, the uploads' spool and the metrics."""
 
     config: ServeConfig
     model: Model
+    info: dict
     base_options: InferenceOptions
     base: Settings
     scheduler: Scheduler
+    spool: Spool
+    metrics: Metrics
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.config.max_upload_bytes, self.config.max_files, self.config.body_timeout)
 
 
 def load_service(config: ServeConfig) -> Service:
-    """Load the model and its default settings (``dbcli.engine.load.load``, as every command)
-    and start the worker. Raises ``DBNetError`` for weights that cannot be loaded or a bad default."""
+    """Load the model and its default settings (``dbcli.engine.load.load``, as every command),
+    start the worker, make the spool (removing stale folders of killed runs). Raises ``DBNetError``
+    for weights that cannot be loaded or a bad default."""
     from dbcli.engine.load import load
 
     options = config.model_options
@@ -63,104 +73,26 @@ def load_service(config: ServeConfig) -> Service:
     max_batch = config.max_batch
     if max_batch is None:
         max_batch = 8 if str(model.info.get("device", "")).startswith("cuda") else 1
-    return Service(config, model, options, settings, Scheduler(model, config.max_queue, max_batch))
+    scheduler = Scheduler(model, config.max_queue, max_batch, max_wait=config.max_wait)
+    spool = Spool(config.max_uploads_bytes, config.spool)
+    return Service(config, model, public_info(model.info), options, settings, scheduler, spool,
+                   Metrics(scheduler.depth, lambda: spool.held))
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status, headers=headers)
 
 
-def busy(retry_after: int, message: str = "the server is busy: every request slot is taken") -> JSONResponse:
-    return error(503, f"{message}; retry in {retry_after} s", {"Retry-After": str(retry_after)})
+def busy(request: Request, retry_after: int, reason: str, message: str, close: bool = False) -> JSONResponse:
+    """A 503 with ``Retry-After``; ``reason`` labels it in the metrics; ``close``: and the connection
+    is closed after it (the client retries on a new one, to another replica)."""
+    request.state.rejected = reason
+    headers = {"Retry-After": str(retry_after), **({"Connection": "close"} if close else {})}
+    return error(503, f"{message}; retry in {retry_after} s", headers)
 
 
-def make_job(upload: Upload, options: RequestOptions, config: ServeConfig) -> Job:
-    """The upload's inputs (a PDF's pages, else the image file), checked before they take a place in
-    the queue: a PDF that cannot be opened (422) or has too many pages (413), an image whose header
-    says it is over the megapixel limit (413). Raises ``UploadError``."""
-    if upload.is_pdf:
-        try:
-            sources: list = list(pdf_pages(upload.path, options.dpi))
-        except DBNetError as exc:
-            status = 415 if "pip install" in str(exc) else 422
-            raise UploadError(status, upload.public(str(exc))) from None
-        if len(sources) > config.max_pages:
-            raise UploadError(413, f"{upload.name}: {len(sources)} pages, over this server's limit of "
-                                   f"{config.max_pages} pages per request (dbnet serve --max-pages)")
-    else:
-        _check_header(upload, options.settings.max_megapixels)
-        sources = [upload.path]
-    return Job(sources, options.settings, crops=options.crops, keep_images=options.images)
-
-
-def _check_header(upload: Upload, max_megapixels: float | None) -> None:
-    from PIL import Image
-
-    try:
-        with Image.open(upload.path) as img:
-            size = img.size
-    except Exception:  # not for Pillow: the engine decodes it (or says why not)
-        return
-    try:
-        check_pixels(upload.name, size[0], size[1], max_megapixels)
-    except DBNetError as exc:
-        raise UploadError(413, str(exc)) from None
-
-
-def _data_url(image: np.ndarray, ext: str) -> str:
-    import cv2
-
-    params = [cv2.IMWRITE_JPEG_QUALITY, 85] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    ok, data = cv2.imencode(ext, np.ascontiguousarray(image[:, :, ::-1]), params)
-    if not ok:
-        raise DBNetError(f"cannot encode a {ext} image")
-    mime = "jpeg" if ext == ".jpg" else "png"
-    return f"data:image/{mime};base64,{base64.b64encode(data.tobytes()).decode('ascii')}"
-
-
-def no_result(upload: Upload, failures: list[Failure]) -> tuple[int, dict]:
-    """The error answer when no input of the upload could be used: the first failure's message (file
-    names as uploaded), 413 when it is the megapixel limit's, else 422."""
-    message = upload.public(failures[0].message) if failures else f"{upload.name}: nothing to detect in"
-    status = 413 if BOMB_WORDS in message else 422
-    return status, {"error": message, "status": status}
-
-
-def result_entry(result: ImageRecord, upload: Upload, options: RequestOptions) -> dict:
-    """One image's entry of ``dbnet detect``'s document, its file named as uploaded; each detection's
-    crop (PNG) and the image (JPEG) as data URLs when ``options`` ask for them."""
-    entry = result.to_dict()
-    entry["file"] = upload.public(entry["file"])
-    if options.crops and result.crops is not None:
-        for det, crop in zip(entry["detections"], result.crops):
-            det["crop"] = _data_url(crop, ".png")
-    if options.images and result.image is not None:
-        entry["image"] = _data_url(result.image, ".jpg")
-    return entry
-
-
-def warning_lines(upload: Upload, results: list[ImageRecord], failures: list[Failure]) -> list[str]:
-    """The lines the CLI would print, file names as uploaded: the inputs skipped, then each result's
-    notes."""
-    warnings = [upload.public(f.message) for f in failures]
-    warnings += [upload.public(line) for r in results for line in r.messages()]
-    return warnings
-
-
-def answer(service: Service, upload: Upload, options: RequestOptions, items: list) -> tuple[int, dict]:
-    """The HTTP status and JSON body for a finished job: ``dbnet detect``'s document (file names
-    as uploaded; crops and images as data URLs when asked for) and ``warnings``, the lines the CLI
-    would print (inputs skipped, notes); when no input could be used, the first one's error."""
-    results = [item for item in items if isinstance(item, ImageRecord)]
-    failures = [item for item in items if isinstance(item, Failure)]
-    if not results:
-        return no_result(upload, failures)
-    entries = [result_entry(result, upload, options) for result in results]
-    body = detect_json(service.model.info, options.settings.to_dict(), entries)
-    warnings = warning_lines(upload, results, failures)
-    if warnings:
-        body["warnings"] = warnings
-    return 200, body
+def draining(request: Request) -> JSONResponse:
+    return busy(request, 2, "draining", "the server is shutting down", close=True)
 
 
 async def _client_gone(request: Request) -> None:
@@ -170,7 +102,7 @@ async def _client_gone(request: Request) -> None:
 
 
 async def _finished(job: Job, request: Request) -> bool:
-    """Wait for ``job``; False (and the job cancelled) when the client went away first."""
+    """Wait for ``job``; False when the client went away first."""
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
 
@@ -191,56 +123,121 @@ async def _finished(job: Job, request: Request) -> bool:
     return job.future.done()
 
 
-async def detect(request: Request) -> Response:
-    service: Service = request.app.state.service
-    scheduler = service.scheduler
-    if scheduler.full():  # before the upload is read: a full server costs a client no transfer
-        return busy(scheduler.retry_after())
+async def _admit(request: Request, service: Service, upload: Upload, values: dict) -> tuple[Job, RequestOptions]:
+    """The request's options and job, admitted to the queue. Raises ``OptionError``,
+    ``UploadError``, ``Busy``, ``Closed``."""
+    options = parse_options(values, service.model, service.config, service.base_options, service.base)
+    job = await run_in_threadpool(make_job, upload, options, service.config.max_pages)
+    service.scheduler.submit(job)
+    return job, options
+
+
+async def _refused(request: Request, service: Service, upload: Upload, values: dict
+                   ) -> tuple[Job, RequestOptions] | Response:
+    """``_admit``, its refusals as answers (the upload discarded)."""
     try:
-        upload, values = await receive_upload(request, service.config.max_upload_bytes)
-    except UploadError as exc:
-        return error(exc.status, str(exc))
-    except Disconnected:
-        return Response(status_code=400)  # nobody is listening
-    try:
-        options = parse_options(values, service.model, service.config, service.base_options, service.base)
-        job = await run_in_threadpool(make_job, upload, options, service.config)
-        scheduler.submit(job)
+        return await _admit(request, service, upload, values)
     except OptionError as exc:
-        upload.discard()
-        return error(400, str(exc))
+        response: Response = error(400, http_terms(str(exc)))
     except UploadError as exc:
-        upload.discard()
-        return error(exc.status, str(exc))
+        response = error(exc.status, str(exc))
     except Busy as exc:
-        upload.discard()
-        return busy(exc.retry_after)
+        response = busy(request, exc.retry_after, "queue", "the server is busy: every request slot is taken "
+                        "or the wait would be too long")
     except Closed:
-        upload.discard()
-        return busy(1, "the server is shutting down")
+        response = draining(request)
     except BaseException:
         upload.discard()
         raise
-    job.future.add_done_callback(lambda _: upload.discard())  # once nothing of it runs any more
+    upload.discard()
+    return response
+
+
+async def _outcome(request: Request, service: Service, job: Job, upload: Upload, options: RequestOptions) -> Response:
+    """Wait for the job, then its answer: the results, a 503 (it waited past ``max_wait``, or the
+    drain ended first), or nothing for a client that went away."""
     if not await _finished(job, request):
-        scheduler.cancel(job)
+        service.scheduler.cancel(job)
         log.info("%s: the client went away; its request was dropped", upload.name)
         return Response(status_code=400)
+    request.state.queue_wait = job.queue_wait
+    if job.started_at is not None:
+        request.state.service_time = time.monotonic() - job.started_at
+    exc = job.future.exception()
+    if isinstance(exc, Busy):
+        return busy(request, exc.retry_after, "max_wait", "the request waited longer than this server's "
+                    f"max wait ({service.config.max_wait:g} s)")
+    if isinstance(exc, Closed):
+        return draining(request)
     items = job.future.result()  # (the engine's own crash, if any, is raised here: a 500)
-    status, body = await run_in_threadpool(answer, service, upload, options, items)
+    status, body = await run_in_threadpool(answer, service.info, upload, options, items)
     return JSONResponse(body, status)
+
+
+async def detect(request: Request) -> Response:
+    service: Service = request.app.state.service
+    scheduler = service.scheduler
+    if scheduler.closing:
+        return draining(request)
+    if scheduler.full():  # before the upload is read: a full server costs a client no transfer
+        return busy(request, scheduler.retry_after(), "queue", "the server is busy: every request slot is taken "
+                    "or the wait would be too long")
+    try:
+        upload, values = await receive_upload(request, service.limits, service.spool)
+    except UploadError as exc:
+        if exc.status == 503:
+            return busy(request, 2, "uploads", str(exc).split(";")[0])
+        return error(exc.status, str(exc))
+    except Disconnected:
+        return Response(status_code=400)  # nobody is listening
+    admitted = await _refused(request, service, upload, values)
+    if isinstance(admitted, Response):
+        return admitted
+    job, options = admitted
+    job.future.add_done_callback(lambda _: upload.discard())  # once nothing of it runs any more
+    return await _outcome(request, service, job, upload, options)
+
+
+async def livez(request: Request) -> JSONResponse:
+    """The process answers (liveness): always 200."""
+    return JSONResponse({"status": "alive"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Ready for a request (readiness): the model loaded, not draining, the queue not full; else 503."""
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
+        return JSONResponse({"status": "loading"}, 503)
+    scheduler = service.scheduler
+    state = "draining" if scheduler.closing else "busy" if scheduler.full() else "ready"
+    requests, inputs = scheduler.depth()
+    return JSONResponse({"status": state, "requests": requests, "inputs": inputs}, 200 if state == "ready" else 503)
 
 
 async def health(request: Request) -> JSONResponse:
     service: Service = request.app.state.service
     queue = service.scheduler.snapshot()
+    config = service.config
     return JSONResponse({"status": "draining" if queue["closing"] else "ok", "model_loaded": True,
-                         "version": __version__, "model": service.model.info,
+                         "version": __version__, "model": service.info,
                          "settings": service.base.to_dict(), "queue": queue,
-                         "limits": {"max_upload_mb": service.config.max_upload_mb,
-                                    "max_megapixels": service.config.max_megapixels,
-                                    "max_pages": service.config.max_pages}},
+                         "limits": {"max_upload_mb": config.max_upload_mb, "max_megapixels": config.max_megapixels,
+                                    "max_pages": config.max_pages, "max_files": config.max_files,
+                                    "max_wait_s": config.max_wait, "body_timeout_s": config.body_timeout}},
                         503 if queue["closing"] else 200)
+
+
+async def metrics(request: Request) -> Response:
+    service: Service = request.app.state.service
+    return Response(service.metrics.exposition(), headers={"Content-Type": service.metrics.content_type})
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(openapi_spec(__version__))
+
+
+async def docs(request: Request) -> HTMLResponse:
+    return HTMLResponse(docs_page(openapi_spec(__version__)))
 
 
 async def page(request: Request) -> HTMLResponse:
@@ -258,27 +255,60 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return error(500, f"internal error ({exc.__class__.__name__}{': ' + text if text else ''})")
 
 
+def on_stop_signal(action: Callable[[], None]) -> Callable[[], None]:
+    """Run ``action`` when SIGTERM or SIGINT arrives, before the handler already installed (uvicorn's,
+    which stops accepting and waits for the requests in flight). Returns the undo. Does nothing off
+    the main thread, or where no handler of Python's is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        old = signal.getsignal(sig)
+        if not callable(old) or old is signal.default_int_handler:
+            continue
+
+        def handler(signum: int, frame: object, old: Callable = old) -> None:
+            action()
+            old(signum, frame)
+
+        previous[sig] = old
+        signal.signal(sig, handler)
+
+    def undo() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return undo
+
+
 def create_app(config: ServeConfig, service: Service | None = None) -> Starlette:
-    """The ASGI app of ``service`` (None: loaded when the server starts the app); the worker drains
-    its queue when the server stops (at most ``config.drain_timeout`` seconds)."""
+    """The ASGI app of ``service`` (None: loaded when the server starts the app). On SIGTERM the
+    queue drains: jobs not done within ``config.drain_timeout`` seconds get a 503; the uploads'
+    folder is removed when the app stops."""
+    holder: dict[str, Service] = {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        nonlocal service
-        if service is None:
-            service = await run_in_threadpool(load_service, config)
-        app.state.service = service
-        log.info("dbnet serve %s: model %s on %s", __version__, service.model.info.get("weights"),
-                 service.model.info.get("device"))
+        loaded = service if service is not None else await run_in_threadpool(load_service, config)
+        holder["service"] = app.state.service = loaded
+        log.info("dbnet serve %s: model %s (sha256 %s) on %s", __version__, loaded.info.get("weights"),
+                 loaded.info.get("weights_sha256"), loaded.info.get("device"))
+        undo = on_stop_signal(lambda: loaded.scheduler.drain(config.drain_timeout))
         try:
             yield
         finally:
-            await run_in_threadpool(service.scheduler.close, config.drain_timeout)
+            undo()
+            loaded.scheduler.drain(0)
+            await run_in_threadpool(loaded.scheduler.close, 1.0)
+            loaded.spool.remove()
 
     routes = [Route("/", page, methods=["GET"]), Route("/health", health, methods=["GET"]),
-              Route("/detect", detect, methods=["POST"])]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={HTTPException: _http_error, Exception: _crash})
+              Route("/livez", livez, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
+              Route("/metrics", metrics, methods=["GET"]), Route("/openapi.json", openapi, methods=["GET"]),
+              Route("/docs", docs, methods=["GET"]), Route("/detect", detect, methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error, Exception: _crash})
+    app.add_middleware(AccessLog, metrics=lambda: holder["service"].metrics if holder else None)
+    return app
 
 
 def app_from_env() -> Starlette:

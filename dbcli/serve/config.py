@@ -27,8 +27,18 @@ class ServeConfig:
     request), ``max_queue`` (requests admitted at once, running or waiting; one more is a 503 with
     ``Retry-After``), ``max_batch`` (images the worker hands the engine in one call, taken from
     every waiting request with the same options: the micro-batch; 1 turns it off),
-    ``drain_timeout`` (seconds SIGTERM waits for requests in flight). ``host`` / ``port`` /
-    ``workers``: where uvicorn listens and how many processes (each loads its own model).
+    ``drain_timeout`` (seconds SIGTERM waits for requests in flight; those not done by then get a
+    503). ``host`` / ``port`` / ``workers``: where uvicorn listens and how many processes (each
+    loads its own model).
+
+    Connections and time (``protocol``, ``uploads``, ``spool``): ``max_wait`` (seconds a request may wait for the
+    engine: one that would wait longer gets a 503 with ``Retry-After`` at once), ``max_connections``
+    (open connections at once; more get uvicorn's plain 503), ``header_timeout`` (seconds for a
+    request's head to arrive, from the connection's opening or its previous answer),
+    ``body_timeout`` (seconds for a whole body; more is a 408), ``keep_alive`` (seconds an idle
+    keep-alive connection stays open), ``max_uploads_mb`` (MB held by every upload in progress or
+    admitted together; more is a 503), ``max_files`` (files per request), ``spool`` (the folder
+    under which uploads are kept; None: the system's temp folder).
     """
 
     inference: InferenceOptions = field(default_factory=InferenceOptions)
@@ -42,16 +52,31 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    max_wait: float = 10.0
+    max_connections: int = 512
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keep_alive: float = 5.0
+    max_uploads_mb: float = 200.0
+    max_files: int = 16
+    spool: str | None = None
 
     def __post_init__(self) -> None:
         positive = {"max_upload_mb": self.max_upload_mb, "max_megapixels": self.max_megapixels,
                     "max_pages": self.max_pages, "max_queue": self.max_queue, "dpi": self.dpi,
-                    "workers": self.workers, "max_batch": 1 if self.max_batch is None else self.max_batch}
+                    "workers": self.workers, "max_batch": 1 if self.max_batch is None else self.max_batch,
+                    "max_wait": self.max_wait, "max_connections": self.max_connections,
+                    "header_timeout": self.header_timeout, "body_timeout": self.body_timeout,
+                    "keep_alive": self.keep_alive, "max_uploads_mb": self.max_uploads_mb,
+                    "max_files": self.max_files}
         for name, value in positive.items():
             if not value > 0:
                 raise DBNetError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.drain_timeout < 0:
             raise DBNetError(f"--drain-timeout must be at least 0, got {self.drain_timeout}")
+        if self.max_uploads_mb < self.max_upload_mb:
+            raise DBNetError(f"--max-uploads-mb ({self.max_uploads_mb:g}) must be at least --max-upload-mb "
+                             f"({self.max_upload_mb:g}): else no upload of the largest size could ever be taken")
         if not 0 <= self.port <= 65535:
             raise DBNetError(f"--port must lie in [0, 65535], got {self.port}")
 
@@ -65,6 +90,10 @@ class ServeConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1e6)
+
+    @property
+    def max_uploads_bytes(self) -> int:
+        return int(self.max_uploads_mb * 1e6)
 
     def to_env(self) -> str:
         """The config as JSON, for ``CONFIG_ENV`` (uvicorn's worker processes read it)."""

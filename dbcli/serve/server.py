@@ -6,17 +6,35 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 from dbcli.serve.config import CONFIG_ENV, ServeConfig
 
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers larger than this get uvicorn's 400
+BACKLOG = 2048  # connections the kernel queues before uvicorn accepts them
 
-def connection_limit(config: ServeConfig) -> int:
-    """Connections uvicorn accepts at once (more get its plain 503): well above the request slots,
-    so that idle keep-alive connections and uploads in progress have room, yet bounded."""
-    return 4 * config.max_queue + 16
+
+def uvicorn_config(config: ServeConfig, app: Any) -> Any:
+    """uvicorn's ``Config`` for ``app`` (an ASGI app or an import string): the connection limit, the
+    header (``dbcli.serve.protocol``), keep-alive and head-size limits, and a graceful shutdown a
+    second longer than the drain (whose end answers every request still waiting with a 503)."""
+    import uvicorn
+
+    from dbcli.serve.protocol import HEADER_TIMEOUT_ATTR
+
+    settings = uvicorn.Config(app, host=config.host, port=config.port, factory=isinstance(app, str),
+                              workers=config.workers, http="dbcli.serve.protocol:HeaderTimeoutProtocol",
+                              limit_concurrency=config.max_connections,
+                              timeout_keep_alive=max(1, round(config.keep_alive)),
+                              h11_max_incomplete_event_size=MAX_HEAD_BYTES, backlog=BACKLOG,
+                              timeout_graceful_shutdown=math.ceil(config.drain_timeout) + 1,
+                              lifespan="on", log_level="info", access_log=False)
+    setattr(settings, HEADER_TIMEOUT_ATTR, config.header_timeout)
+    return settings
 
 
 def serve(config: ServeConfig) -> None:
@@ -29,17 +47,18 @@ def serve(config: ServeConfig) -> None:
 
     tune_malloc()  # the worker runs the network over and over: keep its buffers mapped
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    common = dict(host=config.host, port=config.port, timeout_graceful_shutdown=int(config.drain_timeout),
-                  limit_concurrency=connection_limit(config), lifespan="on", log_level="info")
     if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
         os.environ[CONFIG_ENV] = config.to_env()
-        uvicorn.run("dbcli.serve.app:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]
+        settings = uvicorn_config(config, "dbcli.serve.app:app_from_env")
+        Multiprocess(settings, sockets=[settings.bind_socket()]).run()
         return
     from dbcli.serve.app import create_app, load_service
 
     service = load_service(config)
     with _exit_status_after_drain():
-        uvicorn.run(create_app(config, service), **common)  # type: ignore[arg-type]
+        uvicorn.Server(uvicorn_config(config, create_app(config, service))).run()
 
 
 @contextlib.contextmanager

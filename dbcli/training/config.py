@@ -1,21 +1,21 @@
 """``TrainConfig``: every setting of a training run, with the paper's recipe as defaults.
 
-Each setting that ``dbnet train`` takes carries its option beside its type (``Annotated`` with a
-``typer.Option``; ``dbcli.commands.common.options_from`` reads them), so the defaults are stated here
-only. Torch-free on import, so that ``dbnet train --help`` does not load torch; the training loop
-itself is ``dbcli.training.loop``. A run folder's ``config.json`` is ``asdict(TrainConfig)``.
+Each setting that ``dbnet train`` takes is declared with ``dbcli.optionspec.option`` (its help text in
+the field's metadata, no CLI framework imported; ``dbcli.commands.common.options_from`` reads them), so
+the defaults are stated here only. Torch-free on import, so that ``dbnet train --help`` does not load
+torch; the training loop itself is ``dbcli.training.loop``. A run folder's ``config.json`` is
+``asdict(TrainConfig)``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Annotated, Optional
-
-import typer
+from typing import Optional
 
 from dbcli import defaults
 from dbcli.errors import DBNetError
+from dbcli.optionspec import option as opt  # (`option` below names a field's flag)
 from dbcli.weights import shipped_names
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3")  # dbcli.models.ARCHS (that module loads torch)
@@ -30,127 +30,78 @@ def _default_loss() -> dict:
 
 @dataclass
 class TrainConfig:
-    dataset: Annotated[str, typer.Option(help="icdar15, td500, totaltext, ctw1500 or custom.")] = "icdar15"
-    data_root: Annotated[Optional[str], typer.Option(help="Dataset folder (default: $DBNET_DATA/<dataset>).")] = None
-    out: Annotated[Optional[str], typer.Option(help="Run folder (default: runs/<dataset>-<arch>-<time>).")] = None
-    overwrite: Annotated[
-        bool,
-        typer.Option(help="Start a new run in an --out folder that holds an earlier one, deleting its checkpoints, "
-                          "weights and metrics (without it such a folder is refused)."),
-    ] = False
-    arch: Annotated[
-        Optional[str],
-        typer.Option(
-            show_default=False,
-            help="resnet18, resnet34, resnet50 or mobilenet_v3 (default: the --init-weights file's, else resnet18).",
-        ),
-    ] = None  # None: the --init-weights file's, else resnet18
-    dcn: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--dcn/--no-dcn",
-            show_default=False,
-            help="Deformable convolution in stages 3-5 (ResNets; default: the --init-weights file's, else off).",
-        ),
-    ] = None  # None: the --init-weights file's, else False
-    epochs: Annotated[int, typer.Option(help="Passes over the training images (paper: 1200).")] = 1200
-    batch_size: Annotated[int, typer.Option(help="Images per step per process (paper: 16).")] = 16
-    lr: Annotated[float, typer.Option(help="Initial learning rate, poly decay with power 0.9.")] = 0.007
-    optimizer: Annotated[
-        str,
-        typer.Option(
-            help="sgd (paper: momentum 0.9) or adamw (from-scratch runs on a small budget leave the constant-map "
-                 "plateau sooner; use --lr 0.001)."
-        ),
-    ] = "sgd"
+    dataset: str = opt("icdar15", help="icdar15, td500, totaltext, ctw1500 or custom.")
+    data_root: Optional[str] = opt(None, help="Dataset folder (default: $DBNET_DATA/<dataset>).")
+    out: Optional[str] = opt(None, help="Run folder (default: runs/<dataset>-<arch>-<time>).")
+    overwrite: bool = opt(
+        False, help="Start a new run in an --out folder that holds an earlier one, deleting its checkpoints, "
+                    "weights and metrics (without it such a folder is refused).")
+    arch: Optional[str] = opt(  # None: the --init-weights file's, else resnet18
+        None, show_default=False,
+        help="resnet18, resnet34, resnet50 or mobilenet_v3 (default: the --init-weights file's, else resnet18).")
+    dcn: Optional[bool] = opt(  # None: the --init-weights file's, else False
+        None, show_default=False,
+        help="Deformable convolution in stages 3-5 (ResNets; default: the --init-weights file's, else off).")
+    epochs: int = opt(1200, help="Passes over the training images (paper: 1200).")
+    batch_size: int = opt(16, help="Images per step per process (paper: 16).")
+    lr: float = opt(0.007, help="Initial learning rate, poly decay with power 0.9.")
+    optimizer: str = opt(
+        "sgd", help="sgd (paper: momentum 0.9) or adamw (from-scratch runs on a small budget leave the constant-map "
+                    "plateau sooner; use --lr 0.001).")
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
-    warmup_steps: Annotated[
-        int,
-        typer.Option(
-            help="Raise the lr linearly from ~0 over the first N steps (fine-tuning with --init-weights: a few "
-                 "hundred; paper: none).",
-        ),
-    ] = 0  # linear lr warm-up over the run's first N optimizer steps (0: none)
-    crop_size: Annotated[int, typer.Option(help="Square training crop side in pixels.")] = 640
-    scale_min: Annotated[float, typer.Option(help="Smallest random rescale factor.")] = 0.5
-    scale_max: Annotated[float, typer.Option(help="Largest random rescale factor.")] = 3.0
+    warmup_steps: int = opt(  # linear lr warm-up over the run's first N optimizer steps (0: none)
+        0, help="Raise the lr linearly from ~0 over the first N steps (fine-tuning with --init-weights: a few "
+                "hundred; paper: none).")
+    crop_size: int = opt(640, help="Square training crop side in pixels.")
+    scale_min: float = opt(0.5, help="Smallest random rescale factor.")
+    scale_max: float = opt(3.0, help="Largest random rescale factor.")
     max_angle: float = 10.0
-    workers: Annotated[
-        Optional[int],
-        typer.Option(
-            show_default=False,
-            help="DataLoader worker processes (labels are made there). Default: 4, or the CPUs available if "
-                 "fewer; with --resume: the run's.",
-        ),
-    ] = None  # DataLoader workers (None: a resumed run's, else cpu.default_workers())
-    seed: Annotated[int, typer.Option()] = 0
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto"
-    amp: Annotated[bool, typer.Option(help="Mixed precision (fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX).")] = True
-    val_fraction: Annotated[float, typer.Option(help="Share of training images held out for validation.")] = (
-        0.1  # held out of the training split for validation / threshold picking
-    )
-    val_every: Annotated[int, typer.Option(help="Validate every N epochs.")] = 10  # epochs
-    val_limit: Annotated[
-        Optional[int],
-        typer.Option(
-            show_default=False, help="Validate on at most N held-out images (default: all; with --resume: the run's)."
-        ),
-    ] = None  # at most this many validation images (None: 0 = all, or a resumed run's)
-    val_short_side: Annotated[int, typer.Option(help="Validation test scale: shorter side in pixels.")] = (
-        defaults.SHORT_SIDE
-    )
+    workers: Optional[int] = opt(  # DataLoader workers (None: a resumed run's, else cpu.default_workers())
+        None, show_default=False,
+        help="DataLoader worker processes (labels are made there). Default: 4, or the CPUs available if "
+             "fewer; with --resume: the run's.")
+    seed: int = opt(0)
+    device: str = opt("auto", help="auto, cpu, cuda or cuda:N.")
+    amp: bool = opt(True, help="Mixed precision (fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX).")
+    val_fraction: float = opt(  # held out of the training split for validation / threshold picking
+        0.1, help="Share of training images held out for validation.")
+    val_every: int = opt(10, help="Validate every N epochs.")  # epochs
+    val_limit: Optional[int] = opt(  # at most this many validation images (None: 0 = all, or a resumed run's)
+        None, show_default=False,
+        help="Validate on at most N held-out images (default: all; with --resume: the run's).")
+    val_short_side: int = opt(defaults.SHORT_SIDE, help="Validation test scale: shorter side in pixels.")
     save_every: int = 1  # epochs between latest-checkpoint writes
     log_every: int = 10  # steps between plain log lines
-    resume: Annotated[Optional[str], typer.Option(help="Run folder or checkpoint to continue exactly.")] = None
-    pretrained_backbone: Annotated[Optional[str], typer.Option(help="torchvision ImageNet ResNet state dict.")] = None
-    init_weights: Annotated[
-        Optional[str],
-        typer.Option(
-            help=f"Fine-tune: start from this dbnet weights file or shipped name ({shipped_names()}) with a new "
-                 f"optimizer and schedule; its architecture is used."
-        ),
-    ] = None  # a dbnet weights file to fine-tune from (all layers; fresh optimizer)
-    cache_images: Annotated[
-        bool,
-        typer.Option(help="Decode the images once and keep them in memory, as many as --cache-mb holds (the rest "
-                          "are decoded as they are used)."),
-    ] = True
-    cache_mb: Annotated[
-        Optional[float],
-        typer.Option(
-            show_default=False,
-            help="Memory for --cache-images, in MB per process (default: 2048 or a quarter of the available RAM, "
-                 "whichever is less).",
-        ),
-    ] = None  # None: cache.default_budget_mb()
-    max_steps: Annotated[int, typer.Option(help="Stop after N optimizer steps in this run (0: no limit).")] = (
-        0  # stop after this many optimizer steps in this run (0: no limit)
-    )
+    resume: Optional[str] = opt(None, help="Run folder or checkpoint to continue exactly.")
+    pretrained_backbone: Optional[str] = opt(None, help="torchvision ImageNet ResNet state dict.")
+    init_weights: Optional[str] = opt(  # a dbnet weights file to fine-tune from (all layers; fresh optimizer)
+        None, help=f"Fine-tune: start from this dbnet weights file or shipped name ({shipped_names()}) with a new "
+                   f"optimizer and schedule; its architecture is used.")
+    cache_images: bool = opt(
+        True, help="Decode the images once and keep them in memory, as many as --cache-mb holds (the rest "
+                   "are decoded as they are used).")
+    cache_mb: Optional[float] = opt(  # None: cache.default_budget_mb()
+        None, show_default=False,
+        help="Memory for --cache-images, in MB per process (default: 2048 or a quarter of the available RAM, "
+             "whichever is less).")
+    max_steps: int = opt(  # stop after this many optimizer steps in this run (0: no limit)
+        0, help="Stop after N optimizer steps in this run (0: no limit).")
     # Budget: stop (with a checkpoint) after this many minutes of training in all, earlier sessions of
     # a resumed run included (0: no limit); with time_schedule the poly decay ends at that limit.
     # None: for a new run no limit, and a schedule that follows the time limit when there is one; for
     # --resume the run's own values.
-    time_limit: Annotated[
-        Optional[float],
-        typer.Option(
-            show_default=False,
-            help="Stop with a checkpoint once the run has trained N minutes, earlier sessions of a resumed run "
-                 "included, with the lr schedule fitted into them (see --time-schedule). Default: no limit; with "
-                 "--resume: the run's.",
-        ),
-    ] = None
-    time_schedule: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--time-schedule/--no-time-schedule",
-            show_default=False,
-            help="With --time-limit: the poly lr decay ends at the time limit (or the last epoch, if sooner), so "
-                 "that a run stopped by it ends at a low lr. Default: on with --time-limit; with --resume: the "
-                 "run's.",
-        ),
-    ] = None
+    time_limit: Optional[float] = opt(
+        None, show_default=False,
+        help="Stop with a checkpoint once the run has trained N minutes, earlier sessions of a resumed run "
+             "included, with the lr schedule fitted into them (see --time-schedule). Default: no limit; with "
+             "--resume: the run's.")
+    time_schedule: Optional[bool] = opt(
+        None, show_default=False,
+        help="With --time-limit: the poly lr decay ends at the time limit (or the last epoch, if sooner), so "
+             "that a run stopped by it ends at a low lr. Default: on with --time-limit; with --resume: the "
+             "run's.")
     loss: dict = field(default_factory=_default_loss)  # LossConfig as a dict
     # Post-processing for validation (also stored in the run's weights): the values given here, then
     # (a new run) the --init-weights file's thresholds or (--resume) the run's own, then thresh 0.3 /
@@ -158,56 +109,33 @@ class TrainConfig:
     post: dict = field(default_factory=dict)
     # Fine-tuning (--init-weights): see dbcli.training.recipe. None: the recipe's choice for a new
     # fine-tuning run, off otherwise.
-    recipe: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--recipe/--no-recipe",
-            show_default=False,
-            help="With --init-weights: the fine-tuning recipe fills every option not given (AdamW lr 1e-3, "
-                 "warm-up, 512 crops scaled around the test scale, threshold-branch warm-up, thresholds "
-                 "re-picked on the validation split). Default: on with --init-weights.",
-        ),
-    ] = None
-    head_warmup_steps: Annotated[
-        Optional[int],
-        typer.Option(
-            show_default=False,
-            help="Train only the threshold branch (everything else frozen, BatchNorm statistics included) for "
-                 "the first N steps. Default with the recipe: 100 when the --init-weights file's threshold "
-                 "branch is a copy of its probability branch (a converted PaddleOCR model), else 0.",
-        ),
-    ] = None
-    reset_thresh_branch: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--reset-thresh-branch/--no-reset-thresh-branch",
-            show_default=False,
-            help="Start the threshold branch as a constant map at the validation --thresh (its last layer's "
-                 "weights zeroed), so that the binary map is the probability map binarised as at inference "
-                 "from the first step. Default with the recipe: on when the --init-weights file's threshold "
-                 "branch is a copy of its probability branch (a converted PaddleOCR model), else off.",
-        ),
-    ] = None
-    scale_reference: Annotated[
-        Optional[int],
-        typer.Option(
-            show_default=False,
-            help="Make --scale-min / --scale-max relative to the scale an image is detected at (its shorter side "
-                 "brought to N px), so text is trained at the size it is seen at: scans, long pages and photos "
-                 "alike. 0: relative to the image as stored (the paper's). Default with the recipe: "
-                 "--val-short-side.",
-        ),
-    ] = None
-    pick_thresholds: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--pick-thresholds/--no-pick-thresholds",
-            show_default=False,
-            help="Judge the start and every checkpoint at its own best thresh x box_thresh on the validation "
-                 "split (one network pass, then a sweep) and store the chosen one's pair in weights.pt. "
-                 "Default with the recipe: on unless --thresh / --box-thresh are given.",
-        ),
-    ] = None
+    recipe: Optional[bool] = opt(
+        None, show_default=False,
+        help="With --init-weights: the fine-tuning recipe fills every option not given (AdamW lr 1e-3, "
+             "warm-up, 512 crops scaled around the test scale, threshold-branch warm-up, thresholds "
+             "re-picked on the validation split). Default: on with --init-weights.")
+    head_warmup_steps: Optional[int] = opt(
+        None, show_default=False,
+        help="Train only the threshold branch (everything else frozen, BatchNorm statistics included) for "
+             "the first N steps. Default with the recipe: 100 when the --init-weights file's threshold "
+             "branch is a copy of its probability branch (a converted PaddleOCR model), else 0.")
+    reset_thresh_branch: Optional[bool] = opt(
+        None, show_default=False,
+        help="Start the threshold branch as a constant map at the validation --thresh (its last layer's "
+             "weights zeroed), so that the binary map is the probability map binarised as at inference "
+             "from the first step. Default with the recipe: on when the --init-weights file's threshold "
+             "branch is a copy of its probability branch (a converted PaddleOCR model), else off.")
+    scale_reference: Optional[int] = opt(
+        None, show_default=False,
+        help="Make --scale-min / --scale-max relative to the scale an image is detected at (its shorter side "
+             "brought to N px), so text is trained at the size it is seen at: scans, long pages and photos "
+             "alike. 0: relative to the image as stored (the paper's). Default with the recipe: "
+             "--val-short-side.")
+    pick_thresholds: Optional[bool] = opt(
+        None, show_default=False,
+        help="Judge the start and every checkpoint at its own best thresh x box_thresh on the validation "
+             "split (one network pass, then a sweep) and store the chosen one's pair in weights.pt. "
+             "Default with the recipe: on unless --thresh / --box-thresh are given.")
 
 
 # --- validation at the edge: every setting checked before any work ---------------------------------

@@ -25,7 +25,7 @@ already detects text needs small, careful steps instead, measured on ``bench/ben
   checkpoint 13 ICDAR 2015 test points above the start scored below it on validation.
 
 Whatever the recipe, a fine-tuning run validates its starting weights before the first step and its
-``weights.pt`` is the best of the start and the validated checkpoints (``dbcli.training.loop``).
+``weights.pt`` is the best of the start and the validated checkpoints (``dbcli.training.validation``).
 Torch-free on import.
 """
 

@@ -1,11 +1,16 @@
-"""A new run's ``--out`` folder: refused when it holds an earlier run (unless ``--overwrite``), and
-never when it would replace the run's own starting weights. Torch-free."""
+"""A run's ``--out`` folder (``open_run_folder``): a new run's refused when it holds an earlier run
+(unless ``--overwrite``: then its files are deleted), and never when it would replace the run's own
+starting weights; its housekeeping said in the run's log (``say_housekeeping``). Torch-free."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dbcli.errors import DBNetError
+from dbcli.outputs.atomic import remove_stale_temps
+from dbcli.training.config import RESUME_KEEPS, TrainConfig, option
 
 # What a run writes besides train.log (which it appends to): the files an earlier run would lose.
 RUN_FILES = ("latest.pt", "best.pt", "weights.pt", "metrics.jsonl", "config.json")
@@ -45,3 +50,35 @@ def clear_run_folder(out: Path, names: list[str]) -> None:
         except OSError as exc:
             raise DBNetError(f"{out / name}: cannot delete the earlier run's file for --overwrite "
                              f"({exc.strerror or exc})") from None
+
+
+def open_run_folder(config: TrainConfig, resuming: bool, is_main: bool) -> tuple[Path, list[str]]:
+    """The run's folder (``--out``, else ``runs/DATASET-ARCH-TIMESTAMP``; a resumed run's own) and the
+    earlier run's files that ``--overwrite`` deleted there. A new run's folder is checked first
+    (``check_new_run_folder``); the main process creates it (a ``DBNetError`` when it cannot) and
+    deletes those files."""
+    out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    earlier = [] if resuming else check_new_run_folder(
+        out, config.overwrite, {"--init-weights": config.init_weights,
+                                "--pretrained-backbone": config.pretrained_backbone})
+    if is_main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DBNetError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+        clear_run_folder(out, earlier)
+    return out, earlier
+
+
+def say_housekeeping(log: Callable[[str], None], out: Path, earlier: list[str], ignored: list[str],
+                     is_main: bool) -> None:
+    """The run folder's housekeeping, in the log: an earlier run deleted (``--overwrite``), the options a
+    ``--resume`` ignores, and temp files an interrupted checkpoint write left (removed)."""
+    if earlier:
+        log(f"--overwrite: a new run in {out}; the earlier run's {', '.join(earlier)} deleted")
+    if ignored:
+        taken = [option(name) for name in RESUME_KEEPS if name != "resume"] + ["--thresh", "--box-thresh"]
+        log(f"note: --resume continues the run with its own settings; ignored: {', '.join(ignored)} (--resume "
+            f"takes only {', '.join(taken)} from the command line)")
+    for tmp in remove_stale_temps(out, ["latest.pt", "best.pt", "weights.pt"]) if is_main else []:
+        log(f"removed {tmp} (the temp file of an interrupted checkpoint write)")

@@ -1,10 +1,12 @@
-"""How sure a validation figure is: bootstrap standard errors of the hmean over a split's images.
+"""How sure a validation figure is: bootstrap standard errors of the hmean over a split's images, and
+the line that says which candidate a fine-tuning run chose and by how much (``selection_message``).
 
 A fine-tuning run compares its starting weights with its checkpoints on the validation split
-(``dbcli.training.loop``); with a few dozen images a point of hmean can be noise. The figures here
+(``dbcli.training.validation``); with a few dozen images a point of hmean can be noise. The figures here
 resample the split's images with replacement (the ICDAR 2015 protocol sums matches, ground truth and
 detections over images, so an image is the unit) and say how far the hmean moves. Per-image counts
 are ``(N, 3)`` int arrays of (ground truth, detections, matched), as ``ImageMatch`` gives them.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -65,3 +67,26 @@ def noise_line(counts: np.ndarray) -> tuple[str, bool]:
         line = ("warning: " + line + f": differences under ~{max(2 * se, 0.01):.3f} between two models may be "
                 "noise (a larger --val-fraction or more labelled images tell smaller ones apart)")
     return line, noisy
+
+
+def selection_message(selection: dict) -> str:
+    """One line: which weights ``weights.pt`` holds and why. ``selection``: ``{"start": {...},
+    "best": {...}, "checkpoint": {...}}``, each with ``hmean``, ``label`` and per-image ``counts``."""
+    start, best, checkpoint = selection["start"], selection["best"], selection.get("checkpoint")
+    start_counts = np.asarray(start["counts"], np.int64).reshape(-1, 3)
+    se = hmean_se(start_counts)
+    how = "; each at its best thresholds on the validation split" if "thresholds" in start else ""
+    return _which_message(start, best, checkpoint, start_counts, se) + how
+
+
+def _which_message(start: dict, best: dict, checkpoint: dict | None, start_counts: np.ndarray, se: float) -> str:
+    if best["label"] == "the start":
+        if checkpoint is None:
+            return f"weights.pt = the start (val hmean {start['hmean']:.3f} +- {se:.3f}): no checkpoint was validated"
+        diff_se = paired_difference_se(start_counts, np.asarray(checkpoint["counts"], np.int64).reshape(-1, 3))
+        return (f"weights.pt = the start (val hmean {start['hmean']:.3f} +- {se:.3f}): no checkpoint beat it "
+                f"(best: {checkpoint['label']}, {checkpoint['hmean']:.3f}, "
+                f"{checkpoint['hmean'] - start['hmean']:+.3f} +- {diff_se:.3f})")
+    diff_se = paired_difference_se(start_counts, np.asarray(best["counts"], np.int64).reshape(-1, 3))
+    return (f"weights.pt = {best['label']} (val hmean {best['hmean']:.3f}; the start {start['hmean']:.3f} +- "
+            f"{se:.3f}; difference {best['hmean'] - start['hmean']:+.3f} +- {diff_se:.3f}, paired bootstrap)")
