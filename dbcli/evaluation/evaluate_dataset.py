@@ -210,15 +210,16 @@ def json_target(path: str | Path | None) -> Path | None:
 
 
 def _check_json(o: EvalOptions, samples: Sequence[Any]) -> Path | None:
-    """The ``--json`` file, checked before any scoring: it must not replace a file of the dataset (its
-    folder, its ground-truth file, the images of ``samples``), the predictions file or a weights file,
-    nor (without ``--overwrite``) a file that is not an eval report; its folder must be writable."""
+    """The ``--json`` file, checked before any scoring (``dbcli.outputs.targets.check_eval_output``):
+    it must not replace a file of the dataset (its folder, its ground-truth file, the images of
+    ``samples``), the predictions file or a weights file, nor (without ``--overwrite``) a file that is
+    not an eval report; its folder must be writable."""
     path = json_target(o.json_path)
     if path is None:
         return None
     from dbcli.data.datasets import resolve_root
-    from dbcli.outputs.atomic import check_writable
-    from dbcli.outputs.paths import Protected, check_replace, eval_report, is_stdout
+    from dbcli.outputs.paths import Protected
+    from dbcli.outputs.targets import check_eval_output
     from dbcli.weights import resolve_weights, shipped_files
 
     protected = Protected().add([o.pred], "the predictions file").add(shipped_files(), "the shipped weights file")
@@ -227,14 +228,7 @@ def _check_json(o: EvalOptions, samples: Sequence[Any]) -> Path | None:
     protected.add([s.image_path for s in samples], "the dataset image")
     root = resolve_root(o.dataset, o.data_root)
     protected.add([root], "the ground-truth file").add_folder(root, "a file of the dataset in")
-    protected.check(path, "--json")
-    check_replace(path, "--json", eval_report, "a dbnet eval report", o.overwrite)
-    if is_stdout(path):
-        return path
-    try:
-        check_writable(path)
-    except OSError as exc:
-        raise DBNetError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
+    check_eval_output(path, protected, o.overwrite)
     return path
 
 

@@ -1,5 +1,6 @@
-"""What ``dbnet detect`` and ``dbnet visualize`` may write, checked in one call per command before any
-work: ``check_detect_outputs``, ``check_visualize_outputs``.
+"""What ``dbnet detect``, ``dbnet visualize`` and ``dbnet eval --json`` may write, checked in one call
+per command before any work: ``check_detect_outputs``, ``check_visualize_outputs``,
+``check_eval_output`` (``dbnet export`` and ``convert`` write one file: ``paths.check_file_output``).
 
 The call resolves ``--out`` (a folder given for json / jsonl gets ``polygons.json`` inside it:
 ``dbcli.outputs.writers.output_path``) and ``--crops``, checks that the options fit together
@@ -19,8 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbcli.errors import DBNetError
-from dbcli.outputs.atomic import fit_name
-from dbcli.outputs.paths import Protected, check_replace, detect_json, detect_jsonl, in_place, is_stdout
+from dbcli.outputs.atomic import check_writable, fit_name
+from dbcli.outputs.paths import (
+    Protected,
+    check_replace,
+    detect_json,
+    detect_jsonl,
+    eval_report,
+    in_place,
+    is_stdout,
+)
 from dbcli.outputs.writers import FORMATS, PageLike, icdar_name, output_path
 
 
@@ -146,3 +155,17 @@ def check_visualize_outputs(out_dir: Path, images: Sequence[Target], *, maps: bo
         for target in drawing_paths(out_dir, image.key, maps):
             protected.check(target, "--out", out_dir, "the drawing")
     return protected
+
+
+def check_eval_output(path: Path, protected: Protected, overwrite: bool = False) -> None:
+    """Every check of ``dbnet eval --json``'s report file, before any scoring: not a ``protected`` file
+    (the dataset's files, the predictions file, a weights file), not (unless ``overwrite``) an
+    existing file that is not an eval report, and writable (stdout passes). Raises ``DBNetError``."""
+    protected.check(path, "--json")
+    check_replace(path, "--json", eval_report, "a dbnet eval report", overwrite)
+    if is_stdout(path):
+        return
+    try:
+        check_writable(path)
+    except OSError as exc:
+        raise DBNetError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
