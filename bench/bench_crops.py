@@ -2,7 +2,7 @@
 
     python bench/bench_crops.py [--images DIR] [--weights NAME_OR_FILE] [--repeats 7] [--loops 5]
 
-Contenders (interleaved in the same run, each a whole ``dbcli.inference.detect_files.detect_files`` call over
+Contenders (interleaved in the same run, each a whole ``dbcli.workflows.detect.detect_files`` call over
 the images,
 JSON written, model loaded once; a sample is ``--loops`` such calls, the figure the median of
 ``--repeats`` samples):
@@ -40,14 +40,15 @@ def main() -> None:
 
     from rich.console import Console
 
-    from dbcli.inference.detect_files import detect_files
-    from dbcli.inference.inputs import expand_inputs, output_keys
-    from dbcli.inference.loading import load_model
-    from dbcli.inference.options import InferenceOptions
-    from dbcli.inference.pipeline import run_pipeline
-    from dbcli.inference.settings import resolve_settings
-    from dbcli.postprocess.crops import crop_regions, write_crops
+    from dbcli.backends.loading import load_model
+    from dbcli.engine.options import InferenceOptions
+    from dbcli.engine.pipeline import run_pipeline
+    from dbcli.engine.settings import resolve_settings
+    from dbcli.outputs.writers import write_crops
+    from dbcli.postprocess.crops import crop_regions
     from dbcli.postprocess.reading_order import reading_order
+    from dbcli.workflows.detect import detect_files
+    from dbcli.workflows.inputs import expand_inputs, output_keys
 
     header("dbnet detect: reading order and --crops (bench/bench_crops.py)")
     images, _ = expand_inputs([args.images])

@@ -3,7 +3,7 @@ images/s, against the paper's 48 FPS (1080Ti, DB-ResNet-18, ICDAR 2015 at 736).
 
     python bench/bench_cuda.py [--repeats 5] [--iters 20] [--train-batch 16]
 
-Skips with a message when no CUDA device is present. Inference: ``dbcli.inference.torch_backend.TorchBackend``'s
+Skips with a message when no CUDA device is present. Inference: ``dbcli.backends.torch_backend.TorchBackend``'s
 model (BatchNorm folded, channels_last, ``inference_mode``), input 736x1312 (a 1280x720 ICDAR 2015
 image at short side 736), network only and network + dbcli post-processing (box mode, on an
 ICDAR-like synthetic map, as the paper's FPS includes post-processing). Training: forward, DB loss,
@@ -57,8 +57,8 @@ def main(argv=None) -> int:
         print("# skipped: no CUDA device (torch.cuda.is_available() is False); run this on a GPU machine")
         return 0
 
-    from dbcli.interop.export import fold_batchnorm
     from dbcli.models import DBNet, ModelConfig
+    from dbcli.models.fold import fold_batchnorm
     from dbcli.postprocess.boxes import boxes_from_prob_map
     from dbcli.training.losses import db_loss
 

@@ -8,9 +8,9 @@ of ``--images DIR``; network input at short side 736 (1280x720 -> 736x1312).
 
 Contenders (interleaved in the same run, median of ``--repeats`` passes over all images):
 - dbcli, the default backend (``auto``, what ``dbnet detect`` and ``Detector()`` run without
-  ``--backend``: on a CPU onnxruntime, the export cached per weights file, ``dbcli.inference.onnx_cache``).
+  ``--backend``: on a CPU onnxruntime, the export cached per weights file, ``dbcli.backends.onnx_cache``).
 - dbcli, torch backend (fp32, and bf16 on CPUs with native bfloat16: ``--precision bf16``) and
-  onnxruntime backend, batch 1 and 8: ``dbcli.inference.pipeline.run_pipeline`` (what
+  onnxruntime backend, batch 1 and 8: ``dbcli.engine.pipeline.run_pipeline`` (what
   ``dbnet detect`` runs: decoding in a thread pool overlapping the network, same-size batches,
   post-processing). The ONNX model is exported from the same weights (``dbcli.interop.export``).
 - PP-OCRv4 det (``rapidocr-onnxruntime==1.4.4``): its ``ch_PP-OCRv4_det_infer.onnx`` through
@@ -113,8 +113,8 @@ def export_onnx(weights: Path, out: Path) -> Path:
 
 def load_backends(label: str, weights: Path, onnx_path: Path) -> dict:
     """``{"<label> default (auto -> ...)": model, "<label> torch": model, "<label> onnx": model}`` as
-    ``dbcli.inference.loading.load_model`` gives them (the default: no backend named, as ``dbnet detect``)."""
-    from dbcli.inference.loading import load_model
+    ``dbcli.backends.loading.load_model`` gives them (the default: no backend named, as ``dbnet detect``)."""
+    from dbcli.backends.loading import load_model
 
     default = load_model(weights)
     return {f"{label} default (auto -> {default.info['backend']})": default,
@@ -147,8 +147,8 @@ def prob_fn_of(model):
 
 def run_dbcli(model, paths: list[Path], short_side: int, batch: int):
     """All images through dbnet detect's pipeline; returns the detections per image."""
-    from dbcli.inference.pipeline import run_pipeline
-    from dbcli.inference.settings import Settings
+    from dbcli.engine.pipeline import run_pipeline
+    from dbcli.engine.settings import Settings
 
     settings = Settings(short_side=short_side, batch_size=batch)
     return [r.detections for r in run_pipeline(paths, model, settings)]
@@ -308,8 +308,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp_name)
         paths = list_images(Path(args.images), args.count) if args.images else make_images(tmp, args.count, args.seed)
         first = cv2.imread(str(paths[0]))
+        from dbcli.backends.loading import load_model
         from dbcli.cpu import cpu_supports_bf16
-        from dbcli.inference.loading import load_model
 
         print(f"# {len(paths)} images ({'from ' + args.images if args.images else 'synthetic'}, first "
               f"{first.shape[1]}x{first.shape[0]}); {threads} threads for torch and onnxruntime")

@@ -108,10 +108,10 @@ def score(weights: str, dataset: str, data_root: str, limit: int) -> dict:
     """P / R / hmean of a weights file on the test part, at the file's own scale and thresholds."""
     import torch
 
+    from dbcli.backends.torch_backend import ModuleBackend
     from dbcli.data.datasets import load_samples
+    from dbcli.engine.settings import Settings
     from dbcli.evaluation.scoring import evaluate_model
-    from dbcli.inference.settings import Settings
-    from dbcli.inference.torch_backend import ModuleBackend
     from dbcli.postprocess.boxes import PostConfig, post_config_from
     from dbcli.weights import build_model, load_weights
 

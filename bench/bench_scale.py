@@ -104,9 +104,9 @@ def ordinary_inputs(folder: Path, count: int) -> list[Path]:
 
 
 def bench_ordinary(paths: list[Path], repeats: int) -> None:
-    from dbcli.inference.loading import load
-    from dbcli.inference.options import InferenceOptions
-    from dbcli.inference.pipeline import run_pipeline
+    from dbcli.engine.load import load
+    from dbcli.engine.options import InferenceOptions
+    from dbcli.engine.pipeline import run_pipeline
 
     model, auto = load(InferenceOptions(device="cpu"))
     _, fixed = load(InferenceOptions(device="cpu", short_side=736))

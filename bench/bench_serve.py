@@ -155,9 +155,9 @@ def main() -> None:
     from rich.console import Console
 
     from dbcli.cpu import tune_malloc
-    from dbcli.inference.detect_files import detect_files as detect
-    from dbcli.inference.loading import load as load_model_and_settings
-    from dbcli.inference.options import InferenceOptions
+    from dbcli.engine.load import load as load_model_and_settings
+    from dbcli.engine.options import InferenceOptions
+    from dbcli.workflows.detect import detect_files as detect
 
     tune_malloc()
     model, settings = load_model_and_settings(InferenceOptions(weights=args.weights, device="cpu"))

@@ -70,11 +70,11 @@ def main() -> int:
     ap.add_argument("--out", default="runs/compare_ppocr", help="folder for the two predictions files")
     args = ap.parse_args()
 
+    from dbcli.backends.loading import load_model
     from dbcli.data.datasets import load_samples
-    from dbcli.inference.loading import load_model
-    from dbcli.inference.options import InferenceOptions
-    from dbcli.inference.pipeline import run_pipeline
-    from dbcli.inference.settings import resolve_settings
+    from dbcli.engine.options import InferenceOptions
+    from dbcli.engine.pipeline import run_pipeline
+    from dbcli.engine.settings import resolve_settings
 
     samples = load_samples("icdar15", args.data_root, "test")
     samples = samples[: args.limit] if args.limit else samples

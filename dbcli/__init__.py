@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from dbcli.version import __version__
+
 __all__ = ["Detector", "ImageResult", "Detection", "DBNetError", "__version__"]
 
 if TYPE_CHECKING:
     from dbcli.api import Detector
+    from dbcli.engine.result import ImageResult
     from dbcli.errors import DBNetError
-    from dbcli.inference.result import ImageResult
     from dbcli.postprocess.boxes import Detection
 
 
@@ -24,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return Detector
     if name == "ImageResult":
-        from dbcli.inference.result import ImageResult
+        from dbcli.engine.result import ImageResult
 
         return ImageResult
     if name == "Detection":

@@ -8,8 +8,8 @@
         print(det.points.round(1).tolist(), det.score, crop.shape)
     pages = detector.pdf("report.pdf")          # one result per page (pip install 'dbnet[pdf]')
 
-It loads its model where every command does (``dbcli.inference.loading.load``) and runs the engine of
-``dbnet detect`` (``dbcli.inference.pipeline.run_pipeline``), so a file gives the same detections as
+It loads its model where every command does (``dbcli.engine.load.load``) and runs the engine of
+``dbnet detect`` (``dbcli.engine.pipeline.run_pipeline``), so a file gives the same detections as
 ``dbnet detect`` with the same options.
 """
 
@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any, Union, overload
 import numpy as np
 
 from dbcli import defaults
+from dbcli.backends.base import Model
+from dbcli.engine.load import load
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.pdf import is_pdf, pdf_pages
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.records import Failure
+from dbcli.engine.result import ImageResult
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
-from dbcli.inference.backend import Model
-from dbcli.inference.loading import load
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.pdf import is_pdf, pdf_pages
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.records import Failure
-from dbcli.inference.result import ImageResult
-from dbcli.inference.settings import Settings
 
 __all__ = ["Detector", "ImageResult"]
 
@@ -48,7 +48,7 @@ class Detector:
         weights: a ``.pt`` weights file, a ``.onnx`` export (onnxruntime, torch never imported), a
             shipped short name (``"general"``, ...) or None for the default (``general``).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        **options: the other fields of ``dbcli.inference.options.InferenceOptions`` (the options of
+        **options: the other fields of ``dbcli.engine.options.InferenceOptions`` (the options of
             ``dbnet detect``):
         backend: ``"auto"`` (default, as ``dbnet detect``: onnxruntime on a CPU when installed, a
             ``.pt`` file exported once and cached; torch on CUDA, for bf16/fp16, or without

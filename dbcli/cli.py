@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from dbcli import __version__
 from dbcli.commands import convert, detect, evaluate, export, serve, train, visualize
+from dbcli.version import __version__
 
 # Help is click's plain two-column layout (rich_markup_mode=None): every option name stays whole and
 # its description wraps beside it on an 80-column terminal (rich's table cut long names to "--no-time-…"

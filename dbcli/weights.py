@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_torch_save
+from dbcli.outputs.atomic import atomic_torch_save
 
 if TYPE_CHECKING:  # torch is imported lazily: the ONNX detect path uses this module without torch
     import torch
@@ -67,6 +67,11 @@ def weights_dir() -> Path:
     package = Path(__file__).resolve().parent
     installed = package / "shipped_weights"
     return installed if installed.is_dir() else package.parent / "weights"
+
+
+def shipped_files() -> list[Path]:
+    """The weights files shipped with dbnet (never to be replaced by an output: ``dbcli.outputs.paths``)."""
+    return [weights_dir() / w.file for w in SHIPPED]
 
 
 def shipped_names() -> str:
@@ -179,7 +184,7 @@ def _state_dict_problem(state: dict) -> str | None:
         if not isinstance(value, torch.Tensor):
             return f"state_dict entry {str(key)[:80]!r} is a {type(value).__name__}, not a tensor (a damaged file?)"
     return None  # (NaN / inf values are not refused here: an unused threshold head may hold inf; the
-    # engine makes a non-finite probability map safe and says so, dbcli.inference.pipeline.finite_map)
+    # engine makes a non-finite probability map safe and says so, dbcli.engine.pipeline.finite_map)
 
 
 def weights_problem(data: dict) -> str | None:

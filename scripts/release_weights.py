@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from dbcli.fileio import atomic_torch_save
+from dbcli.outputs.atomic import atomic_torch_save
 from dbcli.weights import load_weights, storage_tensor
 
 

@@ -1,4 +1,4 @@
-"""Test-session settings and shared fixtures: the ONNX export cache (``dbcli.inference.onnx_cache``)
+"""Test-session settings and shared fixtures: the ONNX export cache (``dbcli.backends.onnx_cache``)
 lives in a temporary folder, so that no test reads or writes the user's ``~/.cache/dbnet``;
 ``model_files`` (the planted model's weights files, per module) and ``one_thread`` (torch on one
 thread for the test, as the hardening tests run)."""

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from planted_model import planted_files, rect_image
 
-import dbcli.interop.export
+import dbcli.backends.export
 from dbcli import Detector
+from dbcli.backends.loading import load_model, pick_backend
+from dbcli.backends.onnx_cache import cache_dir, cache_path, file_sha256
 from dbcli.cpu import quiet_openmp
-from dbcli.inference.loading import load_model, pick_backend
-from dbcli.inference.onnx_cache import cache_dir, cache_path, file_sha256
 
 RECTS = [(20, 30, 140, 60), (60, 100, 230, 130)]
 
@@ -33,13 +33,13 @@ def cache(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
     monkeypatch.setenv("DBNET_CACHE", str(folder))
     calls: list[Path] = []
-    real = dbcli.interop.export.export_bytes
+    real = dbcli.backends.export.export_bytes
 
     def counting(weights, *args, **kwargs):
         calls.append(Path(weights))
         return real(weights, *args, **kwargs)
 
-    monkeypatch.setattr(dbcli.interop.export, "export_bytes", counting)
+    monkeypatch.setattr(dbcli.backends.export, "export_bytes", counting)
     return folder, calls
 
 

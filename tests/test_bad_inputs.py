@@ -16,11 +16,11 @@ from PIL import Image
 from planted_model import rect_image
 
 from dbcli.data.datasets import load_samples
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.evaluation.scoring import evaluate_model
 from dbcli.imaging import decode_image, read_image
-from dbcli.inference.inputs import expand_inputs
-from dbcli.inference.settings import Settings
+from dbcli.workflows.inputs import expand_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 

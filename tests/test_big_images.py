@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from generated_files import gray_png, invoke, streamed_png, warnings_about, write_rgb
 
+from dbcli.backends.loading import load_model
 from dbcli.defaults import MAX_SIDE as DEFAULT_MAX_SIDE
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.settings import resolve_settings
 from dbcli.errors import DBNetError
 from dbcli.imaging import inference_size
-from dbcli.inference.loading import load_model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.settings import resolve_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from generated_files import invoke, text_images, write_rgb
 
-from dbcli.inference.backend import Model
-from dbcli.inference.detect_files import detect_files as detect
-from dbcli.inference.settings import Settings
+from dbcli.backends.base import Model
+from dbcli.engine.settings import Settings
+from dbcli.workflows.detect import detect_files as detect
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,8 @@ from planted_model import planted_files, rect_image
 from typer.testing import CliRunner
 
 from dbcli.cli import app
-from dbcli.postprocess.crops import crop_corners, crop_name, crop_region
+from dbcli.outputs.writers import crop_name
+from dbcli.postprocess.crops import crop_corners, crop_region
 from dbcli.postprocess.reading_order import reading_order
 
 RED, BLUE, GREY = (150, 0, 0), (0, 0, 150), (225, 225, 225)

@@ -19,14 +19,14 @@ from PIL import Image
 from planted_model import match_rects, planted_files, rect_image
 from typer.testing import CliRunner
 
+from dbcli.backends.loading import load_model
 from dbcli.cli import app
-from dbcli.inference.detect_files import detect_files as detect
-from dbcli.inference.inputs import expand_inputs
-from dbcli.inference.loading import load_model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.settings import resolve_settings
-from dbcli.inference.writers import output_path
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.settings import resolve_settings
+from dbcli.outputs.writers import output_path
+from dbcli.workflows.detect import detect_files as detect
+from dbcli.workflows.inputs import expand_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -130,7 +130,7 @@ def test_options_override_weights_defaults(model_files, image_dir, tmp_path):
 
 
 def test_settings_resolution_order():
-    from dbcli.inference.backend import Model
+    from dbcli.backends.base import Model
 
     model = Model(lambda b: b[:, 0], {}, {"thresh": 0.25, "box_thresh": 0.7, "unknown": 1}, 1024)
     s = resolve_settings(model)
@@ -193,7 +193,7 @@ def test_icdar_and_jsonl_match_json(model_files, image_dir, tmp_path, monkeypatc
     result = invoke("detect", image_dir / "a.png", "--out", blocker / "sub" / "p.json", *common)
     assert result.exit_code == 1 and "cannot write" in result.stderr and "Traceback" not in result.output
     # ... found before any image is processed, in every format (a long job must not fail at its end)
-    import dbcli.inference.detect_files as detect_module
+    import dbcli.workflows.detect as detect_module
 
     def no_images(*args, **kwargs):
         raise AssertionError("images were processed before the output was checked")
@@ -534,7 +534,7 @@ def test_onnx_backend_never_imports_torch(model_files, image_dir, tmp_path):
 def test_ranks_split_inputs_and_rank0_merges(model_files, image_dir, tmp_path, monkeypatch):
     """torchrun logic without processes: rank r takes images r, r+2, ...; rank 0 writes all, in
     input order. ``distributed.gather`` is replaced by a fake holding the other rank's share."""
-    import dbcli.inference.distributed as distributed
+    import dbcli.workflows.distributed as distributed
 
     model = load_model(model_files["onnx"], "onnx", "cpu")
     settings = resolve_settings(model)

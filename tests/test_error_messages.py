@@ -107,7 +107,7 @@ def test_known_architectures_come_from_the_models_package():
 
 
 def test_export_checks_out_before_exporting(model_files, tmp_path, monkeypatch):
-    import dbcli.interop.export as export_module
+    import dbcli.backends.export as export_module
 
     def too_early(*args, **kwargs):
         raise AssertionError("exported before --out was checked")
@@ -265,9 +265,9 @@ def test_onnx_files_dbnet_cannot_use_are_one_error(model_files, tmp_path, edit, 
 def test_a_nan_probability_map_gives_valid_json_and_a_note(tmp_path):
     import numpy as np
 
-    from dbcli.inference.backend import Model
-    from dbcli.inference.pipeline import run_pipeline
-    from dbcli.inference.settings import Settings
+    from dbcli.backends.base import Model
+    from dbcli.engine.pipeline import run_pipeline
+    from dbcli.engine.settings import Settings
 
     def nan_model(batch):
         prob = np.zeros((batch.shape[0], *batch.shape[2:]), np.float32)

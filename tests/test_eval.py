@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from dbcli.cli import app
 from dbcli.data.datasets import load_samples, split_holdout
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.evaluation import metrics
 from dbcli.evaluation.scoring import evaluate_model, evaluate_predictions
 from dbcli.evaluation.sweep import sweep_maps, sweep_model
 from dbcli.imaging import MEAN, STD
-from dbcli.inference.settings import Settings
 from dbcli.postprocess.boxes import PostConfig, boxes_from_prob_map
 
 runner = CliRunner()

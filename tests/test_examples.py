@@ -36,7 +36,7 @@ def test_the_example_pdf_is_made_by_make_examples(tmp_path):
     made = module.pdf_document(module.newsletter_pages(np.random.default_rng(2000)))
     assert made == (EXAMPLES / "newsletter.pdf").read_bytes()
     pytest.importorskip("pypdfium2")
-    from dbcli.inference.pdf import pdf_pages, render_page
+    from dbcli.engine.pdf import pdf_pages, render_page
 
     pages = pdf_pages(EXAMPLES / "newsletter.pdf", dpi=72)
     assert len(pages) == 2

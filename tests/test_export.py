@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from dbcli.backends.export import ProbMapModel, inference_module
 from dbcli.cli import app
-from dbcli.interop.export import ProbMapModel, inference_module
 from dbcli.models import DBNet, ModelConfig
 from dbcli.models.fold import count_batchnorm, fold_batchnorm
 from dbcli.weights import build_model, load_weights, save_weights

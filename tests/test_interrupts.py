@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from generated_files import invoke, text_images
 
+from dbcli.backends.base import Model
+from dbcli.backends.loading import load_model
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.settings import resolve_settings
 from dbcli.errors import DBNetError
-from dbcli.inference.backend import Model
-from dbcli.inference.detect_files import DetectInterrupted
-from dbcli.inference.detect_files import detect_files as detect
-from dbcli.inference.loading import load_model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.settings import resolve_settings
-from dbcli.inference.writers import partial_path
+from dbcli.outputs.writers import partial_path
+from dbcli.workflows.detect import DetectInterrupted
+from dbcli.workflows.detect import detect_files as detect
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from dbcli.cli import app
 from dbcli.commands.common import options_from
-from dbcli.inference.options import InferenceOptions
+from dbcli.engine.options import InferenceOptions
 from dbcli.optionspec import KEY, OptionSpec, declared, option, option_spec
 from dbcli.training.config import TrainConfig
 

@@ -1,4 +1,4 @@
-"""Every writer goes through ``dbcli.outputs`` / ``dbcli.fileio`` (issue 25): an output never replaces
+"""Every writer goes through ``dbcli.outputs.paths`` / ``dbcli.outputs.atomic`` (issue 25): an output never replaces
 an input, a weights file or someone else's file (1); devices, FIFOs, ``/proc`` links and symlinks are
 written into, ``-`` is stdout (2); undecodable and 241-255-byte file names, and a full disk, lose no
 result and give one line (5). Inputs are small generated files; the detector is the planted model."""
@@ -17,8 +17,8 @@ import pytest
 from generated_files import invoke, write_rgb
 from planted_model import planted_files
 
-from dbcli.fileio import atomic_write_bytes, fit_name, json_text, lock_path, temp_prefix
-from dbcli.inference.writers import partial_path
+from dbcli.outputs.atomic import atomic_write_bytes, fit_name, json_text, lock_path, temp_prefix
+from dbcli.outputs.writers import partial_path
 
 REPO = Path(__file__).resolve().parent.parent
 RECT = (30, 40, 160, 75)

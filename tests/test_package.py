@@ -17,7 +17,8 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(dbcli.__path__, "dbcli.")
 
 
 def test_the_walk_finds_the_subpackages():
-    for sub in ("dbcli.commands", "dbcli.inference", "dbcli.models", "dbcli.training", "dbcli.evaluation"):
+    for sub in ("dbcli.commands", "dbcli.engine", "dbcli.backends", "dbcli.workflows", "dbcli.outputs",
+                "dbcli.models", "dbcli.training", "dbcli.evaluation"):
         assert sub in MODULES
 
 

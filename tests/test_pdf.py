@@ -1,4 +1,4 @@
-"""PDF input (``dbcli.inference.pdf``): PDFs made in the test (pages of dark rectangles at known places, drawn
+"""PDF input (``dbcli.engine.pdf``): PDFs made in the test (pages of dark rectangles at known places, drawn
 with Pillow; encrypted, damaged and page-less files written by hand), through ``dbnet detect``,
 ``dbnet visualize`` and the Python API."""
 
@@ -160,7 +160,7 @@ def test_visualize_draws_pdf_pages_numbered_in_reading_order(model_files, tmp_pa
 
 
 def test_numbers_label_regions_by_position_not_by_score():
-    from dbcli.inference.drawing import draw_detections
+    from dbcli.outputs.drawing import draw_detections
 
     image = np.full((200, 300, 3), 255, np.uint8)
     a = np.array([[20, 60], [120, 60], [120, 90], [20, 90]], np.float64)
@@ -198,8 +198,8 @@ def test_a_pdf_given_to_a_detector_call_points_to_its_pdf_method(model_files, tm
 def test_a_page_result_with_crops_survives_the_trip_between_processes():
     """Under torchrun, results travel as ``to_dict`` entries and come back with ``from_dict``: the
     page's fields and the crop files must come back too (rank 0 writes them)."""
-    from dbcli.inference.pdf import PageInfo
-    from dbcli.inference.records import ImageRecord
+    from dbcli.engine.pdf import PageInfo
+    from dbcli.engine.records import ImageRecord
     from dbcli.postprocess.boxes import Detection
 
     box = np.array([[1.0, 2.0], [30.0, 2.0], [30.0, 12.0], [1.0, 12.0]])

@@ -104,8 +104,8 @@ def test_polygons_with_many_points_are_ordered_like_their_boxes():
 
 
 def test_output_keys_keep_subfolders_and_never_collide(tmp_path):
-    from dbcli.inference.inputs import output_keys
-    from dbcli.inference.pdf import PdfPage
+    from dbcli.engine.pdf import PdfPage
+    from dbcli.workflows.inputs import output_keys
 
     root = tmp_path / "in"
     items = [root / "a" / "photo.jpg", root / "b" / "photo.jpg", root / "a" / "scan.jpg", root / "a" / "scan.png",

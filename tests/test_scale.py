@@ -1,4 +1,4 @@
-"""The scale policy and tiling (dbcli.inference.scale_policy, dbcli.inference.tiling): small text on
+"""The scale policy and tiling (dbcli.engine.scale_policy, dbcli.engine.tiling): small text on
 large generated pages is found where the old fixed scale loses it, a line across tile seams comes out
 once and whole, the JSON records each image's scale, and tiles keep memory bounded."""
 
@@ -14,12 +14,12 @@ import pytest
 from generated_files import invoke
 from planted_model import match_rects, planted_files, rect_image
 
+from dbcli.backends.loading import load_model
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.scale_policy import MAX_PIXELS, MIN_GAIN, choose, network_size, probe_windows, rescale_cap
+from dbcli.engine.settings import Settings
+from dbcli.engine.tiling import detect_at_scale, owned_ranges, tile_starts
 from dbcli.imaging import MEAN, STD
-from dbcli.inference.loading import load_model
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.scale_policy import MAX_PIXELS, MIN_GAIN, choose, network_size, probe_windows, rescale_cap
-from dbcli.inference.settings import Settings
-from dbcli.inference.tiling import detect_at_scale, owned_ranges, tile_starts
 from dbcli.postprocess.boxes import PostConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -97,7 +97,7 @@ def test_default_workers_fit_the_machine():
 def test_validation_reports_the_candidate_cap_in_its_result_not_as_a_warning(tiny_data, monkeypatch):
     import warnings
 
-    import dbcli.inference.pipeline as engine
+    import dbcli.engine.pipeline as engine
     from dbcli.models import DBNet
     from dbcli.postprocess.boxes import PostConfig
     from dbcli.training.validation import validate

@@ -234,7 +234,7 @@ def test_default_cache_budget_fits_the_machine(monkeypatch):
 
 # --- class 5: a full disk while writing a checkpoint -----------------------------------------------
 def full_disk_after(calls: int):
-    from dbcli.fileio import atomic_torch_save as real
+    from dbcli.outputs.atomic import atomic_torch_save as real
 
     count = {"n": 0}
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dbcli.cli import app
 from dbcli.evaluation.predictions import load_predictions
-from dbcli.inference.drawing import BOX_COLOUR
+from dbcli.outputs.drawing import BOX_COLOUR
 
 runner = CliRunner()
 RECTS = {"one.png": (200, 150, [(30, 40, 150, 70)]), "two.jpg": (180, 220, [(40, 60, 140, 90), (50, 150, 120, 190)])}
@@ -127,7 +127,7 @@ def test_visualize_from_predictions_file(images, tmp_path):
 def test_scores_never_cover_another_detection_on_a_dense_page():
     """Lines 6 px apart (a printed page): each score goes above or below its own box, never over the
     text of another one (printed_page.jpg's labels hid the line above)."""
-    from dbcli.inference.drawing import draw_detections
+    from dbcli.outputs.drawing import draw_detections
 
     boxes = [(20, 10 + 26 * i, 300, 30 + 26 * i) for i in range(12)]
     dets = [(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64), 0.9) for x0, y0, x1, y1 in boxes]
@@ -153,7 +153,7 @@ def _overlap(a, b) -> bool:
 def _check_labels(boxes, spots, width, height):
     """Every label inside the image, over no other box and no other label; one right beside its box
     (no leader line) is nearer its own box than any other."""
-    from dbcli.inference.drawing import _leader
+    from dbcli.outputs.drawing import _leader
 
     for k, spot in enumerate(spots):
         if spot is None:
@@ -170,7 +170,7 @@ def _check_labels(boxes, spots, width, height):
 def test_a_label_with_no_room_above_never_goes_over_the_next_box():
     """Two lines touching, the first at the top of the image: its label used to go below it, over
     the second line, where "1" read as the second line's number."""
-    from dbcli.inference.drawing import place_labels
+    from dbcli.outputs.drawing import place_labels
 
     boxes = [(10, 0, 200, 20), (10, 20, 200, 40), (10, 40, 200, 60)]
     for numbers in (False, True):
@@ -185,7 +185,7 @@ def test_a_label_with_no_room_above_never_goes_over_the_next_box():
 def test_labels_never_cover_another_box_on_generated_stacked_pages(seed, numbers):
     """Columns of stacked lines 0-4 px apart, of random widths and heights: no label over another
     box or label, all inside the image; numbers (which may sit in their own box's corner) all placed."""
-    from dbcli.inference.drawing import place_labels
+    from dbcli.outputs.drawing import place_labels
 
     rng = np.random.default_rng(seed)
     width, height = 420, 300
@@ -209,7 +209,7 @@ def test_labels_never_cover_another_box_on_generated_stacked_pages(seed, numbers
 
 
 def test_a_number_boxed_in_on_every_side_goes_further_out_with_a_leader_line():
-    from dbcli.inference.drawing import _leader, place_labels
+    from dbcli.outputs.drawing import _leader, place_labels
 
     cell = 14  # a 3 x 3 grid of touching 14 px cells: no spot beside the middle one, none inside it
     boxes = [(40 + cell * c, 40 + cell * r, 40 + cell * (c + 1), 40 + cell * (r + 1))

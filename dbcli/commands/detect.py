@@ -1,4 +1,4 @@
-"""``dbnet detect``: options in, ``dbcli.inference.detect_files.detect_files`` out, one summary line."""
+"""``dbnet detect``: options in, ``dbcli.workflows.detect.detect_files`` out, one summary line."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from dbcli.commands.common import dpi_opt, fail, inputs_arg, options_from, sigterm_as_interrupt, status
+from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
-from dbcli.inference.options import InferenceOptions
 from dbcli.progress import plural
 
 
@@ -60,9 +60,9 @@ def detect(
     Under torchrun, each process takes its share of the images and rank 0 writes the merged output.
     """
     from dbcli.cpu import quiet_openmp, tune_malloc
-    from dbcli.inference.detect_files import DetectInterrupted, detect_files
-    from dbcli.inference.loading import load
-    from dbcli.inference.writers import FORMATS
+    from dbcli.engine.load import load
+    from dbcli.outputs.writers import FORMATS
+    from dbcli.workflows.detect import DetectInterrupted, detect_files
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
     quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too

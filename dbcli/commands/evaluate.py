@@ -9,8 +9,8 @@ import typer
 
 from dbcli import defaults
 from dbcli.commands.common import fail, options_from
+from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
-from dbcli.inference.options import InferenceOptions
 
 
 @options_from(InferenceOptions, exclude=("exif", "sort"))  # datasets say their EXIF rule; scores need no order

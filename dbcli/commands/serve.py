@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from dbcli.commands.common import dpi_opt, fail, options_from
+from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
-from dbcli.inference.options import InferenceOptions
 
 
 def limits(max_wait: float, max_connections: int, header_timeout: float, body_timeout: float, keep_alive: float,

@@ -1,4 +1,4 @@
-"""``dbnet visualize``: options in, ``dbcli.inference.visualize_files.visualize_files`` out."""
+"""``dbnet visualize``: options in, ``dbcli.workflows.visualize.visualize_files`` out."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from dbcli.commands.common import dpi_opt, fail, inputs_arg, options_from
+from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
-from dbcli.inference.options import InferenceOptions
 from dbcli.progress import plural
 
 
@@ -37,9 +37,9 @@ def visualize(
     regions are numbered in the file's order.
     """
     from dbcli.cpu import quiet_openmp, tune_malloc
-    from dbcli.inference.loading import load
-    from dbcli.inference.settings import decode_settings
-    from dbcli.inference.visualize_files import visualize_files
+    from dbcli.engine.load import load
+    from dbcli.engine.settings import decode_settings
+    from dbcli.workflows.visualize import visualize_files
 
     tune_malloc()  # this process runs the network over and over: keep its buffers mapped
     quiet_openmp()  # torch's threads sleep when idle: fast on shared cores too

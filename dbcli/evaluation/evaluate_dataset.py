@@ -1,5 +1,5 @@
 """``dbnet eval``'s work once its options are parsed: pick the images (``select_samples``), load the
-model where every command does (``dbcli.inference.loading.load``), score it (``evaluate_model``) or
+model where every command does (``dbcli.engine.load.load``), score it (``evaluate_model``) or
 sweep its thresholds (``sweep_model``), or score a predictions file; print the tables
 (``dbcli.evaluation.tables``) and write ``--json``."""
 
@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from dbcli import defaults
+from dbcli.backends.base import Model
 from dbcli.data.datasets import DATASETS, load_samples, split_holdout
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.evaluation.scoring import Warn
-from dbcli.inference.backend import Model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.settings import Settings
 from dbcli.progress import plural
 
 CURVED_DATASETS = ("totaltext", "ctw1500")
@@ -134,7 +134,7 @@ def eval_inference_options(o: EvalOptions) -> InferenceOptions:
 
 
 def _load(o: EvalOptions, warn: Warn) -> tuple[Model, Settings]:
-    from dbcli.inference.loading import load
+    from dbcli.engine.load import load
 
     model, settings = load(eval_inference_options(o))
     overlap = _overlap_warning({"train": model.train}, o.dataset, o.split, o.holdout_from_train, o.seed)
@@ -201,48 +201,42 @@ REPORT_NAME = "eval.json"  # the file --json writes inside a folder
 
 def json_target(path: str | Path | None) -> Path | None:
     """The file ``--json`` names: a folder (``results/``, or an existing one) gets ``eval.json``
-    inside it, ``-`` is stdout (``dbcli.outputs.output_file``)."""
+    inside it, ``-`` is stdout (``dbcli.outputs.paths.output_file``)."""
     if path is None:
         return None
-    from dbcli.outputs import output_file
+    from dbcli.outputs.paths import output_file
 
     return output_file(path, REPORT_NAME)
 
 
 def _check_json(o: EvalOptions, samples: Sequence[Any]) -> Path | None:
-    """The ``--json`` file, checked before any scoring: it must not replace a file of the dataset (its
-    folder, its ground-truth file, the images of ``samples``), the predictions file or a weights file,
-    nor (without ``--overwrite``) a file that is not an eval report; its folder must be writable."""
+    """The ``--json`` file, checked before any scoring (``dbcli.outputs.targets.check_eval_output``):
+    it must not replace a file of the dataset (its folder, its ground-truth file, the images of
+    ``samples``), the predictions file or a weights file, nor (without ``--overwrite``) a file that is
+    not an eval report; its folder must be writable."""
     path = json_target(o.json_path)
     if path is None:
         return None
     from dbcli.data.datasets import resolve_root
-    from dbcli.fileio import check_writable
-    from dbcli.outputs import Protected, check_replace, eval_report, is_stdout, shipped_weights
-    from dbcli.weights import resolve_weights
+    from dbcli.outputs.paths import Protected
+    from dbcli.outputs.targets import check_eval_output
+    from dbcli.weights import resolve_weights, shipped_files
 
-    protected = Protected().add([o.pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
+    protected = Protected().add([o.pred], "the predictions file").add(shipped_files(), "the shipped weights file")
     if o.pred is None:
         protected.add([resolve_weights(eval_inference_options(o).weights)], "the weights file")
     protected.add([s.image_path for s in samples], "the dataset image")
     root = resolve_root(o.dataset, o.data_root)
     protected.add([root], "the ground-truth file").add_folder(root, "a file of the dataset in")
-    protected.check(path, "--json")
-    check_replace(path, "--json", eval_report, "a dbnet eval report", o.overwrite)
-    if is_stdout(path):
-        return path
-    try:
-        check_writable(path)
-    except OSError as exc:
-        raise DBNetError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
+    check_eval_output(path, protected, o.overwrite)
     return path
 
 
 def _write_json(path: Path | None, report: dict, console: Any) -> None:
     if path is None:
         return
-    from dbcli.fileio import json_text
-    from dbcli.outputs import is_stdout, write_output
+    from dbcli.outputs.atomic import json_text
+    from dbcli.outputs.paths import is_stdout, write_output
 
     try:
         write_output(path, (json_text(report, indent=1) + "\n").encode("utf-8"))
@@ -258,7 +252,7 @@ def evaluate_dataset(options: EvalOptions) -> dict:
     from rich.console import Console
 
     from dbcli.evaluation.sweep import parse_grid
-    from dbcli.outputs import is_stdout
+    from dbcli.outputs.paths import is_stdout
 
     o = options
     json_path = json_target(o.json_path)

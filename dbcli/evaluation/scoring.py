@@ -1,7 +1,7 @@
 """Scoring on a dataset split (SPEC: "Evaluation"), for ``dbnet eval``, the trainer's validation and
 scripts.
 
-* ``evaluate_model(samples, model, settings=...)``: runs a backend (``dbcli.inference.backend.Backend``
+* ``evaluate_model(samples, model, settings=...)``: runs a backend (``dbcli.backends.base.Backend``
   or a loaded ``Model``) through the engine of ``dbnet detect`` over the images and scores the
   detections with the ICDAR 2015 IoU protocol (``dbcli.evaluation.metrics``).
 * ``evaluate_predictions(samples, predictions)``: scores a predictions file in ``dbnet detect``'s
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dbcli.backends.base import Backend, Model
 from dbcli.data.sample import Sample
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.records import Failure
+from dbcli.engine.settings import Settings
+from dbcli.engine.sources import FileImage
 from dbcli.evaluation.metrics import ImageMatch, Scores, evaluate_image, summarize
 from dbcli.evaluation.predictions import image_size, load_predictions, match_predictions
-from dbcli.inference.backend import Backend, Model
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.records import Failure
-from dbcli.inference.settings import Settings
-from dbcli.inference.sources import FileImage
 from dbcli.postprocess.boxes import Detection
 
 Warn = Callable[[str], None]
@@ -75,7 +75,7 @@ def iter_prob_maps(samples: Sequence[Sample], model: Backend | Model, *, setting
                    ) -> Iterator[tuple[Sample, np.ndarray, list[Detection], int, tuple[int, int]]]:
     """Yield ``(sample, prob_map, detections, capped, (height, width))`` per decodable image, in order.
 
-    Runs ``dbcli.inference.pipeline.run_pipeline`` (the engine of ``dbnet detect``) with ``model`` (a
+    Runs ``dbcli.engine.pipeline.run_pipeline`` (the engine of ``dbnet detect``) with ``model`` (a
     backend, or a loaded ``Model``) and ``scoring_settings(settings)``: ``prob_map`` is at
     network-input resolution, ``detections`` are post-processed with ``settings.post`` in
     original-image pixels; ``capped`` is 1 when the image hit ``post.max_candidates``, else 0.

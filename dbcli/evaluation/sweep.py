@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from dbcli import defaults
+from dbcli.backends.base import Backend, Model
 from dbcli.data.sample import Sample
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.evaluation.metrics import ImageMatch, evaluate_image, summarize
 from dbcli.evaluation.scoring import Progress, Warn, _nowarn, iter_prob_maps
-from dbcli.inference.backend import Backend, Model
-from dbcli.inference.settings import Settings
 from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
 from dbcli.progress import plural
 

@@ -250,7 +250,7 @@ def paddle_input(images: list[np.ndarray]) -> np.ndarray:
 def verification_images(seed: int = 0) -> list[np.ndarray]:
     """Two deterministic RGB test images with text-like strokes, 160x224 (multiples of 32, as PP-OCR
     resizes its input)."""
-    from dbcli.interop.export import verification_images as text_images
+    from dbcli.backends.export import verification_images as text_images
 
     return text_images(2, 160, 224, seed)
 
@@ -260,8 +260,8 @@ def verify(model, source_bytes: bytes) -> float:
     PP-OCR's own input convention."""
     import torch
 
+    from dbcli.backends.onnx_backend import make_session
     from dbcli.imaging import normalize
-    from dbcli.inference.onnx_backend import make_session
 
     images = verification_images()
     session = make_session(source_bytes, device="cpu")
@@ -287,15 +287,15 @@ def convert(source: str | Path, out: str | Path, *, licence: str = "Apache-2.0",
     ``licence`` and ``origin`` (where the file came from) are recorded with it. Raises ``DBNetError``
     (writing nothing) for another model family or when the maps differ by ``tolerance`` or more, and
     before any work when ``out`` is ``source`` or a shipped weights file, or exists and ``overwrite``
-    is off (an existing weights file is earlier work: ``dbcli.outputs``)."""
+    is off (an existing weights file is earlier work: ``dbcli.outputs.paths``)."""
     from dbcli.models import count_parameters
-    from dbcli.outputs import Protected, check_file_output, nothing_ours, shipped_weights
-    from dbcli.weights import save_weights
+    from dbcli.outputs.paths import Protected, check_file_output, nothing_ours
+    from dbcli.weights import save_weights, shipped_files
 
     source, out = Path(source), Path(out)
     if not source.is_file():
         raise DBNetError(f"{source}: no such file")
-    protected = Protected().add([source], "the source model").add(shipped_weights(), "the shipped weights file")
+    protected = Protected().add([source], "the source model").add(shipped_files(), "the shipped weights file")
     check_file_output(out, "--out", protected, nothing_ours, "", overwrite)
     try:
         import onnx

@@ -1,6 +1,6 @@
 """BatchNorm folding: each eval-mode BatchNorm2d that follows a conv merged into that conv.
 
-Used by inference (``dbcli.inference.torch_backend.TorchBackend``) and by ``dbnet export``: the same inference
+Used by inference (``dbcli.backends.torch_backend.TorchBackend``) and by ``dbnet export``: the same inference
 graph either way, equal to the unfolded model within float rounding, and faster.
 """
 

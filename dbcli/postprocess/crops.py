@@ -5,21 +5,17 @@ a polygon (curved text) is cut along its minimum-area rotated rectangle. A crop 
 ``VERTICAL_ASPECT`` times taller than wide is turned a quarter counter-clockwise, so that text
 running top to bottom reads left to right (what PaddleOCR does before recognition).
 
-Images and crops are ``(H, W, 3)`` uint8 RGB arrays; points are ``(K, 2)`` (x, y) image pixels.
+Images and crops are ``(H, W, 3)`` uint8 RGB arrays; points are ``(K, 2)`` (x, y) image pixels. The
+crops are written by ``dbcli.outputs.writers.write_crops``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_bytes, fit_name
-from dbcli.outputs import Protected
 from dbcli.postprocess.boxes import mini_box, order_box
 
 VERTICAL_ASPECT = 1.5  # crops this many times taller than wide are turned to read left to right
@@ -55,33 +51,3 @@ def crop_regions(image: np.ndarray, polygons: Sequence[np.ndarray], rotate_verti
                  ) -> list[np.ndarray]:
     """``crop_region`` of every polygon, in order."""
     return [crop_region(image, p, rotate_vertical) for p in polygons]
-
-
-def crop_name(key: str, number: int) -> str:
-    """The file name of a region's crop: ``<key>_<number>.png``, the number (from 1, in the order of
-    the detections) with at least 3 digits, so that a folder listing keeps reading order. A name past
-    the 255-byte limit has its stem shortened (``dbcli.fileio.fit_name``)."""
-    folder, stem = os.path.split(key)
-    return os.path.join(folder, fit_name(f"{stem}_{number:03d}.png"))
-
-
-def write_crops(crops: Sequence[np.ndarray], folder: Path, key: str, protected: Protected | None = None
-                ) -> list[Path]:
-    """Write ``crops`` as PNG files ``folder / crop_name(key, k)`` (``key`` may hold sub-folders),
-    each atomically (temp file + rename; not fsynced one by one: they are re-created by running
-    again); returns their paths. Raises ``DBNetError`` naming a file that cannot be written, or one
-    that is ``protected`` (an input)."""
-    paths = []
-    for number, crop in enumerate(crops, 1):
-        path = folder / crop_name(key, number)
-        if protected is not None:
-            protected.check(path, "--crops", folder, "the crop")
-        ok, data = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise DBNetError(f"{path}: PNG encoding failed")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            paths.append(atomic_write_bytes(path, data.tobytes(), durable=False))  # renamed in, not fsynced
-        except OSError as exc:
-            raise DBNetError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    return paths

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dbcli.engine.pdf import pdf_pages
+from dbcli.engine.records import Failure, ImageRecord
 from dbcli.errors import DBNetError
 from dbcli.imaging import check_pixels
-from dbcli.inference.pdf import pdf_pages
-from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.writers import detect_json
+from dbcli.outputs.writers import detect_json
 from dbcli.serve.options import RequestOptions
 from dbcli.serve.scheduler import Job
 from dbcli.serve.uploads import Part, Upload, UploadError

@@ -27,10 +27,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from dbcli import __version__
-from dbcli.inference.backend import Model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.settings import Settings
+from dbcli.backends.base import Model
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.settings import Settings
 from dbcli.serve.answers import answer, http_terms, make_job, public_info
 from dbcli.serve.config import ServeConfig
 from dbcli.serve.metrics import AccessLog, Metrics
@@ -39,6 +38,7 @@ from dbcli.serve.options import OptionError, RequestOptions, parse_options
 from dbcli.serve.scheduler import Busy, Closed, Job, Scheduler
 from dbcli.serve.spool import Spool
 from dbcli.serve.uploads import Disconnected, Limits, Upload, UploadError, receive_upload
+from dbcli.version import __version__
 
 log = logging.getLogger("dbnet.serve")
 
@@ -63,10 +63,10 @@ class Service:
 
 
 def load_service(config: ServeConfig) -> Service:
-    """Load the model and its default settings (``dbcli.inference.loading.load``, as every command),
+    """Load the model and its default settings (``dbcli.engine.load.load``, as every command),
     start the worker, make the spool (removing stale folders of killed runs). Raises ``DBNetError``
     for weights that cannot be loaded or a bad default."""
-    from dbcli.inference.loading import load
+    from dbcli.engine.load import load
 
     options = config.model_options
     model, settings = load(options)

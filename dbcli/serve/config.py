@@ -7,8 +7,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
+from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
-from dbcli.inference.options import InferenceOptions
 
 CONFIG_ENV = "DBNET_SERVE_CONFIG"  # how `uvicorn --factory dbcli.serve.app:app_from_env` gets its config
 

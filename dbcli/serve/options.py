@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dbcli import defaults
+from dbcli.backends.base import Model
+from dbcli.engine.options import InferenceOptions
+from dbcli.engine.settings import Settings, resolve_settings
 from dbcli.errors import DBNetError
-from dbcli.inference.backend import Model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.settings import Settings, resolve_settings
 from dbcli.serve.config import ServeConfig
 
 TRUE = {"1", "true", "yes", "on", "polygon", "base64"}

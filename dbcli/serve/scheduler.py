@@ -4,7 +4,7 @@ All requests share one model. A request is a ``Job``: its inputs (image files, P
 ``Settings`` and what to keep. The worker takes up to ``max_batch`` inputs at a time from the
 waiting jobs whose options equal the first one's (oldest first; a job with inputs left over goes
 to the back, so a 100-page PDF does not hold up a one-image request) and hands them to
-``dbcli.inference.pipeline.run_pipeline`` in ONE call: the micro-batch. The engine then decodes the next
+``dbcli.engine.pipeline.run_pipeline`` in ONE call: the micro-batch. The engine then decodes the next
 inputs in its threads while the network runs, and batches same-size inputs (``batch_size``, 8 on
 CUDA), across requests as within one.
 
@@ -29,10 +29,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.settings import Settings
-from dbcli.inference.sources import Source
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.records import Failure, ImageRecord
+from dbcli.engine.settings import Settings
+from dbcli.engine.sources import Source
 
 Item = ImageRecord | Failure
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_torch_save
+from dbcli.outputs.atomic import atomic_torch_save
 from dbcli.training.config import TrainConfig
 from dbcli.training.state import Run, RunState
 from dbcli.weights import make_weights, save_weights

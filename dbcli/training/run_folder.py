@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import remove_stale_temps
+from dbcli.outputs.atomic import remove_stale_temps
 from dbcli.training.config import RESUME_KEEPS, TrainConfig, option
 
 # What a run writes besides train.log (which it appends to): the files an earlier run would lose.

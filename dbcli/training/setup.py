@@ -15,8 +15,8 @@ import torch
 from dbcli.cpu import cpu_supports_bf16, default_workers, tune_malloc
 from dbcli.device import init_distributed, pick_device, world
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_json
 from dbcli.models import DBNet, ModelConfig, count_parameters
+from dbcli.outputs.atomic import atomic_write_json
 from dbcli.postprocess.boxes import PostConfig, post_config_from
 from dbcli.training.checkpoints import load_checkpoint, saved_config
 from dbcli.training.config import RESUME_KEEPS, TrainConfig

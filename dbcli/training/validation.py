@@ -34,9 +34,9 @@ def validate(model: DBNet, samples: list[Sample], images: list[np.ndarray] | Non
     as a raw Python warning), and ``image_counts``: (ground truth, detections, matched) per image,
     for the noise figures of ``dbcli.training.selection``. ``images``: the samples' images already
     decoded, else the files are read."""
+    from dbcli.backends.torch_backend import ModuleBackend
+    from dbcli.engine.settings import Settings
     from dbcli.evaluation.scoring import evaluate_model
-    from dbcli.inference.settings import Settings
-    from dbcli.inference.torch_backend import ModuleBackend
 
     def warn(message: str) -> None:  # (only without the in-memory cache, which skips them up front)
         print(f"warning: validation: {message}", file=sys.stderr)
@@ -56,10 +56,10 @@ def pick_thresholds(model: DBNet, samples: Sequence[Sample], images: Sequence[np
     (``thresh``, ``box_thresh``, ``hmean``, ...) and the row at ``post``'s pair under ``"current"``,
     each with ``image_counts`` (ground truth, detections, matched per image: see
     ``dbcli.training.selection``)."""
+    from dbcli.backends.torch_backend import ModuleBackend
+    from dbcli.engine.settings import Settings
     from dbcli.evaluation.scoring import iter_prob_maps
     from dbcli.evaluation.sweep import sweep_maps
-    from dbcli.inference.settings import Settings
-    from dbcli.inference.torch_backend import ModuleBackend
 
     threshes = sorted({*THRESH_GRID, post.thresh})
     box_threshes = sorted({*BOX_THRESH_GRID, post.box_thresh})

@@ -4,13 +4,13 @@ trainer's validation and the Python API (``dbcli.Detector``).
 ``run_pipeline`` in four named steps:
 
 1. ``decode_ahead``: decode + resize + normalise in a thread pool that runs ahead of the network
-   (``dbcli.inference.sources.decode``), so decoding overlaps inference;
+   (``dbcli.engine.sources.decode``), so decoding overlaps inference;
 2. ``SameSizeBatches``: group prepared images of the same network input size into batches of
    ``batch_size`` (same-size batches need no padding, so the results never depend on the batch size
    or on which images share a batch);
-3. ``run_batch``: the backend (``dbcli.inference.backend.Backend``) on one batch;
+3. ``run_batch``: the backend (``dbcli.backends.base.Backend``) on one batch;
 4. ``finish_image``: one image's post-processing (``post_process``: ``dbcli.postprocess.boxes``),
-   scale policy (``scale_step``: ``dbcli.inference.scale_policy``), reading order
+   scale policy (``scale_step``: ``dbcli.engine.scale_policy``), reading order
    (``in_reading_order``: ``Settings.sort``, ``dbcli.postprocess.reading_order``), when asked for
    rectified crops (``crops_of``: ``dbcli.postprocess.crops``) and notes (``finite_map``, ``cap_note``);
 
@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dbcli.backends.base import Model
+from dbcli.engine.records import Failure, ImageRecord
+from dbcli.engine.scale_policy import Rescaled, apply_policy, scale_entry
+from dbcli.engine.settings import Settings
+from dbcli.engine.sources import Decoded, Source, decode, source_name
 from dbcli.errors import DBNetError
-from dbcli.inference.backend import Model
-from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.scale_policy import Rescaled, apply_policy, scale_entry
-from dbcli.inference.settings import Settings
-from dbcli.inference.sources import Decoded, Source, decode, source_name
 from dbcli.postprocess.boxes import Detection, cap_message, detections_and_candidates
 from dbcli.postprocess.reading_order import reading_order
 
@@ -153,7 +153,7 @@ def post_process(item: Prepared, prob: np.ndarray, settings: Settings) -> Rescal
 
 def scale_step(item: Prepared, first: Rescaled, settings: Settings, model: Model | None) -> Rescaled:
     """Under ``settings.scale_policy == "auto"`` (with ``model`` and the decoded image) the scale
-    policy's result (``dbcli.inference.scale_policy.apply_policy``: a re-run where the text is
+    policy's result (``dbcli.engine.scale_policy.apply_policy``: a re-run where the text is
     small), else ``first`` as it is."""
     image = item.decoded.image
     if settings.scale_policy != "auto" or model is None or image is None:
@@ -190,7 +190,7 @@ def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, se
                  wanted: Wanted, model: Model | None = None) -> ImageRecord:
     """One image's record from its ``(h, w)`` probability map: post-processing (``settings.post``),
     under ``settings.scale_policy == "auto"`` the scale policy (a re-run with ``model`` where the text
-    is small: ``dbcli.inference.scale_policy``), reading order (``settings.sort``), crops
+    is small: ``dbcli.engine.scale_policy``), reading order (``settings.sort``), crops
     (``wanted.with_crops``) and the notes (decoding, a non-finite map, the candidate cap)."""
     d = item.decoded
     prob, note = finite_map(prob, item.name)

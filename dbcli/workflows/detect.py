@@ -1,12 +1,13 @@
 """``dbnet detect``'s work: images and PDF pages -> text polygons written to an output, for the torch
 and the torch-free ONNX backend.
 
-``detect_files`` in named steps: ``plan_inputs`` (expand the INPUTs, ``dbcli.inference.inputs``; a PDF
-gives its pages; less what a resumed output holds), ``process_share`` (run the engine,
-``dbcli.inference.pipeline.run_pipeline``, over this process's images, write each image's crops when
-asked for, ``dbcli.postprocess.crops``), under torchrun the merge of every rank's share on rank 0
-(``dbcli.inference.distributed``), all inside ``DetectOutput`` (the output's lock, its writer,
-``dbcli.inference.writers``, and what a failure becomes).
+``detect_files`` in named steps: ``plan_inputs`` (expand the INPUTs, ``dbcli.workflows.inputs``; a PDF
+gives its pages), the outputs checked in one call (``dbcli.outputs.targets.check_detect_outputs``),
+``less_resumed`` (less what a resumed output holds), ``process_share`` (run the engine,
+``dbcli.engine.pipeline.run_pipeline``, over this process's images, write each image's crops when
+asked for, ``dbcli.outputs.writers.write_crops``), under torchrun the merge of every rank's share on rank 0
+(``dbcli.workflows.distributed``), all inside ``DetectOutput`` (the output's lock, its writer,
+``dbcli.outputs.writers``, and what a failure becomes).
 
 This module must not import torch at module level: ``--backend onnx`` runs without it. Only the
 multi-process (torchrun) merge imports it, lazily.
@@ -15,7 +16,6 @@ multi-process (torchrun) merge imports it, lazily.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,37 +23,28 @@ from pathlib import Path
 from typing import Any
 
 from dbcli import defaults
+from dbcli.backends.base import Model
+from dbcli.backends.loading import load_model
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.records import Failure, ImageRecord
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
-from dbcli.fileio import acquire_lock, release_lock
-from dbcli.inference.backend import Model
-from dbcli.inference.distributed import describe, merge_ranks, world
-from dbcli.inference.inputs import Input, expand_inputs, input_name, output_keys
-from dbcli.inference.loading import load_model
-from dbcli.inference.pdf import PdfPage
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.settings import Settings
-from dbcli.inference.writers import (
-    FORMATS,
+from dbcli.outputs.atomic import acquire_lock, release_lock
+from dbcli.outputs.paths import Protected, in_place
+from dbcli.outputs.targets import check_detect_outputs
+from dbcli.outputs.writers import (
     JsonlWriter,
     Writer,
     done_files,
     file_key,
     icdar_name,
     make_writer,
-    output_path,
+    write_crops,
 )
-from dbcli.outputs import (
-    Protected,
-    check_replace,
-    detect_json,
-    detect_jsonl,
-    in_place,
-    is_stdout,
-    shipped_weights,
-)
-from dbcli.postprocess.crops import write_crops
 from dbcli.progress import plural, progress_bar, warn
+from dbcli.weights import shipped_files
+from dbcli.workflows.distributed import describe, merge_ranks, world
+from dbcli.workflows.inputs import Input, expand_inputs, input_name, output_keys, output_targets
 
 
 class DetectInterrupted(DBNetError):
@@ -94,84 +85,25 @@ class Tally:
     crops: int = 0
 
 
-def _check_request(fmt: str, out: Path | None, resume: bool, crops: Path | None = None) -> None:
-    if fmt not in FORMATS:
-        raise DBNetError(f"unknown --format {fmt!r} ({', '.join(FORMATS)})")
-    if fmt == "icdar" and out is None:
-        raise DBNetError("--format icdar needs --out DIR")
-    if resume and (fmt != "jsonl" or out is None):
-        raise DBNetError("--resume continues a --format jsonl --out FILE output (the other formats are "
-                         "written whole at the end)")
-    if fmt == "icdar" and is_stdout(out):
-        raise DBNetError("--out -: stdout takes --format json or jsonl (icdar writes one file per image into a folder)")
-    if resume and in_place(out):
-        raise DBNetError(f"--resume continues a file; {out} is stdout, a device or a FIFO")
-    if crops is not None and crops.exists() and not crops.is_dir():
-        raise DBNetError(f"{crops}: exists and is not a directory (--crops writes one PNG per region into a folder)")
-
-
-def _check_icdar_names(images: list[Input]) -> None:
-    """``DBNetError`` when two images would write the same ICDAR file."""
-    names: dict[str, Input] = {}
-    for p in images:
-        other = names.setdefault(icdar_name(p), p)
-        if other is not p:
-            raise DBNetError(f"--format icdar: {input_name(other)} and {input_name(p)} would both write "
-                             f"{icdar_name(p)}")
-
-
-def _crop_clashes(plan: Plan, crops: Path, protected: Protected) -> None:
-    """``DBNetError`` before any work when a crop ``<key>_NNN.png`` would land on an input in the
-    ``crops`` folder (an input folder given as --crops)."""
-    keys = set(plan.keys)
-    for item in plan.images:
-        path = item.path if isinstance(item, PdfPage) else Path(item)
-        try:
-            rel = os.path.relpath(os.path.realpath(path), os.path.realpath(crops))
-        except ValueError:
-            continue
-        match = re.fullmatch(r"(.+)_\d{3,}\.png", rel)
-        if match and not rel.startswith(os.pardir) and match.group(1) in keys:
-            raise DBNetError(f"--crops {crops}: the crop {crops / rel} would replace the input {input_name(item)}; "
-                             "choose another --crops folder")
-
-
-def check_outputs(plan: Plan, out: Path | None, fmt: str, crops: Path | None, weights: str | None,
-                  overwrite: bool = False) -> Protected:
-    """Refuse, before any work, an output that would replace an input, a weights file or a file that
-    is not ``dbnet detect``'s (the latter unless ``overwrite``): ``dbcli.outputs``. Returns the
-    protected files (crops are checked again as they are written)."""
-    files = [item.path if isinstance(item, PdfPage) else item for item in plan.images]
-    protected = Protected().add(files, "the input").add([weights], "the weights file")
-    protected.add(shipped_weights(), "the shipped weights file")
-    if out is not None and fmt in ("json", "jsonl"):
-        protected.check(out, "--out")
-        check_replace(out, "--out", detect_json if fmt == "json" else detect_jsonl,
-                      f"a dbnet detect {fmt.upper()} file", overwrite)
-    elif out is not None:  # icdar: one res_<stem>.txt per image
-        for item in plan.images:
-            protected.check(out / icdar_name(item), "--out", out, "the ICDAR file")
-    if crops is not None:
-        _crop_clashes(plan, crops, protected)
-    return protected
-
-
-def plan_inputs(inputs: Sequence[str | os.PathLike], fmt: str, out: Path | None, resume: bool,
-                dpi: float = defaults.DPI) -> Plan:
-    """The images of ``inputs`` (rendering PDF pages at ``dpi``), less those a resumed output holds.
-    Raises ``DBNetError`` when there is nothing to do or two images would write the same ICDAR file."""
+def plan_inputs(inputs: Sequence[str | os.PathLike], dpi: float = defaults.DPI) -> Plan:
+    """The images of ``inputs`` (rendering PDF pages at ``dpi``), their output keys and the problems
+    with the inputs (``dbcli.workflows.inputs``)."""
     images, problems = expand_inputs(inputs, dpi)
-    if not images:
-        raise DBNetError("no image to process: " + "; ".join(problems or ["no INPUT given"]))
-    if fmt == "icdar":
-        _check_icdar_names(images)
-    plan = Plan(images, output_keys(images), problems)
-    if resume:
-        assert out is not None  # (_check_request)
-        _, done = done_files(out)
-        todo = [i for i, p in enumerate(images) if file_key(input_name(p)) not in done]
-        plan = Plan([images[i] for i in todo], [plan.keys[i] for i in todo], problems, len(images) - len(todo))
-    return plan
+    return Plan(images, output_keys(images), problems)
+
+
+def less_resumed(plan: Plan, out: Path | None, resume: bool) -> Plan:
+    """``plan`` less the images a resumed output holds. Raises ``DBNetError`` when there is nothing to
+    do."""
+    if not plan.images:
+        raise DBNetError("no image to process: " + "; ".join(plan.problems or ["no INPUT given"]))
+    if not resume:
+        return plan
+    assert out is not None  # (check_detect_outputs)
+    _, done = done_files(out)
+    todo = [i for i, p in enumerate(plan.images) if file_key(input_name(p)) not in done]
+    return Plan([plan.images[i] for i in todo], [plan.keys[i] for i in todo], plan.problems,
+                len(plan.images) - len(todo))
 
 
 def _failure(exc: BaseException, writer: Writer | None, fmt: str, out: Path | None) -> BaseException:
@@ -335,16 +267,16 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
                  crops: str | Path | None = None, dpi: float = defaults.DPI, overwrite: bool = False) -> DetectSummary:
     """Detect text in ``inputs`` and write ``out`` (see the module doc; with json and jsonl, a folder,
     existing or ending in ``/``, gets ``polygons.json`` / ``polygons.jsonl`` inside it, named in
-    ``DetectSummary.out``). ``model`` and ``settings`` come from ``dbcli.inference.loading.load``.
+    ``DetectSummary.out``). ``model`` and ``settings`` come from ``dbcli.engine.load.load``.
     ``resume`` (jsonl): skip the images already in
     ``<out>.partial`` (an interrupted run) or ``out`` and append the others. ``crops``: a folder for
-    one rectified PNG per detection, ``<key>_<NNN>.png`` (``dbcli.inference.inputs.output_keys``,
+    one rectified PNG per detection, ``<key>_<NNN>.png`` (``dbcli.workflows.inputs.output_keys``,
     numbered from 1 in the detections' order), each named in its detection's ``crop`` entry.
     ``dpi``: the rendering resolution of PDF pages. ``out`` ``-`` is stdout. No output replaces an
     input or a weights file, nor (unless ``overwrite``) an existing file that is not a detect output
-    (``check_outputs``). Raises ``DBNetError`` when nothing could be
-    processed, an option is wrong, or another process writes ``out``; ``DetectInterrupted`` on
-    Ctrl-C / SIGTERM. Per-file problems are warnings on ``console``."""
+    (``dbcli.outputs.targets.check_detect_outputs``, one call before any work). Raises ``DBNetError``
+    when nothing could be processed, an option is wrong, or another process writes ``out``;
+    ``DetectInterrupted`` on Ctrl-C / SIGTERM. Per-file problems are warnings on ``console``."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -352,11 +284,11 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
     settings = settings or Settings()
     model = model if model is not None else load_model()
     fmt = (fmt or "json").lower()
-    out = output_path(out, fmt)  # json / jsonl into a folder (``results/``): results/polygons.json
-    crops = Path(crops) if crops is not None else None
-    _check_request(fmt, out, resume, crops)
-    plan = plan_inputs(inputs, fmt, out, resume, dpi)
-    protected = check_outputs(plan, out, fmt, crops, model.info.get("weights"), overwrite)
+    plan = plan_inputs(inputs, dpi)
+    targets = check_detect_outputs(out, fmt, output_targets(plan.images, plan.keys), resume=resume, crops=crops,
+                                   weights=[model.info.get("weights")], shipped=shipped_files(), overwrite=overwrite)
+    out, crops, protected = targets.out, targets.crops, targets.protected
+    plan = less_resumed(plan, out, resume)
     rank, size = world()
     start = time.perf_counter()
     with DetectOutput(out, fmt, out_console, resume) as output:

@@ -15,10 +15,10 @@ from typing import Any, Union
 
 import numpy as np
 
+from dbcli.engine.pdf import PageInfo, PdfPage, render_page
+from dbcli.engine.scale_policy import may_rescale
+from dbcli.engine.settings import Settings
 from dbcli.imaging import decode_image, default_cap_note, image_to_rgb, prepare
-from dbcli.inference.pdf import PageInfo, PdfPage, render_page
-from dbcli.inference.scale_policy import may_rescale
-from dbcli.inference.settings import Settings
 
 
 @dataclass(frozen=True)

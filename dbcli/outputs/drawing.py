@@ -1,4 +1,4 @@
-"""Drawings for ``dbnet visualize`` (``dbcli.inference.visualize_files``): detected polygons over an
+"""Drawings for ``dbnet visualize`` (``dbcli.workflows.visualize``): detected polygons over an
 image with their scores or reading-order numbers (``draw_detections``), probability and threshold
 maps as colour heatmaps beside it (``maps_panel``), PNG files written atomically (``write_png``).
 """
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_bytes
+from dbcli.outputs.atomic import atomic_write_bytes
 
 BOX_COLOUR = (0, 255, 0)  # RGB
 TEXT_COLOUR = (0, 0, 0)

@@ -2,7 +2,7 @@
 scale at which its text is a size the model reads well, from the first pass's regions.
 
 The first pass is today's fixed-scale pass (shorter side ``Settings.short_side``); ``choose`` then
-says whether to run the image again at a larger scale (``dbcli.inference.tiling`` runs it, in tiles
+says whether to run the image again at a larger scale (``dbcli.engine.tiling`` runs it, in tiles
 when large):
 
 - no: when the first pass was not a downscale worth undoing (the image's ``rescale_cap`` is less
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dbcli.backends.base import Backend
+from dbcli.engine.tiling import MARGIN, detect_at_scale
 from dbcli.imaging import normalize
-from dbcli.inference.backend import Backend
-from dbcli.inference.tiling import MARGIN, detect_at_scale
 from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
 
 LOW_HEIGHT = 12.0  # median box height (network px) under which text is small for the model
@@ -193,7 +193,7 @@ def apply_policy(prob_fn: Backend, image: np.ndarray, first_size: tuple[int, int
                  candidates: int, prob: np.ndarray, post: PostConfig) -> Rescaled:
     """The policy on one image whose first pass ran at network size ``first_size`` (H', W') and gave
     ``first``, ``candidates`` and ``prob``: the first pass's results, or those of a re-run at the
-    chosen scale (``dbcli.inference.tiling``)."""
+    chosen scale (``dbcli.engine.tiling``)."""
     height, width = image.shape[:2]
     first_scale = (first_size[0] / height + first_size[1] / width) / 2
     choice = choose(prob_fn, image, first_scale, first, post)

@@ -2,7 +2,7 @@
 
 ``dbnet detect``'s default backend on a CPU (``auto``) is onnxruntime: it stays fast when other
 processes share the cores, where PyTorch's OpenMP threads do not (bench/README.md, "Shared CPUs").
-The first run on a weights file exports it (``dbcli.interop.export.export_bytes``: BN folded, verified
+The first run on a weights file exports it (``dbcli.backends.export.export_bytes``: BN folded, verified
 against PyTorch to 1e-4) into ``cache_dir()``; later runs load the file, without importing torch.
 
 The cache file's name holds the weights file's SHA-256 (its content, not its name or date), dbnet's
@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from dbcli.errors import DBNetError
+from dbcli.version import __version__
 
 SHA_KEY = "dbnet.source_sha256"
 
@@ -53,8 +54,6 @@ def torch_version() -> str:
 def cache_path(sha256: str) -> Path:
     """Where the export of the weights file whose content hashes to ``sha256`` is cached (by content:
     the same bytes under another name share it)."""
-    from dbcli import __version__
-
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{__version__}-torch{torch_version()}")
     return cache_dir() / f"dbnet-{sha256[:24]}-{safe}.onnx"
 
@@ -63,7 +62,7 @@ def cached_onnx_backend(weights: Path, device: str = "cpu", threads: int | None 
     """An ``OnnxBackend`` for the ``.pt`` file ``weights``: from the cache, or exported now (and
     cached when the cache directory is writable). Raises ``DBNetError`` when ``weights`` cannot be
     read or exported (e.g. the onnx package is missing)."""
-    from dbcli.inference.onnx_backend import OnnxBackend
+    from dbcli.backends.onnx_backend import OnnxBackend
 
     try:
         sha = file_sha256(weights)
@@ -77,8 +76,8 @@ def cached_onnx_backend(weights: Path, device: str = "cpu", threads: int | None 
                 return backend
         except DBNetError:
             pass  # damaged (a disk error, a foreign file): made again below
-    from dbcli.fileio import atomic_write_bytes
-    from dbcli.interop.export import export_bytes
+    from dbcli.backends.export import export_bytes
+    from dbcli.outputs.atomic import atomic_write_bytes
 
     data, _, _ = export_bytes(weights, "onnx", extra_metadata={SHA_KEY: sha})
     try:

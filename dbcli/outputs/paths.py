@@ -9,7 +9,7 @@ drawings, ``eval --json``, export, convert) checks its targets here before any w
   (``replaceable``: a detect JSON, an eval report, an export) is refused unless ``--overwrite``;
   replacing one's own earlier output is normal use.
 - **``-`` is stdout** (``is_stdout``; JSON and JSONL), and devices, FIFOs and ``/proc`` links are
-  written into, not replaced (``dbcli.fileio.writes_in_place``).
+  written into, not replaced (``dbcli.outputs.atomic.writes_in_place``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_bytes, writes_in_place
+from dbcli.outputs.atomic import atomic_write_bytes, writes_in_place
 
 STDOUT = "-"  # --out - : the output goes to stdout
 _SNIFF_BYTES = 1 << 16
@@ -64,7 +64,7 @@ def write_stdout(data: bytes) -> None:
 
 
 def write_output(path: Path, data: bytes) -> Path:
-    """``data`` to ``path``: stdout for ``-``, else ``dbcli.fileio.atomic_write_bytes`` (which writes
+    """``data`` to ``path``: stdout for ``-``, else ``dbcli.outputs.atomic.atomic_write_bytes`` (which writes
     devices and FIFOs in place and a symlink's target). Raises ``OSError``."""
     if is_stdout(path):
         write_stdout(data)
@@ -129,13 +129,6 @@ class Protected:
         if given is None:
             raise DBNetError(f"{option} {path} would replace {owner}; choose another {option}")
         raise DBNetError(f"{option} {given}: {what} {path} would replace {owner}; choose another {option}")
-
-
-def shipped_weights() -> list[Path]:
-    """The weights files shipped with dbnet (never to be replaced by an output)."""
-    from dbcli.weights import SHIPPED, weights_dir
-
-    return [weights_dir() / w.file for w in SHIPPED]
 
 
 def _head(path: Path, size: int = _SNIFF_BYTES) -> bytes:
@@ -219,7 +212,7 @@ def check_file_output(out: Path, option: str, protected: Protected, ours: Callab
     """Everything a one-file writer checks before its work: ``out`` is not a folder, not a
     ``protected`` file, not someone else's file (``check_replace``) and can be written. Raises
     ``DBNetError``."""
-    from dbcli.fileio import check_writable
+    from dbcli.outputs.atomic import check_writable
 
     if out.is_dir():
         raise DBNetError(f"{out}: is a directory; {option} needs a file name")

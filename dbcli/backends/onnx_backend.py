@@ -1,7 +1,7 @@
-"""onnxruntime backend: a ``prob_fn`` for ``dbcli.inference.torch_backend`` that never imports torch.
+"""onnxruntime backend: a ``prob_fn`` for ``dbcli.backends.torch_backend`` that never imports torch.
 
 Reads a file written by ``dbnet export --format onnx``; the model's ``metadata_props`` (see
-``dbcli.interop.export``) give the architecture, the test scale and the post-processing defaults, so the
+``dbcli.backends.export``) give the architecture, the test scale and the post-processing defaults, so the
 ``.pt`` weights file is not needed.
 """
 

@@ -1,8 +1,8 @@
-"""The torch backends (``dbcli.inference.backend.Backend``): a live ``nn.Module`` (``ModuleBackend``, the
+"""The torch backends (``dbcli.backends.base.Backend``): a live ``nn.Module`` (``ModuleBackend``, the
 trainer's validation) and a model built from a weights file (``TorchBackend``, what ``dbnet detect``
 and ``eval`` run). Both map ``(N, 3, H, W)`` float32 numpy batches to ``(N, H, W)`` float32 numpy
 probability maps; ``maps`` also gives the threshold maps. The torch-free ONNX backend is
-``dbcli.inference.onnx_backend``; the pipeline that feeds them is ``dbcli.inference.pipeline``.
+``dbcli.backends.onnx_backend``; the pipeline that feeds them is ``dbcli.engine.pipeline``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Command-line INPUTs -> what the engine reads: image files as given, folders recursively, glob
-patterns; a PDF file becomes its pages (``dbcli.inference.pdf.PdfPage``)."""
+patterns; a PDF file becomes its pages (``dbcli.engine.pdf.PdfPage``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Union
 
 from dbcli import defaults
+from dbcli.engine.pdf import PdfPage, check_dpi, is_pdf, pdf_pages
 from dbcli.errors import DBNetError
 from dbcli.imaging import IMAGE_EXTENSIONS
-from dbcli.inference.pdf import PdfPage, check_dpi, is_pdf, pdf_pages
+from dbcli.outputs.targets import Target
 
 Input = Union[Path, PdfPage]  # an image file, or one page of a PDF
 
@@ -144,3 +145,10 @@ def output_keys(items: Sequence[Input]) -> list[str]:
         taken.add(key.lower())
         keys.append(key)
     return keys
+
+
+def output_targets(items: Sequence[Input], keys: Sequence[str]) -> list[Target]:
+    """What ``dbcli.outputs.targets`` checks of each input: the file read (a PDF page: its PDF), its
+    name in results (``input_name``), its output key (``output_keys``) and the input itself."""
+    return [Target(item.path if isinstance(item, PdfPage) else Path(item), input_name(item), key, item)
+            for item, key in zip(items, keys)]

@@ -4,7 +4,7 @@
 Each field carries its command-line declaration in its metadata (``dbcli.optionspec.option``, no CLI
 framework imported): ``dbcli.commands.common.options_from`` turns the fields into the options of a
 command. ``None`` means "the weights file's value, else the default in ``dbcli.defaults``"; the
-values are resolved, checked and turned into engine ``Settings`` by ``dbcli.inference.settings``.
+values are resolved, checked and turned into engine ``Settings`` by ``dbcli.engine.settings``.
 
 Torch-free and light on import (``--help`` reads it).
 """
@@ -36,7 +36,7 @@ class InferenceOptions:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (torch backend).
         short_side: a fixed test scale: the network input's shorter side in pixels. None: the scale
-            policy (``dbcli.inference.scale_policy``): a first pass at the weights' short side, else
+            policy (``dbcli.engine.scale_policy``): a first pass at the weights' short side, else
             736, then a larger scale, in tiles, where the text is small.
         max_side: cap on the network input's longer side in pixels (None: 4096).
         thresh, box_thresh, unclip_ratio, polygon, max_candidates: post-processing (None: the values

@@ -1,7 +1,7 @@
-"""The one place that turns (weights, options) into a ready model: ``load(options) -> (Model,
-Settings)``, used by ``dbnet detect``, ``visualize``, ``eval`` and ``dbcli.Detector`` (as docTR's
-``detection_predictor``). ``load_model`` loads the backend alone (torch or onnxruntime), and
-``pick_backend`` says which one ``--backend auto`` means.
+"""The one place that opens a weights file for inference: ``load_model`` loads the backend (torch or
+onnxruntime) with the defaults stored beside the weights, and ``pick_backend`` says which one
+``--backend auto`` means. ``dbcli.engine.load.load`` adds the engine settings (as docTR's
+``detection_predictor``).
 
 This module must not import torch: ``--backend onnx`` runs without it.
 """
@@ -11,19 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dbcli import defaults
+from dbcli.backends.base import Model
 from dbcli.errors import DBNetError
-from dbcli.inference.backend import Model
-from dbcli.inference.options import InferenceOptions
-from dbcli.inference.settings import Settings, resolve_settings
-
-
-def load(options: InferenceOptions = InferenceOptions(), *, maps: bool = False) -> tuple[Model, Settings]:
-    """The backend ``options`` name (``load_model``) and its engine settings (``resolve_settings``).
-    ``maps``: the threshold map is wanted too (``visualize --maps``: torch). Raises ``DBNetError``
-    naming the file when the weights cannot be used, or for a setting out of range."""
-    model = load_model(options.weights, options.backend, options.device, options.precision, maps=maps)
-    return model, resolve_settings(model, options)
-
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -80,7 +69,7 @@ def pick_backend(backend: str | None, path: Path, device: str = defaults.DEVICE,
     """``torch`` or ``onnx`` for ``--backend`` (``auto`` or None: the fastest that can do the job):
     a ``.onnx`` file runs on onnxruntime; a ``.pt`` file on torch where only torch can run it
     (``precision`` bf16/fp16, ``maps`` (the threshold map), a CUDA ``device``) or where onnxruntime is
-    not installed, else on onnxruntime (its export cached, ``dbcli.inference.onnx_cache``): on a CPU
+    not installed, else on onnxruntime (its export cached, ``dbcli.backends.onnx_cache``): on a CPU
     it is as fast as torch when the cores are free and stays fast when they are shared
     (bench/README.md, "Shared CPUs")."""
     backend = (backend or "auto").lower()
@@ -104,23 +93,23 @@ def _onnx_model(runner, weights: Path, note: str | None = None) -> Model:
 
 
 def _load_onnx(path: Path, device: str, precision: str) -> Model:
-    """A ``.onnx`` file as it is, or a ``.pt`` file's cached export (``dbcli.inference.onnx_cache``)."""
+    """A ``.onnx`` file as it is, or a ``.pt`` file's cached export (``dbcli.backends.onnx_cache``)."""
     onnx_precision(precision)
     if path.suffix.lower() == ".onnx":
-        from dbcli.inference.onnx_backend import OnnxBackend
+        from dbcli.backends.onnx_backend import OnnxBackend
 
         return _onnx_model(OnnxBackend(path, device), path)
     if not path.exists():
         from dbcli.weights import load_weights
 
         load_weights(path)  # the torch loader's one-line error for a missing file
-    from dbcli.inference.onnx_cache import cached_onnx_backend
+    from dbcli.backends.onnx_cache import cached_onnx_backend
 
     return _onnx_model(cached_onnx_backend(path, device), path)
 
 
 def _load_torch(path: Path, device: str, precision: str, note: str | None = None) -> Model:
-    from dbcli.inference.torch_backend import TorchBackend
+    from dbcli.backends.torch_backend import TorchBackend
     from dbcli.weights import load_weights
 
     data = load_weights(path)

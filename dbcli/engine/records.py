@@ -1,6 +1,6 @@
 """What the pipeline yields per input: ``ImageRecord`` (an image's detections and what was asked for
 besides) or ``Failure`` (an input that could not be used). Internal to dbnet's commands; the Python
-API hands out ``dbcli.inference.result.ImageResult`` instead.
+API hands out ``dbcli.engine.result.ImageResult`` instead.
 
 ``ImageRecord.to_dict`` is an image's entry in ``dbnet detect``'s JSON, which is also what travels
 between processes under torchrun (``from_dict``). Torch-free.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dbcli.inference.pdf import PageInfo
+from dbcli.engine.pdf import PageInfo
 from dbcli.postprocess.boxes import Detection
 
 
@@ -20,7 +20,7 @@ def image_entry(file: str, width: int, height: int, detections: list[Detection],
                 crop_files: list[str] | None = None, scale: dict | None = None) -> dict:
     """An image's entry in ``dbnet detect``'s JSON: ``file``, ``width``, ``height`` (pixels), for a PDF
     page ``page``, ``page_size_pt`` and ``dpi``, the ``scale`` it was run at
-    (``dbcli.inference.scale_policy.scale_entry``) and ``detections`` (``points``, ``score`` and, with
+    (``dbcli.engine.scale_policy.scale_entry``) and ``detections`` (``points``, ``score`` and, with
     crops written, ``crop``)."""
     entry: dict = {"file": file, "width": width, "height": height}
     if page is not None:

@@ -1,5 +1,5 @@
 """The backend protocol and ``Model``, a loaded backend with the defaults stored beside its weights
-(made by ``dbcli.inference.loading``).
+(made by ``dbcli.backends.loading``).
 
 A backend maps a normalised batch ``(N, 3, H, W)`` float32 (``dbcli.imaging.prepare``'s output,
 stacked) to probability maps ``(N, H, W)`` float32 in [0, 1] at the same resolution. Implemented by

@@ -10,10 +10,10 @@ import math
 from dataclasses import asdict, dataclass
 
 from dbcli import defaults
+from dbcli.backends.base import Model
+from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
 from dbcli.imaging import MAX_MAX_SIDE, MAX_SHORT_SIDE
-from dbcli.inference.backend import Model
-from dbcli.inference.options import InferenceOptions
 from dbcli.postprocess.boxes import PostConfig, post_config_from
 from dbcli.postprocess.reading_order import SORT_MODES
 
@@ -25,7 +25,7 @@ class Settings:
     limit (million pixels; None: no limit), the order of each image's detections (``sort``:
     ``dbcli.postprocess.reading_order.SORT_MODES``) and the scale policy: ``fixed`` (every image at
     ``short_side``) or ``auto`` (a first pass at ``short_side``, then a larger scale where the text is
-    small: ``dbcli.inference.scale_policy``)."""
+    small: ``dbcli.engine.scale_policy``)."""
 
     short_side: int = defaults.SHORT_SIDE
     max_side: int | None = None

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dbcli.inference.pdf import PageInfo
-from dbcli.inference.records import ImageRecord, image_entry
+from dbcli.engine.pdf import PageInfo
+from dbcli.engine.records import ImageRecord, image_entry
 from dbcli.postprocess.boxes import Detection
 
 __all__ = ["ImageResult"]

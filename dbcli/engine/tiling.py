@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dbcli.backends.base import Backend
 from dbcli.imaging import normalize
-from dbcli.inference.backend import Backend
 from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
 
 TILE = 1536  # tile side in network pixels (multiple of 32)

@@ -1,5 +1,8 @@
 """Where ``dbnet detect`` puts its results: one JSON file, JSON Lines streamed to ``<out>.partial``
-(resumable), ICDAR ``res_<stem>.txt`` files, or a summary table on stdout."""
+(resumable), ICDAR ``res_<stem>.txt`` files, or a summary table on stdout; and ``--crops``' PNG files.
+
+A writer reads an image's result through ``Record`` (what ``dbcli.engine.records.ImageRecord``
+gives), so that this layer imports nothing of the engine."""
 
 from __future__ import annotations
 
@@ -7,27 +10,62 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from dbcli.errors import DBNetError
-from dbcli.fileio import atomic_write_text, check_writable, fit_name, json_text, replaced_path, sibling
-from dbcli.inference.pdf import PdfPage
-from dbcli.inference.records import ImageRecord
-from dbcli.outputs import in_place, is_stdout, output_file, write_output
+from dbcli.outputs.atomic import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable,
+    fit_name,
+    json_text,
+    replaced_path,
+    sibling,
+)
+from dbcli.outputs.paths import Protected, in_place, is_stdout, output_file, write_output
 from dbcli.progress import plural
 
 FORMATS = ("json", "jsonl", "icdar")
 DEFAULT_NAME = "polygons"  # the file written inside a folder given as --out for json / jsonl
 
 
+class Record(Protocol):
+    """What a writer reads of one image's result (``dbcli.engine.records.ImageRecord``): its name,
+    its size in pixels, its detections (each with ``points`` ``(K, 2)`` and ``score``) and its JSON
+    entry."""
+
+    @property
+    def file(self) -> str: ...
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def detections(self) -> Sequence[Any]: ...
+
+    def to_dict(self) -> dict: ...
+
+
+class PageLike(Protocol):
+    """A PDF page (``dbcli.engine.pdf.PdfPage``): ``stem`` names its output files (``report_p3``)."""
+
+    @property
+    def stem(self) -> str: ...
+
+
 def output_path(out: str | os.PathLike | None, fmt: str) -> Path | None:
     """The file or folder ``--out`` names for ``fmt``. For json and jsonl, a path that ends in a
     separator (``results/``) or is an existing folder is a folder: the output is
     ``<folder>/polygons.json`` (``.jsonl``) inside it, not a file named ``results``; ``-`` is stdout
-    (``dbcli.outputs.output_file``). For icdar the path is the folder itself."""
+    (``dbcli.outputs.paths.output_file``). For icdar the path is the folder itself."""
     if out is None:
         return None
     if fmt in ("json", "jsonl"):
@@ -44,7 +82,7 @@ def detect_json(model_info: dict, settings: dict, images: list[dict]) -> dict:
 class Writer:
     """Receives results in input order; ``close`` finishes the output (atomically)."""
 
-    def add(self, result: ImageRecord) -> None:
+    def add(self, result: Record) -> None:
         raise NotImplementedError
 
     def close(self, model_info: dict, settings: dict) -> None:
@@ -63,7 +101,7 @@ class JsonWriter(Writer):
         self.path = path if is_stdout(path) else check_writable(path)
         self.images: list[dict] = []
 
-    def add(self, result: ImageRecord) -> None:
+    def add(self, result: Record) -> None:
         self.images.append(result.to_dict())
 
     def close(self, model_info: dict, settings: dict) -> None:
@@ -73,7 +111,7 @@ class JsonWriter(Writer):
 
 def partial_path(out: Path) -> Path:
     """Where ``--format jsonl`` streams its lines until the run ends: ``<out>.partial`` (its name
-    shortened when that passes the file-name limit: ``dbcli.fileio.sibling``)."""
+    shortened when that passes the file-name limit: ``dbcli.outputs.atomic.sibling``)."""
     return sibling(out, ".partial")
 
 
@@ -154,7 +192,7 @@ class JsonlWriter(Writer):
         if self.direct:
             self.file.flush()
 
-    def add(self, result: ImageRecord) -> None:
+    def add(self, result: Record) -> None:
         self._write((json_text(result.to_dict()) + "\n").encode("utf-8"))
         self.lines += 1
 
@@ -184,7 +222,7 @@ class JsonlWriter(Writer):
         return self.tmp if self.tmp is not None and self.tmp.exists() else None
 
 
-def icdar_lines(result: ImageRecord) -> str:
+def icdar_lines(result: Record) -> str:
     """Robust Reading submission lines: ``x1,y1,...,xn,yn,score`` (integer pixels)."""
     lines = []
     for det in result.detections:
@@ -193,10 +231,10 @@ def icdar_lines(result: ImageRecord) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def icdar_name(file: str | Path | PdfPage) -> str:
+def icdar_name(file: str | os.PathLike | PageLike) -> str:
     """``res_<stem>.txt``; a PDF page (or its name ``report.pdf#page=3``) gives ``res_report_p3.txt``
-    (a name past the 255-byte limit is shortened: ``dbcli.fileio.fit_name``)."""
-    if isinstance(file, PdfPage):
+    (a name past the 255-byte limit is shortened: ``dbcli.outputs.atomic.fit_name``)."""
+    if not isinstance(file, (str, os.PathLike)):  # a PDF page
         return fit_name(f"res_{file.stem}.txt")
     base, sep, page = str(file).rpartition("#page=")
     if sep and page.isdigit():
@@ -214,7 +252,7 @@ class IcdarWriter(Writer):
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
 
-    def add(self, result: ImageRecord) -> None:
+    def add(self, result: Record) -> None:
         atomic_write_text(self.path / icdar_name(result.file), icdar_lines(result))
 
 
@@ -227,7 +265,7 @@ class TableWriter(Writer):
         self.console, self.total, self.count = console, 0, 0
         self.rows: list[tuple[str, str, str, str]] = []
 
-    def add(self, result: ImageRecord) -> None:
+    def add(self, result: Record) -> None:
         self.count += 1
         self.total += len(result.detections)
         if len(self.rows) < self.MAX_ROWS:
@@ -263,3 +301,33 @@ def make_writer(out: Path | None, fmt: str, console: Any, resume: bool = False) 
     if not is_stdout(out) and out.is_dir():
         raise DBNetError(f"{out}: is a directory; --out needs a file name for --format {fmt}")
     return JsonlWriter(out, resume) if fmt == "jsonl" else JsonWriter(out)
+
+
+def crop_name(key: str, number: int) -> str:
+    """The file name of a region's crop: ``<key>_<number>.png``, the number (from 1, in the order of
+    the detections) with at least 3 digits, so that a folder listing keeps reading order. A name past
+    the 255-byte limit has its stem shortened (``dbcli.outputs.atomic.fit_name``)."""
+    folder, stem = os.path.split(key)
+    return os.path.join(folder, fit_name(f"{stem}_{number:03d}.png"))
+
+
+def write_crops(crops: Sequence[np.ndarray], folder: Path, key: str, protected: Protected | None = None
+                ) -> list[Path]:
+    """Write ``crops`` as PNG files ``folder / crop_name(key, k)`` (``key`` may hold sub-folders),
+    each atomically (temp file + rename; not fsynced one by one: they are re-created by running
+    again); returns their paths. Raises ``DBNetError`` naming a file that cannot be written, or one
+    that is ``protected`` (an input)."""
+    paths = []
+    for number, crop in enumerate(crops, 1):
+        path = folder / crop_name(key, number)
+        if protected is not None:
+            protected.check(path, "--crops", folder, "the crop")
+        ok, data = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise DBNetError(f"{path}: PNG encoding failed")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            paths.append(atomic_write_bytes(path, data.tobytes(), durable=False))  # renamed in, not fsynced
+        except OSError as exc:
+            raise DBNetError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return paths

@@ -1,6 +1,6 @@
 """``dbnet visualize``'s work: detected polygons drawn over each image (or PDF page) with their
 scores, or numbered in reading order, saved as PNG; with ``maps``, also the probability and
-threshold maps as colour heatmaps beside the image (``dbcli.inference.drawing``).
+threshold maps as colour heatmaps beside the image (``dbcli.outputs.drawing``).
 
 Detections come from running the model (the engine of ``dbnet detect``: ``model_detections``) or,
 with ``pred``, from a predictions file written by ``dbnet detect`` (JSON or JSONL, numbered in its
@@ -18,18 +18,18 @@ from typing import Any
 import numpy as np
 
 from dbcli import defaults
+from dbcli.backends.base import Model
+from dbcli.engine.pipeline import run_pipeline
+from dbcli.engine.records import Failure, ImageRecord
+from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.evaluation.predictions import PredictionIndex, load_predictions
-from dbcli.fileio import fit_name
-from dbcli.inference.backend import Model
-from dbcli.inference.drawing import draw_detections, maps_panel, write_png
-from dbcli.inference.inputs import expand_inputs, output_keys
-from dbcli.inference.pdf import PdfPage
-from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.records import Failure, ImageRecord
-from dbcli.inference.settings import Settings
-from dbcli.outputs import Protected, shipped_weights
+from dbcli.outputs.drawing import draw_detections, maps_panel, write_png
+from dbcli.outputs.paths import Protected
+from dbcli.outputs.targets import check_visualize_outputs, drawing_paths
 from dbcli.progress import plural, progress_bar, warn
+from dbcli.weights import shipped_files
+from dbcli.workflows.inputs import expand_inputs, output_keys, output_targets
 
 Drawn = list[tuple[np.ndarray, float]]  # (points, score) per detection, in drawing order
 
@@ -40,9 +40,7 @@ class VisualizeSummary:
     failed: int
 
 
-def _check_request(out_dir: Path, pred: str | Path | None, maps: bool, model: Model | None) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DBNetError(f"{out_dir}: exists and is not a directory")
+def _check_request(pred: str | Path | None, maps: bool, model: Model | None) -> None:
     if (pred is None or maps) and model is None:
         raise DBNetError("visualize needs a model (--weights) without --pred or with --maps")
     if maps and model is not None and model.maps_fn is None:
@@ -71,22 +69,6 @@ def file_detections(item: ImageRecord, index: PredictionIndex, pred: str | Path,
     return list(zip(entry["polygons"], entry["scores"]))  # checked by load_predictions
 
 
-def drawing_paths(out_dir: Path, key: str, maps: bool) -> list[Path]:
-    """Where the drawing of the input with output key ``key`` goes: ``<key>.png`` and, with ``maps``,
-    ``<key>_maps.png`` in ``out_dir``, each name fitted to the 255-byte limit (``fit_name``)."""
-    folder, stem = os.path.split(key)
-    names = [f"{stem}.png"] + ([f"{stem}_maps.png"] if maps else [])
-    return [out_dir / folder / fit_name(name) for name in names]
-
-
-def _check_targets(paths: list, keys: list[str], out_dir: Path, maps: bool, protected: Protected) -> None:
-    """``DBNetError`` before any work when a drawing would replace an input, the predictions file or a
-    weights file (an input folder given as --out)."""
-    for key in keys:
-        for target in drawing_paths(out_dir, key, maps):
-            protected.check(target, "--out", out_dir, "the drawing")
-
-
 def _draw(item: ImageRecord, dets: Drawn, targets: list[Path], numbers: bool, maps: bool) -> list[Path]:
     """``targets[0]`` (the drawing) and, with ``maps``, ``targets[1]`` (``drawing_paths``)."""
     assert item.image is not None  # (keep_images)
@@ -98,17 +80,20 @@ def _draw(item: ImageRecord, dets: Drawn, targets: list[Path], numbers: bool, ma
     return written
 
 
-def _expand(inputs: Sequence[str | os.PathLike], dpi: float, out_dir: Path, console: Any) -> tuple[list, list[str]]:
+def _expand(inputs: Sequence[str | os.PathLike], dpi: float, console: Any) -> tuple[list, list[str]]:
     paths, problems = expand_inputs(inputs, dpi)
     for problem in problems:
         warn(console, problem)
     if not paths:
         raise DBNetError("no image to draw: " + "; ".join(problems or ["no INPUT given"]))
+    return paths, problems
+
+
+def _make_folder(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
-    return paths, problems
 
 
 @dataclass(frozen=True)
@@ -125,15 +110,6 @@ class DrawPlan:
     index: PredictionIndex | None
     pred: str | Path | None
     console: Any
-
-
-def protected_paths(paths: list, pred: str | Path | None, model: Model | None) -> Protected:
-    """The files no drawing may replace: the inputs (a PDF page's file), ``pred``, the shipped
-    weights file and ``model``'s weights file."""
-    protected = Protected().add([p.path if isinstance(p, PdfPage) else p for p in paths], "the input")
-    protected.add([pred], "the predictions file").add(shipped_weights(), "the shipped weights file")
-    protected.add([model.info.get("weights") if model is not None else None], "the weights file")
-    return protected
 
 
 def draw_item(item: ImageRecord | Failure, plan: DrawPlan) -> list[Path] | None:
@@ -175,22 +151,25 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
                     maps: bool = False, model: Model | None = None, settings: Settings | None = None, *,
                     console: Any = None, numbers: bool = False, dpi: float = defaults.DPI) -> VisualizeSummary:
     """Write ``<key>.png`` (detections drawn; ``numbers``: numbered in order) and, with ``maps``,
-    ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.inference.inputs.output_keys``,
+    ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.workflows.inputs.output_keys``,
     e.g. ``photo`` or ``report_p3`` for a PDF page rendered at ``dpi``). ``model`` is needed without
     ``pred`` and for ``maps`` (torch backend). A drawing never replaces an input, ``pred`` or a
-    weights file: that is refused before any work (``dbcli.outputs.Protected``)."""
+    weights file: that is refused before any work (``dbcli.outputs.targets.check_visualize_outputs``)."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
     settings = settings or Settings()
     out_dir = Path(out_dir)
-    _check_request(out_dir, pred, maps, model)
+    _check_request(pred, maps, model)
     index = PredictionIndex(load_predictions(pred), str(pred)) if pred is not None else None
-    paths, problems = _expand(inputs, dpi, out_dir, console)
+    paths, problems = _expand(inputs, dpi, console)
     run_model = model if (pred is None or maps) else None
     keys = output_keys(paths)
-    plan = DrawPlan(out_dir, keys, maps, numbers, protected_paths(paths, pred, model), index, pred, console)
-    _check_targets(paths, keys, out_dir, maps, plan.protected)
+    protected = check_visualize_outputs(out_dir, output_targets(paths, keys), maps=maps, pred=pred,
+                                        weights=[model.info.get("weights") if model is not None else None],
+                                        shipped=shipped_files())
+    _make_folder(out_dir)
+    plan = DrawPlan(out_dir, keys, maps, numbers, protected, index, pred, console)
     written, failed = draw_all(paths, run_model, settings, plan)
     failed += len(problems)
     if not written:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
+from dbcli.engine.records import Failure, ImageRecord
 from dbcli.errors import DBNetError
-from dbcli.inference.records import Failure, ImageRecord
 
 
 def world() -> tuple[int, int]:
