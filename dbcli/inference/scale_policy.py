@@ -41,7 +41,7 @@ MIN_REGIONS_HEAVY = 6  # ... and on a first pass shrunk HEAVY_SHRINK x or more b
 HEAVY_SHRINK = 4.0
 LINE_SCORE = 0.95  # a text line's mean probability is at least this (rendered text: 0.97-1; blobs: 0.7-0.94)
 LINE_ASPECT = 1.2  # ... and its length at least this x its height
-MAX_SPREAD = 1.0  # the text-like heights' interquartile range over their median at most this
+MAX_SPREAD = 2.0  # the text-like heights' upper quartile at most this x their lower quartile
 MIN_GAIN = 1.25  # a re-run must raise the scale by at least this factor
 MAX_PIXELS = 64_000_000  # a re-run's network-scale image is at most this many pixels (8000x8000)
 MAX_SIDE = 16384  # ... and at most this long
@@ -154,13 +154,14 @@ def first_pass_evidence(first: list[Detection], first_scale: float, needed: int 
     """The first pass's regions (``first``, original pixels, run at ``first_scale``) as evidence of
     the text's height: strong when at least ``needed`` of them look like text lines (``line_like``),
     they are at least half of all regions (a page of blobs with a few lucky ones is not) and their
-    heights agree (interquartile range at most ``MAX_SPREAD`` x the median)."""
+    heights agree (upper quartile at most ``MAX_SPREAD`` x the lower one: not two sizes, the median
+    of which would be neither)."""
     mask, heights = line_like(first, first_scale)
     good = heights[mask]
     strong = len(good) >= needed and 2 * len(good) >= len(first)
     if strong:
-        q1, median, q3 = np.percentile(good, [25, 50, 75])
-        strong = q3 - q1 <= MAX_SPREAD * median
+        q1, q3 = np.percentile(good, [25, 75])
+        strong = q3 <= MAX_SPREAD * q1
     return Evidence(len(first), len(good), good, bool(strong))
 
 
