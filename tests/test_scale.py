@@ -18,8 +18,15 @@ from planted_model import match_rects, planted_files, rect_image
 from dbcli.imaging import MEAN, STD
 from dbcli.inference.loading import load_model
 from dbcli.inference.pipeline import run_pipeline
-from dbcli.inference.scale_policy import MAX_PIXELS, MIN_GAIN, choose, network_size, probe_windows, rescale_cap
-from dbcli.inference.scale_policy import first_pass_evidence
+from dbcli.inference.scale_policy import (
+    MAX_PIXELS,
+    MIN_GAIN,
+    choose,
+    first_pass_evidence,
+    network_size,
+    probe_windows,
+    rescale_cap,
+)
 from dbcli.inference.settings import Settings
 from dbcli.inference.tiling import detect_at_scale, owned_ranges, tile_starts
 from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
