@@ -247,6 +247,13 @@ def test_first_pass_evidence(regions, strong):
     assert first_pass_evidence(regions, 1.0).strong is strong
 
 
+def test_the_evidence_note_says_why_it_was_weak():
+    two_sizes = first_pass_evidence(_lines(4, 10) + _lines(4, 40, y0=500), 1.0)
+    assert two_sizes.note() == "8 first-pass regions, 8 like text lines of disagreeing heights"
+    blobs = first_pass_evidence(_lines(4, 10, score=0.8), 1.0)
+    assert blobs.note() == "4 first-pass regions, 0 like text lines" and not blobs.strong
+
+
 def _blob_map(size: int = 736) -> np.ndarray:
     """A first pass's probability map of a heavily shrunk form: four huge regions of grey texture
     (0.55-0.95, what lines of tiny text melt into), each over many lines, no text line."""

@@ -124,17 +124,19 @@ def probe_height(prob_fn: Backend, image: np.ndarray, factor: float, post: PostC
 @dataclass(frozen=True)
 class Evidence:
     """What the first pass says about the text's size: its ``regions`` count, how many of them look
-    like text lines at that scale (``text_like``), their box heights in network pixels (``heights``)
-    and whether that is enough to trust (``strong``)."""
+    like text lines at that scale (``text_like``), their box heights in network pixels (``heights``),
+    whether those heights agree (``agree``) and whether all that is enough to trust (``strong``)."""
 
     regions: int
     text_like: int
     heights: np.ndarray
+    agree: bool
     strong: bool
 
     def note(self) -> str:
         """The evidence in a few words, for the ``reason`` of a probe that overruled it."""
-        return f"{self.regions} first-pass regions, {self.text_like} like text lines"
+        return f"{self.regions} first-pass regions, {self.text_like} like text lines" + (
+            "" if self.agree else " of disagreeing heights")
 
 
 def line_like(detections: list[Detection], factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -158,11 +160,10 @@ def first_pass_evidence(first: list[Detection], first_scale: float, needed: int 
     of which would be neither)."""
     mask, heights = line_like(first, first_scale)
     good = heights[mask]
-    strong = len(good) >= needed and 2 * len(good) >= len(first)
-    if strong:
-        q1, q3 = np.percentile(good, [25, 75])
-        strong = q3 <= MAX_SPREAD * q1
-    return Evidence(len(first), len(good), good, bool(strong))
+    q1, q3 = np.percentile(good, [25, 75]) if len(good) else (0.0, 0.0)
+    agree = bool(q3 <= MAX_SPREAD * q1)
+    strong = len(good) >= needed and 2 * len(good) >= len(first) and agree
+    return Evidence(len(first), len(good), good, agree, strong)
 
 
 def choose(prob_fn: Backend, image: np.ndarray, first_scale: float, first: list[Detection],
