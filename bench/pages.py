@@ -1,12 +1,24 @@
-"""Generated large pages with known word boxes (no font files, no downloads): the
-inputs of ``bench/bench_scale.py`` (coverage of small text on big pages, cost, memory).
+"""Generated large pages with known word boxes (no font files, no downloads): the inputs of
+``bench/bench_scale.py`` and ``tests/test_scale.py`` (coverage of small text on big pages, cost,
+memory).
 
 ``text_page(width, height, text_height, ...)`` renders lines of words in OpenCV's built-in fonts,
 black on an off-white page, into ``blocks`` rectangles of the page (a form or a column of text each;
 ``fill`` of each block's rows are lines, the rest blank) and returns the image with every word's
-axis-aligned box ``(x0, y0, x1, y1)`` in page pixels. ``coverage(words, detections)``: the share of
-the words covered by detections (a word is covered when one detection no more than 2.5x its height
-covers >= 50% of its box: blobs over several lines do not count).
+axis-aligned box ``(x0, y0, x1, y1)`` in page pixels.
+
+Real-looking layouts: ``form`` (a title, rows of boxed fields with small labels and filled-in
+values, ruled answer lines, checkboxes), ``table`` (a ruled grid of short entries), ``paragraphs``
+(dense columns of text under a heading), each a document of any size and text height
+(``document``); ``canvas`` (a scanner's blank white, a wood-like desk, a mottled grey lid) and
+``place`` (a document pasted on it, with a drop shadow for a photographed page); ``layout_page``
+builds a page from a spec of both (a small document on a big canvas, several documents on one page).
+
+Scores, from the word boxes (the oracle): ``coverage(words, detections)``: the share of the words
+covered by detections (a word is covered when one detection no more than 2.5x its height covers
+>= 50% of its box: blobs over several lines do not count); ``precision(words, detections)``: the
+share of the detections that hold a word's centre and are no more than 2.5x that word's height
+(blobs, ruled lines and desk texture count as wrong).
 Deterministic given ``seed``.
 """
 
