@@ -14,8 +14,8 @@ detector; and the check that ordinary images are unchanged.
    regions as the old policy.
 2. **Pages** (``bench/pages.py``'s layouts, written as PNG): forms with boxes and ruled lines, a
    ruled table, dense two-column paragraphs, a form photographed on a desk, a document scanned with
-   wide margins, nine documents on one page, an ordinary document page (text the first pass reads:
-   the precision to match) and an enlarged street photo; ``--full`` adds the 12000x12000 pages. Each
+   wide margins, nine documents on one page, an ordinary document page and an ordinary form (text the
+   first pass reads: the precision to match) and an enlarged street photo; ``--full`` adds the 12000x12000 pages. Each
    run is a fresh process (``dbcli.Detector`` on the file: decoding included, model loading and a
    warm-up excluded) reporting seconds, peak RSS and its detections; the parent scores **coverage**
    (share of the words one detection no taller than 2.5x the word covers >= 50% of) and
@@ -62,6 +62,7 @@ PAGES = {  # name: layout_page spec (or text_page / photo keywords)
     "nine documents on one page, 2262x3000, 14 px": dict(canvas=(2262, 3000), docs=NINE),
     "ordinary document page, 2000x2600, 40 px": dict(canvas=(2000, 2600),
                                                      docs=[("paragraphs", (2000, 2600), 40, (0, 0))]),
+    "ordinary form page, 2480x3508, 36 px": dict(canvas=(2480, 3508), docs=[("form", (2480, 3508), 36, (0, 0))]),
     "4000x2250 photo, 25-190 px words": dict(photo=True),
 }
 FULL_PAGES = {
