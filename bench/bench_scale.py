@@ -3,7 +3,7 @@ real-looking large pages, beside the old policy, the fixed ``--short-side 736`` 
 detector; and the check that ordinary images are unchanged.
 
     python bench/bench_scale.py [--full] [--repeats 3] [--synthetic 8] [--icdar DIR] [--icdar-count 50]
-                                [--old-ref main] [--only TEXT] [--skip-ordinary] [--skip-pages]
+                                [--old-ref main] [--large-photos N] [--only TEXT] [--skip-ordinary] [--skip-pages]
                                 [--rapidocr DIR] [--fetch-rapidocr] [--rapidocr-big]
 
 1. **Ordinary images** (``examples/``, ``--synthetic`` 1280x720 street-photo-like JPEGs and
@@ -21,7 +21,10 @@ detector; and the check that ordinary images are unchanged.
    (share of the words one detection no taller than 2.5x the word covers >= 50% of) and
    **precision** (share of the detections holding a word's centre and no taller than 2.5x that word:
    blobs, ruled lines and desk texture count as wrong), ``pages.coverage`` / ``pages.precision``.
-3. RapidOCR 1.4.4's detector (PP-OCRv4 det, its own pre/post-processing and default resize: large
+3. ``--large-photos N``: the first N ICDAR 2015 test images enlarged 3x (3840x2160, the size of a
+   phone photo, which the first pass shrinks): precision / recall / hmean under the ICDAR 2015
+   protocol and s/image, new policy against the old.
+4. RapidOCR 1.4.4's detector (PP-OCRv4 det, its own pre/post-processing and default resize: large
    images at native resolution; ``bench_detect.RapidDet``) on the same pages, up to 30 megapixels
    unless ``--rapidocr-big`` (~10 GB at 8000x8000).
 """
@@ -34,6 +37,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -215,6 +219,55 @@ def bench_ordinary(paths: list[Path], repeats: int, old: Path) -> None:
                  f" re-run by the new policy: {reruns}"])
 
 
+def icdar_gt(icdar: Path, stem: str, factor: float) -> tuple[list[np.ndarray], list[bool]]:
+    """The ICDAR 2015 ground truth of test image ``stem`` (quads scaled by ``factor``, don't-care flags)."""
+    quads, ignore = [], []
+    for line in (icdar / "test_gts" / f"gt_{stem}.txt").read_text(encoding="utf-8-sig").splitlines():
+        parts = line.strip().split(",")
+        if len(parts) >= 9:
+            quads.append(np.array(list(map(float, parts[:8]))).reshape(4, 2) * factor)
+            ignore.append(",".join(parts[8:]) == "###")
+    return quads, ignore
+
+
+def bench_large_photos(icdar: Path, count: int, factor: float, old: Path) -> None:
+    """The first ``count`` ICDAR 2015 test images enlarged ``factor`` x (3: 3840x2160, a phone photo's
+    size; the first pass shrinks them): the ICDAR 2015 protocol's scores and s/image of the new and
+    the old policy, each image run by both in turn, and how many images differ."""
+    from dbcli.evaluation.metrics import evaluate
+    from dbcli.inference.loading import load
+    from dbcli.inference.options import InferenceOptions
+    from dbcli.inference.pipeline import run_pipeline
+
+    model, auto = load(InferenceOptions(device="cpu"))
+    found = sorted((icdar / "test_images").glob("img_*.jpg"), key=lambda p: int(p.stem.split("_")[1]))[:count]
+    samples: dict[str, list] = {"policy (new)": [], "old policy": []}
+    seconds = dict.fromkeys(samples, 0.0)
+    differ = 0
+    for path in found:
+        gt, ignore = icdar_gt(icdar, path.stem, factor)
+        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+        seen = []
+        for name, policy in (("policy (new)", None), ("old policy", old)):
+            use_policy(policy)
+            start = time.perf_counter()
+            record = next(run_pipeline([image], model, auto))
+            seconds[name] += time.perf_counter() - start
+            samples[name].append((gt, ignore, [d.points for d in record.detections]))
+            seen.append((len(record.detections), record.scale.get("factor")))
+        use_policy(None)
+        differ += seen[0] != seen[1]
+    rows = []
+    for name, items in samples.items():
+        s = evaluate(items)
+        rows.append([name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.hmean:.4f}", f"{s.num_matched}",
+                     f"{s.num_det}", f"{seconds[name] / len(found):.3f}"])
+    print_table(f"ICDAR 2015 test, first {len(found)} images enlarged {factor:g}x (the first pass shrinks them)",
+                ["policy", "precision", "recall", "hmean", "matched", "detections", "s/image"], rows,
+                [f"images whose regions or scale differ between the policies: {differ}/{len(found)}"])
+
+
 # --- pages ----------------------------------------------------------------------------------------
 def child_run(method: str, page: Path, threads: int, rapid: Path | None, small: Path, old: Path) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
@@ -285,6 +338,7 @@ def main(argv=None) -> int:
     ap.add_argument("--icdar", default=str(ICDAR) if ICDAR.is_dir() else None, help="ICDAR 2015 folder")
     ap.add_argument("--icdar-count", type=int, default=50)
     ap.add_argument("--old-ref", default="main", help="git ref of the old policy")
+    ap.add_argument("--large-photos", type=int, default=0, help="ICDAR 2015 test images enlarged 3x, scored")
     ap.add_argument("--full", action="store_true", help="add the 12000x12000 pages")
     ap.add_argument("--skip-ordinary", action="store_true")
     ap.add_argument("--skip-pages", action="store_true")
@@ -308,6 +362,8 @@ def main(argv=None) -> int:
         if not args.skip_ordinary:
             icdar = Path(args.icdar) if args.icdar else None
             bench_ordinary(ordinary_inputs(folder, args.synthetic, icdar, args.icdar_count), args.repeats, old)
+        if args.large_photos and args.icdar:
+            bench_large_photos(Path(args.icdar), args.large_photos, 3.0, old)
         if not args.skip_pages:
             pages = {**PAGES, **(FULL_PAGES if args.full else {})}
             bench_pages(folder, pages, old, rapid, args.rapidocr_big, threads, args.only)
