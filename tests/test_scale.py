@@ -332,3 +332,21 @@ def test_ordinary_pages_keep_their_decision(general):
         assert auto.scale["reason"] == "text large enough" and counting.calls == 1  # the first pass alone
         assert [d.points.tolist() for d in auto.detections] == [d.points.tolist() for d in fixed.detections]
         assert coverage(words, [d.points for d in auto.detections]) >= 0.97
+
+
+def test_the_page_generators_know_their_words():
+    """The layouts' oracle: every word box holds ink and lies inside its document on the canvas; the
+    boxes themselves score coverage 1 and precision 1; a blob over several lines and a detection of
+    a ruled line or of the desk score 0."""
+    docs = [("form", (500, 650), 12, (1.0, 1.0)), ("table", (400, 300), 10, (0, 0)),
+            ("paragraphs", (400, 300), 9, (0, 1))]
+    image, words = layout_page(dict(canvas=(1200, 1000), background="desk", shadow=True, docs=docs, seed=1))
+    assert image.shape == (1000, 1200, 3) and len(words) > 100
+    assert all(image[y0:y1, x0:x1].min() < 100 for x0, y0, x1, y1 in words)  # ink in each box
+    quads = [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64) for x0, y0, x1, y1 in words]
+    assert coverage(words, quads) == 1.0 and precision(words, quads) == 1.0
+    x0, y0, x1, y1 = words[len(words) // 2]
+    blob = np.array([[x0, y0 - 40], [x0 + 200, y0 - 40], [x0 + 200, y1 + 40], [x0, y1 + 40]], np.float64)
+    desk = np.array([[600, 20], [700, 20], [700, 40], [600, 40]], np.float64)  # above the form: bare desk
+    rule = np.array([[20, 16], [380, 16], [380, 24], [20, 24]], np.float64)  # the table's top rule
+    assert precision(words, [blob, desk, rule]) == 0.0 and coverage([words[len(words) // 2]], [blob]) == 0.0
