@@ -8,13 +8,23 @@ when large):
 - no: when the first pass was not a downscale worth undoing (the image's ``rescale_cap`` is less
   than ``MIN_GAIN`` x the first scale: ordinary photos, ICDAR 2015's 1280x720, small images, which
   the first pass upscales as before), or when its regions are text of a good height (median box
-  height at least ``LOW_HEIGHT`` network pixels, from at least ``MIN_REGIONS`` regions);
+  height at least ``LOW_HEIGHT`` network pixels) and strong evidence of it (``first_pass_evidence``);
 - else the scale that brings the text to ``TARGET_HEIGHT`` network pixels: estimated from the
-  first pass's own small regions when it found at least ``MIN_REGIONS``, else from a **probe**: the
-  ``PROBES`` most ink-dense ``PROBE_SIZE``-pixel crops of the image at the largest scale allowed
-  (text too small to show at the first scale shows there); the probe finding no text means no
-  re-run. The re-run's scale is at most native resolution (``rescale_cap``: 1, less for images of
-  more than ``MAX_PIXELS``), and is used only when it is ``MIN_GAIN`` x the first scale or more.
+  first pass's own regions when they are strong evidence, else from a **probe**: the ``PROBES`` most
+  ink-dense ``PROBE_SIZE``-pixel crops of the image at the largest scale allowed (text too small to
+  show at the first scale shows there), whose answer wins over the first pass's regions; the probe
+  finding no text means no re-run. The re-run's scale is at most native resolution (``rescale_cap``:
+  1, less for images of more than ``MAX_PIXELS``), and is used only when it is ``MIN_GAIN`` x the
+  first scale or more.
+
+**Evidence.** On a heavily shrunk page, lines of small text melt into grey textures that the network
+half-believes: a handful of blobs, each over many lines, whose heights say nothing of the text's.
+So a first-pass region counts only when it looks like a text line at that scale (``line_like``: mean
+probability at least ``LINE_SCORE``, at least ``LINE_ASPECT`` x as long as tall), and the evidence is
+strong only when at least ``MIN_REGIONS`` regions do (``MIN_REGIONS_HEAVY`` on a first pass shrunk
+``HEAVY_SHRINK`` x or more below the cap), they are at least half of all regions and their heights
+agree (``MAX_SPREAD``). Each image's ``scale`` entry gives the reason, and names the evidence a probe
+overruled (``"small text (probe: 5 first-pass regions, 0 like text lines)"``).
 
 Heights are measured on detection boxes (the short side of each region's minimum-area rectangle,
 after unclipping): on rendered text the shipped ``general`` model finds all words from ~8 px
