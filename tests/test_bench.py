@@ -93,6 +93,7 @@ def test_bench_serve_runs(tmp_path):
 
 
 def test_bench_scale_runs(tmp_path):
-    out = run_bench("bench_scale.py", "--repeats", "1", "--synthetic", "1", "--skip-8000", "--only", "nine",
+    out = run_bench("bench_scale.py", "--repeats", "1", "--synthetic", "1", "--icdar-count", "0", "--only", "nine",
                     tmp_path=tmp_path)
-    assert "| 2262x3000, nine forms, 14 px | policy |" in out and "fixed 736" in out
+    assert "| nine documents on one page, 2262x3000, 14 px | policy (new) |" in out
+    assert "| old policy |" in out and "| fixed 736 |" in out and "same regions as the old policy" in out

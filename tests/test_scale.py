@@ -4,6 +4,7 @@ once and whole, the JSON records each image's scale, and tiles keep memory bound
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -14,18 +15,26 @@ import pytest
 from generated_files import invoke
 from planted_model import match_rects, planted_files, rect_image
 
+from dbcli.imaging import MEAN, STD
 from dbcli.backends.loading import load_model
 from dbcli.engine.pipeline import run_pipeline
-from dbcli.engine.scale_policy import MAX_PIXELS, MIN_GAIN, choose, network_size, probe_windows, rescale_cap
+from dbcli.engine.scale_policy import (
+    MAX_PIXELS,
+    MIN_GAIN,
+    choose,
+    first_pass_evidence,
+    network_size,
+    probe_windows,
+    rescale_cap,
+)
 from dbcli.engine.settings import Settings
 from dbcli.engine.tiling import detect_at_scale, owned_ranges, tile_starts
-from dbcli.imaging import MEAN, STD
-from dbcli.postprocess.boxes import PostConfig
+from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench.pages import coverage, text_page  # noqa: E402  (rendered pages with known word boxes)
+from bench.pages import coverage, layout_page, precision, text_page  # noqa: E402  (pages with known word boxes)
 
 POST = PostConfig(thresh=0.3, box_thresh=0.5)
 
@@ -214,3 +223,130 @@ def test_the_json_records_the_scale_per_image(model_files, tmp_path):
     fixed_counts = {e["file"].rsplit("/", 1)[-1]: len(e["detections"]) for e in fixed["images"]}
     assert counts["small.png"] == fixed_counts["small.png"] == 1
     assert counts["page.png"] > 20 * max(1, fixed_counts["page.png"])
+
+
+# --- evidence: blobs are not text -----------------------------------------------------------------
+def _box(x, y, w, h, score):
+    return Detection(np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64), score)
+
+
+def _lines(n, height, score=0.99, length=None, y0=0):
+    return [_box(10, y0 + 3 * height * k, length or 8 * height, height, score) for k in range(n)]
+
+
+@pytest.mark.parametrize("regions, strong", [
+    (_lines(5, 10), True),  # sure, long, similar heights: text lines
+    (_lines(5, 10, score=0.85), False),  # a grey texture: blobs over several lines score lower
+    (_lines(5, 10, length=10), False),  # as long as tall
+    (_lines(2, 10), False),  # too few
+    (_lines(3, 10) + _lines(4, 10, score=0.8, y0=500), False),  # lines outnumbered by blobs
+    (_lines(3, 10) + _lines(3, 40, y0=500) + _lines(1, 80, y0=900), False),  # heights that disagree
+    (_lines(12, 10) + _lines(2, 30, y0=500), True),  # a page with two headlines
+])
+def test_first_pass_evidence(regions, strong):
+    assert first_pass_evidence(regions, 1.0).strong is strong
+
+
+def test_the_evidence_note_says_why_it_was_weak():
+    two_sizes = first_pass_evidence(_lines(4, 10) + _lines(4, 40, y0=500), 1.0)
+    assert two_sizes.note() == "8 first-pass regions, 8 like text lines of disagreeing heights"
+    blobs = first_pass_evidence(_lines(4, 10, score=0.8), 1.0)
+    assert blobs.note() == "4 first-pass regions, 0 like text lines" and not blobs.strong
+
+
+def _blob_map(size: int = 736) -> np.ndarray:
+    """A first pass's probability map of a heavily shrunk form: four huge regions of grey texture
+    (0.55-0.95, what lines of tiny text melt into), each over many lines, no text line."""
+    rng = np.random.default_rng(5)
+    prob = np.zeros((size, size), np.float32)
+    for x, y, w, h in ((100, 120, 160, 40), (300, 120, 200, 30), (100, 300, 120, 90), (400, 420, 150, 45)):
+        prob[y:y + h, x:x + w] = rng.uniform(0.55, 0.95, (h, w))
+    return cv2.blur(prob, (3, 3))
+
+
+def test_a_few_blobs_on_a_shrunk_page_make_a_probe_decide():
+    """A 7360x7360 page of small words (bars 12 px tall) first run at 0.1 whose first pass found four
+    blobs 30-90 px tall at that scale: the old rule (>= 3 regions: trust their median) would take
+    them for big text; the policy probes instead, and the probe's answer (the words'
+    height at native resolution) sets the scale. Regions of a text line's score count, once there are
+    more than a handful."""
+    page = np.full((7360, 7360, 3), 245, np.uint8)
+    page[3000:4000, 2000:3000] = rect_image(1000, 1000, word_rows(1000, 1000, 12, 30, region=(0, 0, 1000, 1000)))
+    blobs, _ = detections_and_candidates(_blob_map(), 7360, 7360, POST)
+    assert len(blobs) >= 4 and not first_pass_evidence(blobs, 0.1).strong
+    fake = Darkness()
+    choice = choose(fake, page, 0.1, blobs, POST)
+    assert fake.shapes and choice.reason.startswith("small text (probe: ")  # probed, and says why
+    assert "0 like text lines" in choice.reason and choice.factor is not None
+    assert choice.factor == pytest.approx(20 / choice.text_height) and choice.factor > 0.7  # words ~12 px -> ~20
+    sure = [Detection(d.points, 0.99) for d in blobs]  # the same shapes, scored like text lines ...
+    fake.shapes.clear()
+    assert choose(fake, page, 0.1, sure, POST).reason.startswith("small text (probe: 4 first-pass regions, ")
+    assert fake.shapes  # ... are still a handful on a page shrunk 10x: probed
+    sure += [Detection(d.points + (3600, 3600), 0.99) for d in sure]  # twice as many: trusted
+    fake.shapes.clear()
+    trusted = choose(fake, page, 0.1, sure, POST)
+    assert not fake.shapes and trusted.reason == "text large enough" and trusted.factor is None
+
+
+def _canvas_page(kind: str, canvas: int, doc: tuple[int, int], text_height: int, background: str = "blank"):
+    return layout_page(dict(canvas=(canvas, canvas), background=background, shadow=background == "desk",
+                            docs=[(kind, doc, text_height, (0.3, 0.6))], seed=text_height + doc[0]))
+
+
+class Counting:
+    """A backend that counts the network inputs it ran (the policy's probes and re-runs)."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        return self.backend(batch)
+
+
+@pytest.mark.parametrize("kind, canvas, doc, text_height, background", [
+    ("paragraphs", 4000, (500, 650), 10, "blank"),  # the old rule: 5 blobs trusted, x0.44, 59% of the words
+    ("form", 3000, (500, 650), 12, "desk"),  # a photographed form on a desk
+])
+def test_a_small_document_on_a_big_canvas_is_read(general, kind, canvas, doc, text_height, background):
+    """A small document (a dense column of text, a form with boxes and ruled lines) on a big blank or
+    textured canvas, the shipped ``general`` weights: the heavily shrunk first pass sees blobs at best;
+    the policy probes and reads >= 97% of the words, with no more false regions than on a page."""
+    image, words = _canvas_page(kind, canvas, doc, text_height, background)
+    auto = next(run_pipeline([image], general, Settings(short_side=736, scale_policy="auto")))
+    polys = [d.points for d in auto.detections]
+    assert auto.scale["reason"].startswith("small text (probe") and auto.scale["factor"] == 1.0
+    assert coverage(words, polys) >= 0.97 and precision(words, polys) >= 0.9
+
+
+def test_ordinary_pages_keep_their_decision(general):
+    """A page whose text the first pass reads at a good height (paragraphs and a form, 40 and 36 px
+    text on 2000-2480 px pages): text-like evidence, no probe, no re-run, the first pass's regions."""
+    for kind, size, text_height in (("paragraphs", (2000, 2600), 40), ("form", (2480, 3508), 36)):
+        image, words = layout_page(dict(canvas=size, docs=[(kind, size, text_height, (0, 0))], seed=2))
+        counting = Counting(general.prob_fn)
+        model = dataclasses.replace(general, prob_fn=counting)
+        auto = next(run_pipeline([image], model, Settings(short_side=736, scale_policy="auto")))
+        fixed = next(run_pipeline([image], general, Settings(short_side=736)))
+        assert auto.scale["reason"] == "text large enough" and counting.calls == 1  # the first pass alone
+        assert [d.points.tolist() for d in auto.detections] == [d.points.tolist() for d in fixed.detections]
+        assert coverage(words, [d.points for d in auto.detections]) >= 0.97
+
+
+def test_the_page_generators_know_their_words():
+    """The layouts' oracle: every word box holds ink and lies inside its document on the canvas; the
+    boxes themselves score coverage 1 and precision 1; a blob over several lines and a detection of
+    a ruled line or of the desk score 0."""
+    docs = [("form", (500, 650), 12, (1.0, 1.0)), ("table", (400, 300), 10, (0, 0)),
+            ("paragraphs", (400, 300), 9, (0, 1))]
+    image, words = layout_page(dict(canvas=(1200, 1000), background="desk", shadow=True, docs=docs, seed=1))
+    assert image.shape == (1000, 1200, 3) and len(words) > 100
+    assert all(image[y0:y1, x0:x1].min() < 100 for x0, y0, x1, y1 in words)  # ink in each box
+    quads = [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64) for x0, y0, x1, y1 in words]
+    assert coverage(words, quads) == 1.0 and precision(words, quads) == 1.0
+    x0, y0, x1, y1 = words[len(words) // 2]
+    blob = np.array([[x0, y0 - 40], [x0 + 200, y0 - 40], [x0 + 200, y1 + 40], [x0, y1 + 40]], np.float64)
+    desk = np.array([[600, 20], [700, 20], [700, 40], [600, 40]], np.float64)  # above the form: bare desk
+    rule = np.array([[20, 16], [380, 16], [380, 24], [20, 24]], np.float64)  # the table's top rule
+    assert precision(words, [blob, desk, rule]) == 0.0 and coverage([words[len(words) // 2]], [blob]) == 0.0

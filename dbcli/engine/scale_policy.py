@@ -8,13 +8,23 @@ when large):
 - no: when the first pass was not a downscale worth undoing (the image's ``rescale_cap`` is less
   than ``MIN_GAIN`` x the first scale: ordinary photos, ICDAR 2015's 1280x720, small images, which
   the first pass upscales as before), or when its regions are text of a good height (median box
-  height at least ``LOW_HEIGHT`` network pixels, from at least ``MIN_REGIONS`` regions);
+  height at least ``LOW_HEIGHT`` network pixels) and strong evidence of it (``first_pass_evidence``);
 - else the scale that brings the text to ``TARGET_HEIGHT`` network pixels: estimated from the
-  first pass's own small regions when it found at least ``MIN_REGIONS``, else from a **probe**: the
-  ``PROBES`` most ink-dense ``PROBE_SIZE``-pixel crops of the image at the largest scale allowed
-  (text too small to show at the first scale shows there); the probe finding no text means no
-  re-run. The re-run's scale is at most native resolution (``rescale_cap``: 1, less for images of
-  more than ``MAX_PIXELS``), and is used only when it is ``MIN_GAIN`` x the first scale or more.
+  first pass's own regions when they are strong evidence, else from a **probe**: the ``PROBES`` most
+  ink-dense ``PROBE_SIZE``-pixel crops of the image at the largest scale allowed (text too small to
+  show at the first scale shows there), whose answer wins over the first pass's regions; the probe
+  finding no text means no re-run. The re-run's scale is at most native resolution (``rescale_cap``:
+  1, less for images of more than ``MAX_PIXELS``), and is used only when it is ``MIN_GAIN`` x the
+  first scale or more.
+
+**Evidence.** On a heavily shrunk page, lines of small text melt into grey textures that the network
+half-believes: a handful of blobs, each over many lines, whose heights say nothing of the text's.
+So a first-pass region counts only when it looks like a text line at that scale (``line_like``: mean
+probability at least ``LINE_SCORE``, at least ``LINE_ASPECT`` x as long as tall), and the evidence is
+strong only when at least ``MIN_REGIONS`` regions do (``MIN_REGIONS_HEAVY`` on a first pass shrunk
+``HEAVY_SHRINK`` x or more below the cap), they are at least half of all regions and their heights
+agree (``MAX_SPREAD``). Each image's ``scale`` entry gives the reason, and names the evidence a probe
+overruled (``"small text (probe: 5 first-pass regions, 0 like text lines)"``).
 
 Heights are measured on detection boxes (the short side of each region's minimum-area rectangle,
 after unclipping): on rendered text the shipped ``general`` model finds all words from ~8 px
@@ -36,7 +46,12 @@ from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candid
 
 LOW_HEIGHT = 12.0  # median box height (network px) under which text is small for the model
 TARGET_HEIGHT = 20.0  # the box height (network px) a re-run aims at
-MIN_REGIONS = 3  # regions needed to trust the first pass's median height
+MIN_REGIONS = 3  # text-like regions needed to trust the first pass's median height ...
+MIN_REGIONS_HEAVY = 6  # ... and on a first pass shrunk HEAVY_SHRINK x or more below the cap
+HEAVY_SHRINK = 4.0
+LINE_SCORE = 0.95  # a text line's mean probability is at least this (rendered text: 0.97-1; blobs: 0.7-0.94)
+LINE_ASPECT = 1.2  # ... and its length at least this x its height
+MAX_SPREAD = 2.0  # the text-like heights' upper quartile at most this x their lower quartile
 MIN_GAIN = 1.25  # a re-run must raise the scale by at least this factor
 MAX_PIXELS = 64_000_000  # a re-run's network-scale image is at most this many pixels (8000x8000)
 MAX_SIDE = 16384  # ... and at most this long
@@ -116,26 +131,77 @@ def probe_height(prob_fn: Backend, image: np.ndarray, factor: float, post: PostC
     return float(np.median(found)) if len(found) else None
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What the first pass says about the text's size: its ``regions`` count, how many of them look
+    like text lines at that scale (``text_like``), their box heights in network pixels (``heights``),
+    whether those heights agree (``agree``) and whether all that is enough to trust (``strong``)."""
+
+    regions: int
+    text_like: int
+    heights: np.ndarray
+    agree: bool
+    strong: bool
+
+    def note(self) -> str:
+        """The evidence in a few words, for the ``reason`` of a probe that overruled it."""
+        return f"{self.regions} first-pass regions, {self.text_like} like text lines" + (
+            "" if self.agree else " of disagreeing heights")
+
+
+def line_like(detections: list[Detection], factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask, heights)``: which ``detections`` (original pixels) look like text lines at the network
+    scale ``factor`` (mean probability at least ``LINE_SCORE``: a blob over several lines is a grey
+    texture to the network, which it scores lower; length at least ``LINE_ASPECT`` x height), and
+    every detection's box height in network pixels. ``(N,)`` each."""
+    if not detections:
+        return np.zeros(0, bool), np.zeros(0)
+    sides = np.array([sorted(cv2.minAreaRect(d.points.astype(np.float32))[1]) for d in detections], np.float64)
+    scores = np.array([d.score for d in detections], np.float64)
+    mask = (scores >= LINE_SCORE) & (sides[:, 1] >= LINE_ASPECT * sides[:, 0])
+    return mask, sides[:, 0] * factor
+
+
+def first_pass_evidence(first: list[Detection], first_scale: float, needed: int = MIN_REGIONS) -> Evidence:
+    """The first pass's regions (``first``, original pixels, run at ``first_scale``) as evidence of
+    the text's height: strong when at least ``needed`` of them look like text lines (``line_like``),
+    they are at least half of all regions (a page of blobs with a few lucky ones is not) and their
+    heights agree (upper quartile at most ``MAX_SPREAD`` x the lower one: not two sizes, the median
+    of which would be neither)."""
+    mask, heights = line_like(first, first_scale)
+    good = heights[mask]
+    q1, q3 = np.percentile(good, [25, 75]) if len(good) else (0.0, 0.0)
+    agree = bool(q3 <= MAX_SPREAD * q1)
+    strong = len(good) >= needed and 2 * len(good) >= len(first) and agree
+    return Evidence(len(first), len(good), good, agree, strong)
+
+
 def choose(prob_fn: Backend, image: np.ndarray, first_scale: float, first: list[Detection],
            post: PostConfig) -> ScaleChoice:
     """The policy's decision for ``image`` (``(H, W, 3)`` uint8 RGB) whose first pass ran at
-    ``first_scale`` (network / original pixels) and found ``first`` (original pixels)."""
+    ``first_scale`` (network / original pixels) and found ``first`` (original pixels): the first
+    pass's text-like regions give the text's height when they are strong evidence
+    (``first_pass_evidence``), else a probe does, and its answer wins."""
     height, width = image.shape[:2]
     cap = rescale_cap(height, width)
     if cap < MIN_GAIN * first_scale:
         return ScaleChoice(None, "first scale")
-    heights = box_heights(first) * first_scale
-    median = float(np.median(heights)) if len(heights) else None
-    if median is not None and len(heights) >= MIN_REGIONS:
+    evidence = first_pass_evidence(first, first_scale, MIN_REGIONS_HEAVY if cap >= HEAVY_SHRINK * first_scale
+                                   else MIN_REGIONS)
+    if evidence.strong:
+        median = float(np.median(evidence.heights))
+        factor, reason = min(cap, first_scale * TARGET_HEIGHT / max(median, 1.0)), "small text"
         if median >= LOW_HEIGHT:
             return ScaleChoice(None, "text large enough", median)
-        factor = min(cap, first_scale * TARGET_HEIGHT / max(median, 1.0))
-        reason = "small text"
     else:
+        note = f": {evidence.note()}" if evidence.regions else ""
         probed = probe_height(prob_fn, image, cap, post)
         if probed is None:
-            return ScaleChoice(None, "no text found", median)
-        factor, reason, median = min(cap, cap * TARGET_HEIGHT / max(probed, 1.0)), "small text (probe)", probed
+            return ScaleChoice(None, f"no text found (probe{note})")
+        factor, median = min(cap, cap * TARGET_HEIGHT / max(probed, 1.0)), probed
+        reason = f"small text (probe{note})"
+        if factor < MIN_GAIN * first_scale:
+            return ScaleChoice(None, f"text large enough (probe{note})", median)
     if factor < MIN_GAIN * first_scale:
         return ScaleChoice(None, "text large enough", median)
     return ScaleChoice(factor, reason, median)
