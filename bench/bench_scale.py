@@ -234,10 +234,10 @@ def bench_large_photos(icdar: Path, count: int, factor: float, old: Path) -> Non
     """The first ``count`` ICDAR 2015 test images enlarged ``factor`` x (3: 3840x2160, a phone photo's
     size; the first pass shrinks them): the ICDAR 2015 protocol's scores and s/image of the new and
     the old policy, each image run by both in turn, and how many images differ."""
-    from dbcli.evaluation.metrics import evaluate
     from dbcli.engine.load import load
     from dbcli.engine.options import InferenceOptions
     from dbcli.engine.pipeline import run_pipeline
+    from dbcli.evaluation.metrics import evaluate
 
     model, auto = load(InferenceOptions(device="cpu"))
     found = sorted((icdar / "test_images").glob("img_*.jpg"), key=lambda p: int(p.stem.split("_")[1]))[:count]

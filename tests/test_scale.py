@@ -15,7 +15,6 @@ import pytest
 from generated_files import invoke
 from planted_model import match_rects, planted_files, rect_image
 
-from dbcli.imaging import MEAN, STD
 from dbcli.backends.loading import load_model
 from dbcli.engine.pipeline import run_pipeline
 from dbcli.engine.scale_policy import (
@@ -29,6 +28,7 @@ from dbcli.engine.scale_policy import (
 )
 from dbcli.engine.settings import Settings
 from dbcli.engine.tiling import detect_at_scale, owned_ranges, tile_starts
+from dbcli.imaging import MEAN, STD
 from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
 
 ROOT = Path(__file__).resolve().parent.parent
