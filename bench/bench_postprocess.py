@@ -10,7 +10,7 @@ Contenders, timed interleaved in the same run (median of ``--repeats`` passes ov
   (score on the minimum-area quad; polygons with epsilon 0.01 and unclip 2.0);
 - reference, dbcli conventions: the same code switched to dbcli's choices (score on the contour,
   rounded coordinates, float output; polygons with epsilon 0.002 and unclip 1.5), which returns
-  the same detections as dbcli (tests/test_reference_parity.py checks it): like for like.
+  the same detections as dbcli (tests/engine/test_reference_parity.py checks it): like for like.
 The maps are distinct (20 x 3.7 MB: mostly out of cache, the harder case); the "cache-hot" rows run
 the first map over and over, as post-processing right after the network that wrote the map.
 Targets (issue 6): dbcli under 3 ms per map in box mode and at least 3x faster than the reference.

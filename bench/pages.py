@@ -1,5 +1,5 @@
 """Generated large pages with known word boxes (no font files, no downloads): the inputs of
-``bench/bench_scale.py`` and ``tests/test_scale.py`` (coverage of small text on big pages, cost,
+``bench/bench_scale.py`` and ``tests/engine/test_scale.py`` (coverage of small text on big pages, cost,
 memory).
 
 ``text_page(width, height, text_height, ...)`` renders lines of words in OpenCV's built-in fonts,

@@ -1,7 +1,12 @@
 """Test-session settings and shared fixtures: the ONNX export cache (``dbcli.backends.onnx_cache``)
 lives in a temporary folder, so that no test reads or writes the user's ``~/.cache/dbnet``;
-``model_files`` (the planted model's weights files, per module) and ``one_thread`` (torch on one
-thread for the test, as the hardening tests run)."""
+``model_files`` (the planted model's weights files, per module), ``one_thread`` (torch on one
+thread for the test, as the hardening tests run) and ``cli_runner`` (the suite's one CLI runner).
+
+Tests live in folders by area (``engine/``, ``cli/``, ``models/``, ``data/``, ``training/``, ``serve/``,
+``project/``); the helpers they share sit here beside this file (``synth``, ``planted_model``,
+``generated_files``, ``train_data``, ``serve_client``), importable from every folder because pytest puts
+this folder on ``sys.path``."""
 
 from __future__ import annotations
 
@@ -32,3 +37,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli_runner():
+    """The one ``CliRunner`` of the test suite (``generated_files.runner``): ``cli_runner.invoke(app, [...])``."""
+    from generated_files import runner
+
+    return runner
