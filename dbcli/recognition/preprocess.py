@@ -62,8 +62,9 @@ def normalize_batch(crops: list[np.ndarray], height: int, width: int) -> np.ndar
 
 
 def batch_width(crops: list[np.ndarray], height: int, min_width: int) -> int:
-    """The padded width of a batch: the widest crop at ``height`` px, at least ``min_width`` px."""
-    return max(min_width, max(math.ceil(height * aspect(c)) for c in crops))
+    """The padded width of a batch: the widest crop at ``height`` px (rounded down, as PaddleOCR does),
+    at least ``min_width`` px."""
+    return max(min_width, max(int(height * aspect(c)) for c in crops))
 
 
 def buckets(aspects: list[float], batch_size: int, spread: float) -> list[list[int]]:
