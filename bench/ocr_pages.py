@@ -148,7 +148,8 @@ def screenshot(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
         y += int(body.size * 2.2)
     for i, label in enumerate(["Cancel", "Save", "Apply"]):
         bx = width - 360 + i * 115
-        draw.rounded_rectangle((bx, height - 70, bx + 100, height - 30), 6, fill=(40, 100, 200) if i else (220, 220, 220))
+        fill = (40, 100, 200) if i else (220, 220, 220)
+        draw.rounded_rectangle((bx, height - 70, bx + 100, height - 30), 6, fill=fill)
         draw.text((bx + 18, height - 60), label, fill=(255, 255, 255) if i else (20, 20, 20), font=menu_font)
         lines.append(label)
     return _finish(page, rng, 0.0, 1.5), lines

@@ -2,8 +2,7 @@
 
 import pytest
 
-from dbcli.evaluation.text_metrics import (Counts, cer, edit_distance, end_to_end_image, texts_match, total,
-                                           word_counts)
+from dbcli.evaluation.text_metrics import Counts, cer, edit_distance, end_to_end_image, texts_match, total, word_counts
 
 
 def box(x0, y0, x1, y1):

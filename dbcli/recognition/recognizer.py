@@ -11,8 +11,17 @@ import numpy as np
 from dbcli.recognition.ctc import Reading, ctc_greedy_decode
 from dbcli.recognition.direction import DirectionClassifier
 from dbcli.recognition.model import RECOGNIZER, open_session, read_dictionary
-from dbcli.recognition.preprocess import (REC_HEIGHT, as_rgb, aspect, batch_width, buckets, gap_at,
-                                          is_readable, normalize_batch, split_points)
+from dbcli.recognition.preprocess import (
+    REC_HEIGHT,
+    as_rgb,
+    aspect,
+    batch_width,
+    buckets,
+    gap_at,
+    is_readable,
+    normalize_batch,
+    split_points,
+)
 
 EMPTY = Reading("", 0.0)
 
