@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, load_average, print_table  # noqa: E402
+from common import header, interleaved, load_average, median, print_table, spread  # noqa: E402
 from ocr_pages import document_set  # noqa: E402
 
 from dbcli import Detector  # noqa: E402
@@ -152,28 +152,41 @@ def speed_table(phase: str, seconds: dict, n: int, load: tuple[float | None, flo
                 ["contender", "s/image", "images/s", "vs RapidOCR"], rows)
 
 
-def micro(recognizer: Recognizer, crops: list[np.ndarray]) -> None:
-    """ms/crop of the recogniser by batching, and the direction classifier's cost and accuracy."""
+BATCHINGS = {"batch 1": RecognizerSettings(batch_size=1, direction=False),
+             "batch 6, no buckets, min width 320 (PaddleOCR's)": RecognizerSettings(
+                 batch_size=6, bucket_spread=1e9, min_width=320, direction=False),
+             "batch 8, buckets x1.5, min width 320": RecognizerSettings(batch_size=8, min_width=320, direction=False),
+             "batch 16, buckets x2, min width 320": RecognizerSettings(batch_size=16, bucket_spread=2.0,
+                                                                       min_width=320, direction=False),
+             "batch 8, buckets x1.5, min width 0": RecognizerSettings(batch_size=8, min_width=0, direction=False),
+             "batch 16, buckets x2, min width 0": RecognizerSettings(batch_size=16, bucket_spread=2.0, min_width=0,
+                                                                     direction=False),
+             "batch 16, buckets x1.5, min width 0": RecognizerSettings(batch_size=16, min_width=0, direction=False),
+             "batch 32, buckets x2, min width 0": RecognizerSettings(batch_size=32, bucket_spread=2.0, min_width=0,
+                                                                     direction=False)}
+
+
+def micro(recognizer: Recognizer, crops: list[np.ndarray], repeats: int = 3) -> None:
+    """ms/crop of the recogniser by batching (interleaved repeats, medians), and the direction
+    classifier's cost and accuracy."""
     crops = [c for c in crops if min(c.shape[:2]) >= 2]
-    rows = []
-    configs = {"batch 1": RecognizerSettings(batch_size=1, direction=False),
-               "batch 6, no buckets (PaddleOCR's)": RecognizerSettings(batch_size=6, bucket_spread=1e9,
-                                                                        direction=False),
-               "batch 8, buckets x1.5 (default)": RecognizerSettings(direction=False),
-               "batch 16, buckets x2": RecognizerSettings(batch_size=16, bucket_spread=2.0, direction=False),
-               "batch 8, buckets x1.5, min width 0": RecognizerSettings(min_width=0, direction=False)}
-    reference = None
-    for name, settings in configs.items():
-        recognizer.settings = settings
-        t0 = time.perf_counter()
-        texts = [r.text for r in recognizer.read_lines(crops)]
-        ms = 1000 * (time.perf_counter() - t0) / len(crops)
-        reference = reference or texts
-        same = sum(a == b for a, b in zip(texts, reference))
-        rows.append([name, f"{ms:.1f}", f"{same}/{len(crops)}"])
+    texts: dict[str, list[str]] = {}
+
+    def reader(settings: RecognizerSettings, name: str):
+        def read() -> None:
+            recognizer.settings = settings
+            texts[name] = [r.text for r in recognizer.read_lines(crops)]
+        return read
+
+    load = load_average()
+    times = interleaved({n: reader(s, n) for n, s in BATCHINGS.items()}, repeats=repeats, warmup=0)
     recognizer.settings = RecognizerSettings()
-    print_table(f"recogniser alone, {len(crops)} detected crops (load average {load_average():.2f})",
-                ["batching", "ms/crop", "same text as batch 1"], rows)
+    reference = texts["batch 1"]
+    rows = [[n, f"{1000 * median(t) / len(crops):.1f}", spread(t),
+             f"{sum(a == b for a, b in zip(texts[n], reference))}/{len(crops)}"] for n, t in times.items()]
+    print_table(f"recogniser alone, {len(crops)} detected crops, median of {repeats} interleaved rounds "
+                f"(load average {load:.2f} before, {load_average():.2f} after)",
+                ["batching", "ms/crop", "spread", "same text as batch 1"], rows)
     direction_table(recognizer, crops)
 
 

@@ -3,8 +3,9 @@
 
 ``receipt(rng)``, ``form(rng)`` and ``screenshot(rng)`` each return an ``(H, W, 3)`` uint8 RGB image
 and the lines of text drawn on it (strings, in drawing order). Fonts: the DejaVu faces when installed
-(sans, serif, mono, bold, condensed), else Pillow's built-in scalable font; sizes 14-30 px; mild
-Gaussian noise, blur and a slight tilt on receipts and forms (as scanned / photographed paper).
+(sans, serif, mono, bold, condensed), else Pillow's built-in scalable font; sizes 11-34 px; contrast
+lowered to 45-100%, Gaussian noise, blur, JPEG at quality 30-90, and a slight tilt on receipts and forms
+(as scanned / photographed paper).
 ``document_set(count, seed)`` cycles the three kinds. Deterministic given the seed.
 """
 
@@ -45,8 +46,11 @@ def _money(rng: np.random.Generator, high: float = 30.0) -> str:
 
 
 def _finish(page: Image.Image, rng: np.random.Generator, tilt: float, noise: float) -> np.ndarray:
-    """Tilt by up to ``tilt`` degrees (white fill), blur a little, add Gaussian noise of ``noise`` sigma."""
-    a = np.array(page)
+    """Tilt by up to ``tilt`` degrees (white fill), lower the contrast (to 45-100%), blur a little, add
+    Gaussian noise of up to ``noise`` sigma, then JPEG-compress at quality 30-90."""
+    a = np.array(page).astype(np.float32)
+    contrast = float(rng.uniform(0.45, 1.0))
+    a = (255 - (255 - a) * contrast).astype(np.uint8)
     angle = float(rng.uniform(-tilt, tilt))
     if tilt:
         h, w = a.shape[:2]
@@ -54,13 +58,14 @@ def _finish(page: Image.Image, rng: np.random.Generator, tilt: float, noise: flo
         a = cv2.warpAffine(a, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(250, 250, 250))
     if rng.random() < 0.5:
         a = cv2.GaussianBlur(a, (3, 3), 0.6)
-    a = a.astype(np.float32) + rng.normal(0, noise, a.shape)
-    return np.clip(a, 0, 255).astype(np.uint8)
+    a = np.clip(a.astype(np.float32) + rng.normal(0, rng.uniform(0.3, 1.0) * noise, a.shape), 0, 255)
+    ok, jpeg = cv2.imencode(".jpg", a.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
+    return cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
 
 
 def receipt(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
     """A till receipt: shop, address, date, 4-9 items with prices right-aligned, totals."""
-    size = int(rng.integers(16, 25))
+    size = int(rng.integers(12, 25))
     f = font(rng, size, ["DejaVuSansMono.ttf", "DejaVuSans.ttf", "DejaVuSansCondensed.ttf"])
     width = int(rng.integers(420, 560))
     items = [(str(rng.choice(ITEMS)), _money(rng)) for _ in range(int(rng.integers(4, 10)))]
@@ -86,12 +91,12 @@ def receipt(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
         y += int(size * 1.8)
     draw.text((24, y + size), "Thank you", fill=(20, 20, 20), font=f)
     lines.append("Thank you")
-    return _finish(page, rng, 1.0, 4.0), lines
+    return _finish(page, rng, 1.0, 10.0), lines
 
 
 def form(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
     """A filled-in form: a title, then label / value pairs, values in drawn boxes."""
-    size = int(rng.integers(16, 27))
+    size = int(rng.integers(12, 27))
     width, rows = 1000, int(rng.integers(5, 9))
     page = Image.new("RGB", (width, int(size * 2.6 * (rows + 2)) + 60), (252, 252, 250))
     draw = ImageDraw.Draw(page)
@@ -106,7 +111,7 @@ def form(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
         draw.text((342, y), value, fill=(0, 0, 90), font=value_font)
         lines += [f"{label}:", value]
         y += int(size * 2.6)
-    return _finish(page, rng, 0.8, 3.0), lines
+    return _finish(page, rng, 0.8, 8.0), lines
 
 
 def _form_value(rng: np.random.Generator, label: str) -> str:
@@ -135,12 +140,12 @@ def screenshot(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
     title = f"{rng.choice(['Report', 'Inbox', 'Dashboard', 'Invoices'])} {int(rng.integers(2, 99))}"
     draw.text((16, 10), title, fill=(255, 255, 255), font=font(rng, 20, ["DejaVuSans-Bold.ttf"]))
     lines, x = [title], 16
-    menu_font = font(rng, int(rng.integers(14, 18)), ["DejaVuSans.ttf", "DejaVuSansCondensed.ttf"])
+    menu_font = font(rng, int(rng.integers(11, 18)), ["DejaVuSans.ttf", "DejaVuSansCondensed.ttf"])
     for item in rng.choice(MENU, 5, replace=False):
         draw.text((x, 56), str(item), fill=(30, 30, 30), font=menu_font)
         lines.append(str(item))
         x += int(menu_font.getlength(str(item))) + 30
-    body = font(rng, int(rng.integers(14, 20)), ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansCondensed.ttf"])
+    body = font(rng, int(rng.integers(11, 20)), ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansCondensed.ttf"])
     y = 110
     for text in rng.choice(SENTENCES, 6, replace=False):
         draw.text((24, y), str(text), fill=(50, 50, 50), font=body)
@@ -152,7 +157,7 @@ def screenshot(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
         draw.rounded_rectangle((bx, height - 70, bx + 100, height - 30), 6, fill=fill)
         draw.text((bx + 18, height - 60), label, fill=(255, 255, 255) if i else (20, 20, 20), font=menu_font)
         lines.append(label)
-    return _finish(page, rng, 0.0, 1.5), lines
+    return _finish(page, rng, 0.0, 4.0), lines
 
 
 def document_set(count: int, seed: int = 0) -> list[tuple[str, np.ndarray, list[str]]]:

@@ -64,6 +64,9 @@ def open_session(path: str | Path, what: str, sha256: str | None = None, threads
             raise DBNetError(f"{path}: damaged {what} model (SHA-256 {found[:16]}..., expected {sha256[:16]}...);"
                              " reinstall dbnet")
     options = ort.SessionOptions()
+    # idle worker threads sleep instead of spinning (as dbnet's detector sessions): on a busy machine
+    # spinning threads take cores from the work that is left
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
