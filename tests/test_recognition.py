@@ -66,6 +66,15 @@ def test_without_direction_an_upside_down_crop_reads_wrong():
     assert plain([render("Upside down 42")[::-1, ::-1]])[0].text != "Upside down 42"
 
 
+def test_low_score_crops_are_reread_turned_when_the_classifier_misses():
+    from dbcli.recognition.recognizer import RecognizerSettings
+    crop = render("Upside down 42")[::-1, ::-1]
+    never_turns = RecognizerSettings(direction_threshold=1.01)  # the classifier alone turns nothing
+    assert Recognizer(settings=never_turns, threads=1)([crop])[0].text == "Upside down 42"
+    no_recheck = RecognizerSettings(direction_threshold=1.01, recheck_below=0.0)
+    assert Recognizer(settings=no_recheck, threads=1)([crop])[0].text != "Upside down 42"
+
+
 def test_very_long_aspect_crop_is_split_and_read(recognizer):
     text = " ".join([LONG, LONG.upper(), "and 1234567890"])
     crop = render(text, size=20)

@@ -31,17 +31,21 @@ class RecognizerSettings:
     """How crops are batched and read (defaults measured in ``bench/bench_ocr.py``).
 
     batch_size: crops per onnxruntime call. bucket_spread: a batch holds crops whose widths differ by
-    at most this factor. min_width: px, the narrowest padded input (PaddleOCR pads to 320).
-    max_aspect: crops wider than this many heights are cut (in the gaps between characters) into
-    pieces read one by one and joined. direction: turn upside-down crops (the direction classifier).
+    at most this factor. min_width: px, the narrowest padded input (PaddleOCR pads to 320; 0 reads a
+    short word at its own width, 1.5x faster for the same text). max_aspect: crops wider than this many
+    heights are cut (in the gaps between characters) into pieces read one by one and joined.
+    direction: turn upside-down crops (the direction classifier, p(180) > direction_threshold).
+    recheck_below: a crop read with a score under this is also read turned 180 degrees, and the
+    reading with the higher score kept (catches the upside-down crops the classifier misses; 0: never).
     """
 
     batch_size: int = 8
     bucket_spread: float = 1.5
-    min_width: int = 320
+    min_width: int = 0
     max_aspect: float = 25.0
     direction: bool = True
     direction_threshold: float = 0.9
+    recheck_below: float = 0.8
 
 
 class Recognizer:
@@ -82,12 +86,22 @@ class Recognizer:
         rgb = [as_rgb(c, i) for i, c in enumerate(crops)]
         live = [i for i, c in enumerate(rgb) if is_readable(c)]
         upright = self._upright([rgb[i] for i in live])
-        pieces, owner, joins = self._pieces(upright)
-        read = self.read_lines(pieces)
+        read = self._read(upright)
+        if self.settings.direction and self.settings.recheck_below > 0:
+            low = [k for k, r in enumerate(read) if r.score < self.settings.recheck_below]
+            again = self._read([np.ascontiguousarray(upright[k][::-1, ::-1]) for k in low])
+            for k, r in zip(low, again):
+                read[k] = r if r.score > read[k].score else read[k]
         results = [EMPTY] * len(rgb)
         for k, i in enumerate(live):
-            results[i] = _join([read[p] for p in range(len(pieces)) if owner[p] == k], joins[k])
+            results[i] = read[k]
         return results
+
+    def _read(self, crops: list[np.ndarray]) -> list[Reading]:
+        """Read upright crops, long ones in pieces."""
+        pieces, owner, joins = self._pieces(crops)
+        read = self.read_lines(pieces)
+        return [_join([read[p] for p in range(len(pieces)) if owner[p] == k], joins[k]) for k in range(len(crops))]
 
     def read_lines(self, crops: list[np.ndarray]) -> list[Reading]:
         """Read readable upright crops as they are (no direction, no splitting), batched by width."""
