@@ -86,16 +86,23 @@ class Recognizer:
         rgb = [as_rgb(c, i) for i, c in enumerate(crops)]
         live = [i for i, c in enumerate(rgb) if is_readable(c)]
         upright = self._upright([rgb[i] for i in live])
-        read = self._read(upright)
-        if self.settings.direction and self.settings.recheck_below > 0:
-            low = [k for k, r in enumerate(read) if r.score < self.settings.recheck_below]
-            again = self._read([np.ascontiguousarray(upright[k][::-1, ::-1]) for k in low])
-            for k, r in zip(low, again):
-                read[k] = r if r.score > read[k].score else read[k]
+        read = self._recheck(upright, self._read(upright))
         results = [EMPTY] * len(rgb)
         for k, i in enumerate(live):
             results[i] = read[k]
         return results
+
+    def _recheck(self, crops: list[np.ndarray], read: list[Reading]) -> list[Reading]:
+        """Crops read with a score under ``recheck_below`` read again turned 180 degrees; the better
+        reading of the two kept (with direction on only)."""
+        if not self.settings.direction or self.settings.recheck_below <= 0:
+            return read
+        low = [k for k, r in enumerate(read) if r.score < self.settings.recheck_below]
+        again = self._read([np.ascontiguousarray(crops[k][::-1, ::-1]) for k in low])
+        out = list(read)
+        for k, r in zip(low, again):
+            out[k] = r if r.score > read[k].score else read[k]
+        return out
 
     def _read(self, crops: list[np.ndarray]) -> list[Reading]:
         """Read upright crops, long ones in pieces."""
