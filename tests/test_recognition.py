@@ -76,10 +76,10 @@ def test_low_score_crops_are_reread_turned_when_the_classifier_misses():
 
 
 def test_very_long_aspect_crop_is_split_and_read(recognizer):
-    text = " ".join([LONG, LONG.upper(), "and 1234567890"])
+    text = " ".join([LONG, LONG.upper(), LONG, "and 1234567890"])
     crop = render(text, size=20)
-    assert crop.shape[1] / crop.shape[0] > 40  # well past max_aspect 25: cut into pieces
-    assert split_points(crop, 25.0)
+    assert crop.shape[1] / crop.shape[0] > 60  # past max_aspect 60: cut into pieces
+    assert split_points(crop, 60.0)
     reading = recognizer([crop])[0]
     assert reading.text == text
     assert reading.score > 0.8
@@ -94,6 +94,13 @@ def test_empty_tiny_or_flat_crops_read_empty(recognizer, crop):
 
 def test_tiny_text_crop_reads_without_crashing(recognizer):
     (reading,) = recognizer([render("ok 7", size=6, pad=1)])
+    assert isinstance(reading.text, str) and 0.0 <= reading.score <= 1.0
+
+
+def test_thin_very_long_crop_reads_in_pieces_without_crashing(recognizer):
+    crop = np.random.default_rng(0).integers(0, 256, (3, 3000, 3), dtype=np.uint8)  # aspect 1000
+    assert len(split_points(crop, 60.0)) >= 16
+    (reading,) = recognizer([crop])
     assert isinstance(reading.text, str) and 0.0 <= reading.score <= 1.0
 
 

@@ -33,7 +33,9 @@ class RecognizerSettings:
     batch_size: crops per onnxruntime call. bucket_spread: a batch holds crops whose widths differ by
     at most this factor. min_width: px, the narrowest padded input (PaddleOCR pads to 320; 0 reads a
     short word at its own width, 1.5x faster for the same text). max_aspect: crops wider than this many
-    heights are cut (in the gaps between characters) into pieces read one by one and joined.
+    heights are cut (in the gaps between characters) into pieces read one by one and joined (the
+    model reads a line whole better: exact to 141:1 in bench, where cutting cost 0.4% CER and squeezing
+    to 25:1 100%; the cut bounds the output, ``T = W / 8`` steps x 18,710 classes x 4 bytes per crop).
     direction: turn upside-down crops (the direction classifier, p(180) > direction_threshold).
     recheck_below: a crop read with a score under this is also read turned 180 degrees, and the
     reading with the higher score kept (catches the upside-down crops the classifier misses; 0: never).
@@ -42,7 +44,7 @@ class RecognizerSettings:
     batch_size: int = 8
     bucket_spread: float = 1.5
     min_width: int = 0
-    max_aspect: float = 25.0
+    max_aspect: float = 60.0
     direction: bool = True
     direction_threshold: float = 0.9
     recheck_below: float = 0.8
