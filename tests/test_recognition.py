@@ -225,3 +225,28 @@ def test_parity_with_rapidocr_recogniser(recognizer):
     ours = same(crops)
     assert [r.text for r in ours] == list(out.txts)
     assert np.allclose([r.score for r in ours], out.scores, atol=1e-4)
+
+
+# --- torch-free -----------------------------------------------------------------------------------------
+
+def test_recognition_reads_with_torch_blocked(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "no_torch.py"
+    script.write_text(
+        "import sys\n"
+        "class BlockTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch is blocked in this test: ' + name)\n"
+        "sys.meta_path.insert(0, BlockTorch())\n"
+        "import numpy as np\n"
+        "from dbcli.recognition import Recognizer\n"
+        "crop = np.full((40, 120, 3), 255, np.uint8)\n"
+        "crop[15:25, 10:110] = 0\n"
+        "print(type(Recognizer(threads=1)([crop])[0].text).__name__, 'torch' in sys.modules)\n")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["str", "False"]
