@@ -3,7 +3,10 @@
 What the atomic write knows about its target: a character device, a FIFO or a socket (``/dev/null``,
 ``/dev/full``, a named pipe) and anything reached through ``/dev`` or ``/proc`` (``/dev/stdout``, a
 link to ``/proc/self/fd/1``) is written into directly, never replaced by a regular file; a symlink to
-a regular file gets its *target* replaced (the link stays). Temp and sibling names are kept within
+a regular file gets its *target* replaced (the link stays): that is what a user who names a link as an
+output means. A file dbnet owns (its ONNX cache) is written with ``follow_links=False``: whatever lies at
+its name (a symlink, a dangling link, a FIFO) is replaced by the rename, never written through, so a
+link planted there cannot make dbnet write into the file it points to. Temp and sibling names are kept within
 the 255-byte limit of a file name (``fit_name``), and JSON is written as valid UTF-8 even for file
 names that are not (``json_text``).
 """
@@ -96,16 +99,20 @@ def write_in_place(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True, *,
+                       follow_links: bool = True, mode: int | None = None) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it into place: a crash never leaves
     half a file. ``durable``: also flush it to the disk before the rename (``fsync``), so that not even
     a power cut can leave an empty file; many small, re-creatable files (crops) skip that. A device,
-    FIFO or ``/proc`` target is written into directly and a symlink's target is replaced (module doc).
-    Returns ``path``."""
-    if writes_in_place(path):
+    FIFO or ``/proc`` target is written into directly and a symlink's target is replaced (module doc);
+    with ``follow_links=False`` neither: the rename replaces whatever is at ``path`` itself (a link, a
+    FIFO), and the folder must exist. ``mode``: the file's permissions (default ``0o666`` less the
+    umask). Returns ``path``."""
+    if follow_links and writes_in_place(path):
         return write_in_place(path, data)
-    given, path = Path(path), replaced_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    given, path = Path(path), (replaced_path(path) if follow_links else Path(path))
+    if follow_links:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -113,9 +120,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp makes 0600; give the usual permissions
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
