@@ -196,6 +196,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def read_lock_pid(lock: Path) -> int:
+    """The process id in the lock file ``lock``; 0 when it is missing, unreadable, not a number, or
+    not a regular file (a symlink or a FIFO planted there is never followed nor waited on)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(lock, flags)
+    except OSError:
+        return 0
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return int(f.read(32).strip() or 0) if stat.S_ISREG(os.fstat(fd).st_mode) else 0
+        except (OSError, ValueError):
+            return 0
+
+
 def acquire_lock(out: str | os.PathLike) -> Path:
     """Create ``<out>.lock`` holding this process's id, so that a second process writing the same
     ``out`` is refused instead of both reporting success and one result being lost. A lock left by
@@ -207,10 +222,7 @@ def acquire_lock(out: str | os.PathLike) -> Path:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
+            pid = read_lock_pid(lock)
             if pid and pid != os.getpid() and _pid_alive(pid):
                 raise DBNetError(f"{out}: another dbnet process (pid {pid}) is writing it; wait for it, "
                                  f"or delete {lock} if that process is not dbnet") from None
@@ -227,7 +239,7 @@ def release_lock(lock: Path | None) -> None:
     if lock is None:
         return
     try:
-        if int(lock.read_text().strip() or 0) == os.getpid():
+        if read_lock_pid(lock) == os.getpid():
             lock.unlink()
-    except (OSError, ValueError):
+    except OSError:
         pass

@@ -33,7 +33,7 @@ from dbcli.backends.onnx_cache import (
 )
 from dbcli.errors import DBNetError
 from dbcli.files import open_regular
-from dbcli.outputs.atomic import atomic_write_bytes
+from dbcli.outputs.atomic import acquire_lock, atomic_write_bytes, lock_path, release_lock
 
 MADE_BY = "dbnet.test_made_by"  # who made an export file: the (fake) exporter or a test's planter
 
@@ -345,3 +345,17 @@ def test_an_atomic_write_without_following_links_replaces_what_is_there(tmp_path
     assert stat.S_ISREG(target.lstat().st_mode) and target.read_bytes() == b"dbnet's"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert (victim.read_text() == "the user's file") if planted_kind == "link" else not victim.exists()
+
+
+@pytest.mark.parametrize("planted_kind", ["FIFO", "link"])
+def test_a_lock_planted_as_a_fifo_or_link_is_taken_over_not_read(tmp_path, planted_kind):
+    out, victim = tmp_path / "out.json", tmp_path / "victim.txt"
+    victim.write_text(f"{os.getppid()}\n")  # a live process's id, behind a link: not dbnet's lock
+    if planted_kind == "FIFO":
+        os.mkfifo(lock_path(out))
+    else:
+        os.symlink(victim, lock_path(out))
+    lock = acquire_lock(out)
+    assert stat.S_ISREG(lock.lstat().st_mode) and lock.read_text() == f"{os.getpid()}\n"
+    release_lock(lock)
+    assert not lock.exists() and victim.read_text() == f"{os.getppid()}\n"
