@@ -207,6 +207,28 @@ def test_an_unusable_cache_folder_is_one_warning_and_an_export_in_memory(model_f
         (tmp_path / "locked").chmod(0o700)  # (for the clean-up)
 
 
+def test_visualize_says_the_cache_warning_too(model_files, cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("DBNET_CACHE", str(_unusable_cache(tmp_path, "a file in the way")))
+    result = invoke("visualize", write_rgb(tmp_path / "a.png"), "--weights", model_files["pt"],
+                    "--out", tmp_path / "drawn")
+    assert result.exit_code == 0 and (tmp_path / "drawn" / "a.png").exists(), result.output
+    assert len([line for line in result.stderr.splitlines() if "warning: ONNX cache" in line]) == 1
+
+
+def test_serve_logs_the_cache_warning(model_files, cache, tmp_path, monkeypatch, caplog):
+    pytest.importorskip("starlette")
+    from dbcli.engine.options import InferenceOptions
+    from dbcli.serve.app import load_service
+    from dbcli.serve.config import ServeConfig
+
+    monkeypatch.setenv("DBNET_CACHE", str(_unusable_cache(tmp_path, "a file in the way")))
+    service = load_service(ServeConfig(inference=InferenceOptions(weights=str(model_files["pt"])),
+                                       spool=str(tmp_path)))
+    service.scheduler.close(timeout=30)
+    logged = [r.getMessage() for r in caplog.records if r.name == "dbnet.serve" and r.levelname == "WARNING"]
+    assert len(logged) == 1 and logged[0].startswith("ONNX cache") and "kept in memory" in logged[0]
+
+
 # --- 7. where the cache is, eviction -----------------------------------------------------------------
 def test_where_the_cache_is(tmp_path, monkeypatch):
     home = tmp_path / "home"
