@@ -95,30 +95,39 @@ def open_folder(path: Path) -> Path:
     return path
 
 
-def read_file(folder: Path, name: str, touch: bool = False) -> bytes | None:
-    """The bytes of ``folder / name`` when it is a regular file of this user's, else None (missing,
-    unreadable, a symlink, a FIFO, a device: never followed, never waited on). ``touch``: mark it as
-    used now (its modification time, which ``evict`` reads)."""
+def open_file(folder: Path, name: str, touch: bool = False) -> int | None:
+    """A read-only descriptor of ``folder / name`` when it is a regular file of this user's, else None
+    (missing, unreadable, a symlink, a FIFO, a device: never followed, never waited on). ``touch``:
+    mark it as used now (its modification time, which ``evict`` reads). Close it (``os.close``)."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(folder / name, flags)
     except (OSError, ValueError):
         return None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (hasattr(os, "geteuid") and st.st_uid != os.geteuid()):
-            return None
-        os.set_blocking(fd, True)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (hasattr(os, "geteuid") and st.st_uid != os.geteuid()):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    if touch:
         try:
-            data = f.read()
+            os.utime(fd)
+        except OSError:
+            pass  # a read-only cache: still used as it is
+    return fd
+
+
+def read_file(folder: Path, name: str) -> bytes | None:
+    """The bytes of ``folder / name`` when it is a regular file of this user's (``open_file``), else
+    None."""
+    fd = open_file(folder, name)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read()
         except OSError:
             return None
-        if touch:
-            try:
-                os.utime(fd)
-            except OSError:
-                pass  # a read-only cache: still used as it is
-    return data
 
 
 def write_file(folder: Path, name: str, data: bytes) -> Path:

@@ -80,7 +80,8 @@ class OnnxBackend:
 
     def __init__(self, path: str | Path | bytes, device: str = "auto", threads: int | None = None,
                  name: str | None = None):
-        """``path``: an ONNX file, or its bytes (an export made in memory; ``name`` names it in messages)."""
+        """``path``: an ONNX file, or its bytes (an export made in memory); ``name`` names it in
+        messages (default: the path)."""
         if not isinstance(path, bytes):
             from dbcli.files import check_regular_file
 
@@ -88,7 +89,7 @@ class OnnxBackend:
             check_regular_file(path, "ONNX model", " (make one with `dbnet export --format onnx`)")
         self.path = path
         self.note: str | None = None  # said once before the work (e.g. why an export is kept in memory)
-        label = (name or "ONNX model") if isinstance(path, bytes) else str(path)
+        label = name or ("ONNX model" if isinstance(path, bytes) else str(path))
         self.session = make_session(path, device, threads)
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         meta = self.session.get_modelmeta().custom_metadata_map

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import mmap
+import os
 from pathlib import Path
 
 from dbcli.backends import cache_folder
@@ -88,8 +90,10 @@ def _metadata_entry(key: str, value: str) -> bytes:
     return b"\x72" + bytes([len(body)]) + body
 
 
-def _mac(key: bytes, sha256: str, export: bytes) -> str:
-    return hmac.new(key, sha256.encode() + b"\n" + export, hashlib.sha256).hexdigest()
+def _mac(key: bytes, sha256: str, export: bytes | memoryview) -> str:
+    mac = hmac.new(key, sha256.encode() + b"\n", hashlib.sha256)
+    mac.update(export)
+    return mac.hexdigest()
 
 
 def seal(export: bytes, sha256: str, key: bytes) -> bytes:
@@ -97,13 +101,38 @@ def seal(export: bytes, sha256: str, key: bytes) -> bytes:
     return export + _metadata_entry(MAC_KEY, _mac(key, sha256, export))
 
 
-def unseal(data: bytes, sha256: str, key: bytes) -> bool:
-    """Whether ``data`` is an export sealed by ``seal`` for the weights file hashing to ``sha256``."""
+def unseal(data: bytes | mmap.mmap, sha256: str, key: bytes) -> bool:
+    """Whether ``data`` (bytes, or a file mapped in memory: not copied) is an export sealed by ``seal``
+    for the weights file hashing to ``sha256``."""
     size = len(_metadata_entry(MAC_KEY, "0" * 64))
     if len(data) <= size:
         return False
-    export, tail = data[:-size], data[-size:]
-    return hmac.compare_digest(tail, _metadata_entry(MAC_KEY, _mac(key, sha256, export)))
+    with memoryview(data) as view:
+        expected = _metadata_entry(MAC_KEY, _mac(key, sha256, view[:-size]))
+        return hmac.compare_digest(bytes(view[-size:]), expected)
+
+
+def _sealed(fd: int, sha256: str, key: bytes) -> bool:
+    """Whether the open file ``fd`` is sealed for ``sha256`` (read through a memory map)."""
+    try:
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+            return unseal(mapped, sha256, key)
+    except (OSError, ValueError, BufferError):  # (an empty file cannot be mapped)
+        return False
+
+
+def _fd_source(fd: int) -> str | bytes:
+    """What onnxruntime loads for the open file ``fd``: a name of that very file (``/proc/self/fd/N``,
+    ``/dev/fd/N``: what was verified is what is loaded, even if the name is replaced meanwhile), else
+    its bytes."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        if os.path.exists(f"{folder}/{fd}"):
+            return f"{folder}/{fd}"
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # --- the backend -----------------------------------------------------------------------------------
@@ -113,13 +142,17 @@ def _load_cached(folder: Path, name: str, sha: str, device: str, threads: int | 
     from dbcli.backends.onnx_backend import OnnxBackend
 
     key = cache_folder.cache_key(folder, create=False)
-    data = cache_folder.read_file(folder, name, touch=True) if key else None
-    if data is None or key is None or not unseal(data, sha, key):
+    fd = cache_folder.open_file(folder, name, touch=True) if key else None
+    if fd is None or key is None:
         return None
     try:
-        backend = OnnxBackend(data, device, threads, name=str(folder / name))
-    except DBNetError:
+        if not _sealed(fd, sha, key):
+            return None
+        backend = OnnxBackend(_fd_source(fd), device, threads, name=str(folder / name))
+    except (DBNetError, OSError):
         return None
+    finally:
+        os.close(fd)
     return backend if backend.metadata.get(SHA_KEY) == sha else None
 
 
