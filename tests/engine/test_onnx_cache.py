@@ -189,13 +189,26 @@ def _unusable_cache(tmp_path: Path, case: str) -> Path:
     return locked / "cache"
 
 
+def _no_search_as_root(monkeypatch, locked: Path) -> None:
+    """Root searches every folder: make the cache folder's creation fail as it does for a user."""
+    real = os.makedirs
+
+    def makedirs(name, *args, **kwargs):
+        if str(name).startswith(str(locked)):
+            raise PermissionError(13, "Permission denied", str(name))
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+
+
 @pytest.mark.parametrize("case", ["name over 255 bytes", "path over PATH_MAX", "a file in the way",
-                                  pytest.param("no search permission", marks=pytest.mark.skipif(
-                                      os.geteuid() == 0, reason="root searches every folder"))])
+                                  "no search permission"])
 def test_an_unusable_cache_folder_is_one_warning_and_an_export_in_memory(model_files, cache, tmp_path,
                                                                          monkeypatch, case):
     folder, calls = cache
     monkeypatch.setenv("DBNET_CACHE", str(_unusable_cache(tmp_path, case)))
+    if case == "no search permission" and os.geteuid() == 0:
+        _no_search_as_root(monkeypatch, tmp_path / "locked")
     image, out = write_rgb(tmp_path / "a.png"), tmp_path / "out.json"
     result = invoke("detect", image, "--weights", model_files["pt"], "--out", out)
     assert result.exit_code == 0 and out.exists(), result.output
