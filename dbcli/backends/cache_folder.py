@@ -159,17 +159,22 @@ def _make_key(folder: Path) -> None:
         remove(Path(tmp))
 
 
-def cache_key(folder: Path, create: bool = True) -> bytes | None:
-    """The folder's secret key (``cache.key``, 64 hex digits, mode 0600), made when missing and
-    ``create``; whatever else lies at that name (a link, a FIFO, a damaged file) is removed first.
-    None when there is none and ``create`` is False. Raises ``OSError`` when it cannot be made."""
+def read_key(folder: Path) -> bytes | None:
+    """The folder's secret key (``cache.key``: 64 hex digits in a regular file of this user's), or
+    None when there is none (or something else lies at that name)."""
+    data = read_file(folder, KEY_NAME)
+    return data.strip() if data is not None and len(data.strip()) == 64 else None
+
+
+def cache_key(folder: Path) -> bytes:
+    """The folder's secret key (``read_key``), made (mode 0600) when missing; whatever else lies at
+    that name (a link, a FIFO, a damaged file) is removed first. Raises ``OSError`` when it cannot be
+    made."""
     for _ in range(3):
-        data = read_file(folder, KEY_NAME)
-        if data is not None and len(data.strip()) == 64:
-            return data.strip()
-        if not create:
-            return None
-        if data is not None or os.path.lexists(folder / KEY_NAME):
+        key = read_key(folder)
+        if key is not None:
+            return key
+        if os.path.lexists(folder / KEY_NAME):
             remove(folder / KEY_NAME)
         try:
             _make_key(folder)

@@ -141,7 +141,7 @@ def _load_cached(folder: Path, name: str, sha: str, device: str, threads: int | 
     loads, else None (missing, planted, damaged: made again)."""
     from dbcli.backends.onnx_backend import OnnxBackend
 
-    key = cache_folder.cache_key(folder, create=False)
+    key = cache_folder.read_key(folder)
     fd = cache_folder.open_file(folder, name, touch=True) if key else None
     if fd is None or key is None:
         return None
@@ -159,7 +159,7 @@ def _load_cached(folder: Path, name: str, sha: str, device: str, threads: int | 
 def _store(folder: Path, name: str, sha: str, export: bytes) -> bytes:
     """Seal ``export`` and write it as ``folder / name``, then evict old exports. Returns the sealed
     bytes. Raises ``OSError`` when the folder cannot be written."""
-    sealed = seal(export, sha, cache_folder.cache_key(folder) or b"")
+    sealed = seal(export, sha, cache_folder.cache_key(folder))
     cache_folder.write_file(folder, name, sealed)
     cache_folder.evict(folder, name, source_prefix(sha))
     return sealed
