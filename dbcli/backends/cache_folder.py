@@ -6,7 +6,8 @@ variable is an absolute path (the XDG spec: a relative value is ignored), else `
 ``~`` that cannot be expanded (no home folder) is refused, never created as a folder named ``~``.
 
 May it be used: the folder is made with mode 0700 and used only when it belongs to this user and is
-not writable by its group or others (else anyone could plant or swap exports in it). A folder that
+not writable by its group or others (else anyone could plant or swap exports in it), is not a symlink
+of another user's, and does not lie in a folder anyone can write without the sticky bit. A folder that
 cannot be made or reached (a name over 255 bytes or over PATH_MAX, a parent without search
 permission, a file in the way) is ``CacheUnusable``: the caller keeps its export in memory and says so
 once.
@@ -81,15 +82,27 @@ def _owner_problem(st: os.stat_result) -> str | None:
     return None
 
 
+def _place_problem(path: Path) -> str | None:
+    """What lets someone else swap the folder ``path`` (which exists): it is a symlink of another
+    user's, or the folder it lies in is writable by anyone without the sticky bit (``/tmp`` has it)."""
+    link = os.lstat(path)
+    if stat.S_ISLNK(link.st_mode) and hasattr(os, "geteuid") and link.st_uid not in (0, os.geteuid()):
+        return f"a symlink of another user's (uid {link.st_uid})"
+    parent = os.stat(os.path.dirname(os.path.realpath(path)))
+    if parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX:
+        return "in a folder anyone can write (no sticky bit)"
+    return None
+
+
 def open_folder(path: Path) -> Path:
-    """``path`` made (mode 0700) when missing and checked to be a private folder of this user's.
-    Raises ``CacheUnusable`` saying why not."""
+    """``path`` made (mode 0700) when missing and checked to be a private folder of this user's, in a
+    place no one else can swap it. Raises ``CacheUnusable`` saying why not."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.stat(path)
+        problem = _owner_problem(st) or _place_problem(path)
     except (OSError, ValueError) as exc:
         raise CacheUnusable(f"{shown(path)}: cannot be used ({getattr(exc, 'strerror', None) or exc})") from None
-    problem = _owner_problem(st)
     if problem:
         raise CacheUnusable(f"{shown(path)}: {problem}: not used (whoever can write it could plant exports)")
     return path

@@ -160,19 +160,44 @@ def test_the_seal_binds_the_weights_the_bytes_and_the_key():
 
 
 # --- 1. and 6. folders that are not used ------------------------------------------------------------
-@pytest.mark.parametrize("problem", ["group-writable", "world-writable", "another user's"])
+@pytest.mark.parametrize("problem", ["group-writable", "world-writable", "another user's",
+                                     "in a folder anyone can write"])
 def test_a_cache_folder_others_can_write_is_not_used(model_files, cache, monkeypatch, problem):
     folder, calls = cache
     folder.mkdir()
     os.chmod(folder, {"group-writable": 0o770, "world-writable": 0o777}.get(problem, 0o700))
     if problem == "another user's":
         monkeypatch.setattr(os, "geteuid", lambda: folder.stat().st_uid + 1)
+    if problem == "in a folder anyone can write":  # (anyone could rename the cache and put theirs)
+        os.chmod(folder.parent, 0o777)
     model = load_model(model_files["pt"], device="cpu")
     assert model.info["backend"] == "onnx" and "in memory" in model.prob_fn.label
     assert "not used" in (model.note or "") and str(folder) in (model.note or "")
     assert list(folder.iterdir()) == []  # nothing read or written there
     load_model(model_files["pt"], device="cpu")
     assert len(calls) == 2
+    os.chmod(folder.parent, 0o700)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="makes a link of another user's")
+def test_a_cache_reached_through_another_users_link_is_not_used(model_files, cache, monkeypatch, tmp_path):
+    own = tmp_path / "own"
+    own.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(own)
+    os.lchown(link, 4242, 4242)  # planted by someone else: they could point it elsewhere any time
+    monkeypatch.setenv("DBNET_CACHE", str(link))
+    model = load_model(model_files["pt"], device="cpu")
+    assert "a symlink of another user's" in (model.note or "") and list(own.iterdir()) == []
+
+
+def test_a_cache_folder_in_a_sticky_folder_is_used(model_files, cache, monkeypatch, tmp_path):
+    shared = tmp_path / "shared"  # as /tmp: anyone can write it, no one can rename another's entries
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    monkeypatch.setenv("DBNET_CACHE", str(shared / "mine"))
+    model = load_model(model_files["pt"], device="cpu")
+    assert model.note is None and (shared / "mine" / KEY_NAME).exists()
 
 
 def _unusable_cache(tmp_path: Path, case: str) -> Path:
