@@ -52,4 +52,6 @@ def test_shipped_weights_are_package_data():
     patterns = package_data["dbcli.shipped_weights"]
     for shipped in SHIPPED:
         assert any(fnmatch(shipped.file, pattern) for pattern in patterns), shipped.file
-    assert "README.md" in patterns
+    for card in ("README.md", "RECOGNITION.md", "LICENSE-PaddleOCR.txt"):  # model cards and the licence
+        assert any(fnmatch(card, pattern) for pattern in patterns), card
+        assert (root / "weights" / card).is_file(), card
