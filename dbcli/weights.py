@@ -141,11 +141,12 @@ def is_torchscript(path: Path) -> bool:
 def load_weights(path: str | Path | None) -> dict:
     """Read and check a weights file: a path or a shipped short name (``None``: the default one).
     Raises ``DBNetError``."""
+    from dbcli.files import check_regular_file
+
     path = resolve_weights(path)
-    if not path.exists():
-        raise DBNetError(f"{path}: weights file not found (pass a file or one of the shipped names: "
-                         f"{shipped_names()})")
-    if path.suffix == ".onnx":
+    # (a FIFO would block torch.load forever; a folder, a device or a name too long is one line too)
+    check_regular_file(path, "weights file", f" (pass a file or one of the shipped names: {shipped_names()})")
+    if path.suffix.lower() == ".onnx":
         raise DBNetError(f"{path}: an ONNX model; use --backend onnx")
     if is_torchscript(path):
         raise DBNetError(f"{path}: a TorchScript file; dbnet loads .pt weights files or .onnx exports "

@@ -99,13 +99,16 @@ def _load_onnx(path: Path, device: str, precision: str) -> Model:
         from dbcli.backends.onnx_backend import OnnxBackend
 
         return _onnx_model(OnnxBackend(path, device), path)
-    if not path.exists():
+    from dbcli.files import is_regular_file
+
+    if not is_regular_file(path):
         from dbcli.weights import load_weights
 
-        load_weights(path)  # the torch loader's one-line error for a missing file
+        load_weights(path)  # the torch loader's one-line error (missing, a folder, a FIFO)
     from dbcli.backends.onnx_cache import cached_onnx_backend
 
-    return _onnx_model(cached_onnx_backend(path, device), path)
+    runner = cached_onnx_backend(path, device)
+    return _onnx_model(runner, path, note=runner.note)
 
 
 def _load_torch(path: Path, device: str, precision: str, note: str | None = None) -> Model:

@@ -80,13 +80,16 @@ class OnnxBackend:
 
     def __init__(self, path: str | Path | bytes, device: str = "auto", threads: int | None = None,
                  name: str | None = None):
-        """``path``: an ONNX file, or its bytes (an export made in memory; ``name`` names it in messages)."""
+        """``path``: an ONNX file, or its bytes (an export made in memory); ``name`` names it in
+        messages (default: the path)."""
         if not isinstance(path, bytes):
-            path = Path(path)
-            if not path.exists():
-                raise DBNetError(f"{path}: ONNX model not found (make one with `dbnet export --format onnx`)")
+            from dbcli.files import check_regular_file
+
+            path = Path(path)  # (a FIFO would block onnxruntime forever, a folder gets a misleading error)
+            check_regular_file(path, "ONNX model", " (make one with `dbnet export --format onnx`)")
         self.path = path
-        label = (name or "ONNX model") if isinstance(path, bytes) else str(path)
+        self.note: str | None = None  # said once before the work (e.g. why an export is kept in memory)
+        label = name or ("ONNX model" if isinstance(path, bytes) else str(path))
         self.session = make_session(path, device, threads)
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         meta = self.session.get_modelmeta().custom_metadata_map

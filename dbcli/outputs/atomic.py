@@ -3,7 +3,10 @@
 What the atomic write knows about its target: a character device, a FIFO or a socket (``/dev/null``,
 ``/dev/full``, a named pipe) and anything reached through ``/dev`` or ``/proc`` (``/dev/stdout``, a
 link to ``/proc/self/fd/1``) is written into directly, never replaced by a regular file; a symlink to
-a regular file gets its *target* replaced (the link stays). Temp and sibling names are kept within
+a regular file gets its *target* replaced (the link stays): that is what a user who names a link as an
+output means. A file dbnet owns (its ONNX cache) is written with ``follow_links=False``: whatever lies at
+its name (a symlink, a dangling link, a FIFO) is replaced by the rename, never written through, so a
+link planted there cannot make dbnet write into the file it points to. Temp and sibling names are kept within
 the 255-byte limit of a file name (``fit_name``), and JSON is written as valid UTF-8 even for file
 names that are not (``json_text``).
 """
@@ -96,16 +99,20 @@ def write_in_place(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True, *,
+                       follow_links: bool = True, mode: int | None = None) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it into place: a crash never leaves
     half a file. ``durable``: also flush it to the disk before the rename (``fsync``), so that not even
     a power cut can leave an empty file; many small, re-creatable files (crops) skip that. A device,
-    FIFO or ``/proc`` target is written into directly and a symlink's target is replaced (module doc).
-    Returns ``path``."""
-    if writes_in_place(path):
+    FIFO or ``/proc`` target is written into directly and a symlink's target is replaced (module doc);
+    with ``follow_links=False`` neither: the rename replaces whatever is at ``path`` itself (a link, a
+    FIFO), and the folder must exist. ``mode``: the file's permissions (default ``0o666`` less the
+    umask). Returns ``path``."""
+    if follow_links and writes_in_place(path):
         return write_in_place(path, data)
-    given, path = Path(path), replaced_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    given, path = Path(path), (replaced_path(path) if follow_links else Path(path))
+    if follow_links:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -113,9 +120,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp makes 0600; give the usual permissions
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -187,6 +196,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def read_lock_pid(lock: Path) -> int:
+    """The process id in the lock file ``lock``; 0 when it is missing, unreadable, not a number, or
+    not a regular file (a symlink or a FIFO planted there is never followed nor waited on)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(lock, flags)
+    except OSError:
+        return 0
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return int(f.read(32).strip() or 0) if stat.S_ISREG(os.fstat(fd).st_mode) else 0
+        except (OSError, ValueError):
+            return 0
+
+
 def acquire_lock(out: str | os.PathLike) -> Path:
     """Create ``<out>.lock`` holding this process's id, so that a second process writing the same
     ``out`` is refused instead of both reporting success and one result being lost. A lock left by
@@ -198,10 +222,7 @@ def acquire_lock(out: str | os.PathLike) -> Path:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
+            pid = read_lock_pid(lock)
             if pid and pid != os.getpid() and _pid_alive(pid):
                 raise DBNetError(f"{out}: another dbnet process (pid {pid}) is writing it; wait for it, "
                                  f"or delete {lock} if that process is not dbnet") from None
@@ -218,7 +239,7 @@ def release_lock(lock: Path | None) -> None:
     if lock is None:
         return
     try:
-        if int(lock.read_text().strip() or 0) == os.getpid():
+        if read_lock_pid(lock) == os.getpid():
             lock.unlink()
-    except (OSError, ValueError):
+    except OSError:
         pass

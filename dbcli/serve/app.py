@@ -70,6 +70,8 @@ def load_service(config: ServeConfig) -> Service:
 
     options = config.model_options
     model, settings = load(options)
+    if model.note:  # (e.g. the ONNX cache could not be used: the export is kept in memory)
+        log.warning("%s", model.note)
     max_batch = config.max_batch
     if max_batch is None:
         max_batch = 8 if str(model.info.get("device", "")).startswith("cuda") else 1

@@ -11,10 +11,13 @@ from dbcli.models.resnet import ResNet
 
 def _read_state(path: str) -> dict:
     """The tensors of a torchvision-style checkpoint (``module.`` prefixes dropped); ``DBNetError``."""
+    from dbcli.files import open_regular
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DBNetError(f"{path}: no such file") from None
+        with open_regular(path, "PyTorch state dict") as f:  # (a FIFO would block torch.load forever)
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except DBNetError:
+        raise
     except Exception as exc:  # pickle, zip and weights_only errors have many types
         raise DBNetError(f"{path}: not a PyTorch state dict ({exc.__class__.__name__})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

@@ -161,6 +161,8 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
     settings = settings or Settings()
     out_dir = Path(out_dir)
     _check_request(pred, maps, model)
+    if model is not None and model.note and (pred is None or maps):  # (e.g. an export kept in memory)
+        warn(console, model.note)
     index = PredictionIndex(load_predictions(pred), str(pred)) if pred is not None else None
     paths, problems = _expand(inputs, dpi, console)
     run_model = model if (pred is None or maps) else None

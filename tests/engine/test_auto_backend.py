@@ -43,6 +43,11 @@ def cache(tmp_path, monkeypatch):
     return folder, calls
 
 
+def exports(folder: Path) -> list[Path]:
+    """The cached exports in ``folder`` (its key file left out)."""
+    return sorted(folder.glob("dbnet-*.onnx"))
+
+
 def test_auto_picks_onnx_on_a_cpu_and_torch_where_only_torch_can(monkeypatch):
     pt, onnx = Path("w.pt"), Path("w.onnx")
     assert pick_backend(None, pt, "cpu") == pick_backend("auto", pt, "cpu") == "onnx"
@@ -67,11 +72,11 @@ def test_the_export_is_made_once_and_reused(model_files, cache):
     first = load_model(model_files["pt"], device="cpu")
     assert first.info["backend"] == "onnx" and first.info["weights"] == str(model_files["pt"])
     assert not first.uses_torch and first.maps_fn is None
-    files = list(folder.iterdir())
+    files = exports(folder)
     assert len(calls) == 1 and files == [cache_path(file_sha256(model_files["pt"]))]
     second = load_model(model_files["pt"], device="cpu")  # no export: the cached file
-    assert len(calls) == 1 and list(folder.iterdir()) == files
-    assert second.prob_fn.path == files[0]
+    assert len(calls) == 1 and exports(folder) == files
+    assert second.prob_fn.label == str(files[0]) and second.note is None
     assert second.postprocess == first.postprocess and second.short_side == first.short_side
 
 
@@ -89,7 +94,7 @@ def test_the_cache_is_keyed_by_content(model_files, cache, tmp_path):
     data["postprocess"] = {**(data.get("postprocess") or {}), "box_thresh": 0.42}
     torch.save(data, changed)
     model = load_model(changed, device="cpu")
-    assert len(calls) == 2 and len(list(folder.iterdir())) == 2
+    assert len(calls) == 2 and len(exports(folder)) == 2
     assert model.info["backend"] == "onnx" and model.postprocess["box_thresh"] == 0.42
 
 
@@ -99,7 +104,8 @@ def test_an_unwritable_cache_exports_in_memory(model_files, tmp_path, monkeypatc
     monkeypatch.setenv("DBNET_CACHE", str(blocker / "cache"))  # cannot be made, even by root
     assert cache_dir() == blocker / "cache"
     detector = Detector(model_files["pt"], device="cpu")
-    assert detector.info["backend"] == "onnx" and isinstance(detector.model.prob_fn.path, bytes)
+    assert detector.info["backend"] == "onnx" and "in memory" in detector.model.prob_fn.label
+    assert "cannot be used" in (detector.model.note or "") and "kept in memory" in (detector.model.note or "")
     result = detector(rect_image(260, 170, RECTS))
     assert len(result.detections) == len(RECTS)
     assert blocker.read_text() == "not a folder"
@@ -119,7 +125,7 @@ def test_a_damaged_cache_file_is_made_again(model_files, cache, damage, tmp_path
         shutil.copyfile(model_files["onnx"], path)
     model = load_model(model_files["pt"], device="cpu")
     assert len(calls) == 2 and model.info["backend"] == "onnx"
-    assert model.prob_fn.path == path and path.read_bytes() == good
+    assert model.prob_fn.label == str(path) and path.read_bytes() == good
 
 
 def test_the_default_detects_what_torch_detects(model_files):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -173,8 +175,11 @@ def test_unusable_backbone_files_give_a_one_line_error(tmp_path):
     text.write_text("not a checkpoint")
     with pytest.raises(DBNetError, match="notes.pth: not a PyTorch state dict"):
         load_backbone_state(model, str(text))
-    with pytest.raises(DBNetError, match="no such file"):
+    with pytest.raises(DBNetError, match="missing.pth: PyTorch state dict not found"):
         load_backbone_state(model, str(tmp_path / "missing.pth"))
+    os.mkfifo(tmp_path / "pipe.pth")  # refused by type, never opened (it would block torch.load)
+    with pytest.raises(DBNetError, match="pipe.pth: a FIFO .named pipe., not a regular file"):
+        load_backbone_state(model, str(tmp_path / "pipe.pth"))
 
 
 def test_torchvision_state_dict_into_dcn_model(tmp_path):
