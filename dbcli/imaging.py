@@ -325,10 +325,17 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 ``image`` resized to ``size`` = ``(H', W')`` (area filter when shrinking;
+    the image itself when it has that size already)."""
+    h, w = image.shape[:2]
+    new_h, new_w = size
+    if (new_h, new_w) == (h, w):
+        return image
+    interp = cv2.INTER_AREA if new_h * new_w < h * w else cv2.INTER_LINEAR
+    return cv2.resize(image, (new_w, new_h), interpolation=interp)
+
+
 def prepare(image: np.ndarray, short_side: int = defaults.SHORT_SIDE, max_side: int | None = None) -> np.ndarray:
     """Resize (area filter when shrinking) and normalise: ``(3, H', W')`` float32."""
-    h, w = image.shape[:2]
-    new_h, new_w = inference_size(h, w, short_side, max_side)
-    interp = cv2.INTER_AREA if new_h * new_w < h * w else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_h, new_w) != (h, w) else image
-    return normalize(resized)
+    return normalize(resize_to(image, inference_size(*image.shape[:2], short_side, max_side)))

@@ -8,7 +8,8 @@ trainer's validation and the Python API (``dbcli.Detector``).
 2. ``SameSizeBatches``: group prepared images of the same network input size into batches of
    ``batch_size`` (same-size batches need no padding, so the results never depend on the batch size
    or on which images share a batch);
-3. ``run_batch``: the backend (``dbcli.backends.base.Backend``) on one batch;
+3. ``run_batch``: the backend (``dbcli.backends.base.Backend``) on one batch; an input whose pass is
+   larger than a tile skips batching and runs in tiles (``run_tiled``), whatever chose its scale;
 4. ``finish_image``: one image's post-processing (``post_process``: ``dbcli.postprocess.boxes``),
    scale policy (``scale_step``: ``dbcli.engine.scale_policy``), reading order
    (``in_reading_order``: ``Settings.sort``, ``dbcli.postprocess.reading_order``), when asked for
@@ -33,6 +34,7 @@ from dbcli.engine.records import Failure, ImageRecord
 from dbcli.engine.scale_policy import Rescaled, apply_policy, scale_entry
 from dbcli.engine.settings import Settings
 from dbcli.engine.sources import Decoded, Source, decode, source_name
+from dbcli.engine.tiling import tiled_map
 from dbcli.errors import DBNetError
 from dbcli.postprocess.boxes import Detection, cap_message, detections_and_candidates
 from dbcli.postprocess.reading_order import reading_order
@@ -124,6 +126,20 @@ def run_batch(model: Model, batch: list[Prepared], with_maps: bool) -> tuple[np.
         assert model.maps_fn is not None
         return model.maps_fn.maps(x)
     return model.prob_fn(x), None
+
+
+def run_tiled(model: Model, item: Prepared, with_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The backend on one input whose pass is larger than a tile (``Decoded.scaled``), in tiles
+    (``dbcli.engine.tiling.tiled_map``): its ``(H', W')`` probability map and, ``with_maps``, its
+    threshold map (else None). The scaled image is let go once its maps are made."""
+    scaled, item.decoded.scaled = item.decoded.scaled, None
+    assert scaled is not None
+    if with_maps:
+        maps_fn = model.maps_fn
+        assert maps_fn is not None
+        both = tiled_map(lambda x: np.stack(maps_fn.maps(x), axis=1), scaled, channels=2)
+        return both[0], both[1]
+    return tiled_map(model.prob_fn, scaled), None
 
 
 def finite_map(prob: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
@@ -227,6 +243,9 @@ def _records(sources: Sequence[Source], indices: list[int], model: Model | None,
             yield item
         elif model is None:
             yield _decoded_only(item, wanted)
+        elif item.decoded.scaled is not None:  # larger than a tile: never one untiled pass
+            prob, thresh = run_tiled(model, item, wanted.with_maps)
+            yield finish_image(item, prob, thresh, settings, wanted, model)
         else:
             batch = batches.add(item)
             if batch is not None:
