@@ -81,6 +81,32 @@ def check_pixels(path: str | Path, width: int, height: int, max_megapixels: floa
                          "--max-megapixels raises the limit")
 
 
+UNKNOWN_SIZE_WORDS = "size cannot be read before decoding"  # in check_file_pixels' refusal
+
+
+def check_file_pixels(path: Path, name: str | Path, max_megapixels: float | None) -> None:
+    """The one size check of an image file, before any decoder allocates its pixels (the CLI, the API
+    and ``dbnet serve``'s uploads): its ``(width, height)`` from its header (``dbcli.image_size``)
+    against ``max_megapixels`` (``None``: no check). A file whose header gives no size but that OpenCV
+    would decode (a format OpenCV alone reads) is refused too: OpenCV tells the size only after
+    decoding, at any cost. A file no decoder knows passes (its decoder says why it fails). ``name``
+    names the file in the message. Raises ``DBNetError``."""
+    if max_megapixels is None:
+        return
+    from dbcli.image_size import file_size
+
+    try:
+        size = file_size(path)
+    except OSError as exc:
+        raise DBNetError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if size is not None:
+        check_pixels(name, size[0], size[1], max_megapixels)
+    elif cv2.haveImageReader(str(path)):
+        raise DBNetError(f"{name}: the image {UNKNOWN_SIZE_WORDS} (a format only OpenCV reads, with no "
+                         f"size in its header), so it is not decoded under the {max_megapixels:g}-megapixel "
+                         "limit; convert it to PNG or TIFF")
+
+
 def _is_truncation(exc: Exception) -> bool:
     """Pillow's complaint about a file that ends before its image data does."""
     return "truncated" in str(exc).lower() or isinstance(exc, EOFError)
@@ -262,6 +288,7 @@ def decode_image(path: str | Path, exif: bool = True, max_megapixels: float | No
         reason = f"{exc.__class__.__name__}: {exc}"
         if _signature(path).startswith(_PILLOW_ONLY_SIGNATURES):
             raise DBNetError(f"{path}: cannot decode image ({reason})") from None
+        check_file_pixels(path, path, max_megapixels)  # (OpenCV tells the size only after decoding)
         return to_rgb_uint8(_opencv_array(path, reason, max_megapixels)), notes
     with img:
         check_pixels(path, img.width, img.height, max_megapixels)

@@ -87,11 +87,22 @@ def decode_ahead(sources: Sequence[Source], indices: Sequence[int], settings: Se
             index, name, future = jobs.popleft()
             refill()
             try:
-                yield Prepared(index, name, future.result())
-            except DBNetError as exc:
-                yield Failure(index, name, str(exc))
+                prepared = Prepared(index, name, future.result())
             except Exception as exc:  # a decoder crash must not stop the run
-                yield Failure(index, name, f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})")
+                yield _decode_failure(index, name, exc)
+            else:
+                yield prepared
+
+
+def _decode_failure(index: int, name: str, exc: Exception) -> Failure:
+    """The ``Failure`` of an input that could not be decoded; what its decoder allocated is handed
+    back to the OS (``dbcli.cpu.give_back_memory``)."""
+    from dbcli.cpu import give_back_memory
+
+    give_back_memory()
+    if isinstance(exc, DBNetError):
+        return Failure(index, name, str(exc))
+    return Failure(index, name, f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})")
 
 
 class SameSizeBatches:
