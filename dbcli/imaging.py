@@ -235,23 +235,13 @@ def _opencv_array(path: Path, reason: str, max_megapixels: float | None) -> np.n
 
 
 def check_regular_file(path: Path) -> None:
-    """Refuse what is not a regular, non-empty file before anything opens it: a FIFO or a device
-    would block or never end, a folder is not an image. A missing file passes (the decoder says so).
-    Raises ``DBNetError`` naming the file."""
-    import stat
+    """Refuse what is not a regular, non-empty image file before anything opens it (a FIFO or a
+    device would block or never end: ``dbcli.outputs.atomic.check_regular_file``). A missing file
+    passes (the decoder says so). Raises ``DBNetError`` naming the file."""
+    from dbcli.outputs.atomic import check_regular_file as check_type
 
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:  # a symlink loop, a name too long, no permission on a folder
-        raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(mode):
-        raise DBNetError(f"{path}: a folder, not an image file")
-    if not stat.S_ISREG(mode):
-        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise DBNetError(f"{path}: {kind}, not a regular file (not read: it could block forever)")
-    if path.stat().st_size == 0:
+    check_type(path, "an image file")
+    if path.exists() and path.stat().st_size == 0:
         raise DBNetError(f"{path}: empty file (0 bytes)")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbcli.errors import DBNetError
-from dbcli.outputs.atomic import atomic_torch_save
+from dbcli.outputs.atomic import atomic_torch_save, check_regular_file
 
 if TYPE_CHECKING:  # torch is imported lazily: the ONNX detect path uses this module without torch
     import torch
@@ -142,6 +142,7 @@ def load_weights(path: str | Path | None) -> dict:
     """Read and check a weights file: a path or a shipped short name (``None``: the default one).
     Raises ``DBNetError``."""
     path = resolve_weights(path)
+    check_regular_file(path, "a weights file")
     if not path.exists():
         raise DBNetError(f"{path}: weights file not found (pass a file or one of the shipped names: "
                          f"{shipped_names()})")

@@ -13,6 +13,7 @@ import numpy as np
 
 from dbcli.errors import DBNetError
 from dbcli.imaging import IMAGE_EXTENSIONS
+from dbcli.outputs.atomic import check_regular_file
 
 
 @dataclass
@@ -24,7 +25,8 @@ class Sample:
 
 
 def read_text_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 (BOM tolerated) text file, CRLF/CR stripped."""
+    """Lines of a UTF-8 (BOM tolerated) text file, CRLF/CR stripped (a FIFO or device refused)."""
+    check_regular_file(path, "a text file")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:

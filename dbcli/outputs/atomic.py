@@ -123,6 +123,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
     return given
 
 
+def check_regular_file(path: str | os.PathLike, what: str = "a file") -> None:
+    """Refuse what is not a regular file before anything opens it for reading: a FIFO, a device or a
+    socket would block or never end (a FIFO given as ``--weights`` hung onnxruntime), a folder is not
+    ``what`` (``"a weights file"``). A missing path passes (its reader says so in its own words). The
+    one type check of every file dbnet reads: images, weights, checkpoints, datasets, predictions,
+    models to convert. Raises ``DBNetError`` naming the file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a symlink loop, a name too long, no permission on a folder
+        raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise DBNetError(f"{path}: a folder, not {what}")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DBNetError(f"{path}: {kind}, not a regular file (not read: it could block forever)")
+
+
 def check_writable(path: str | os.PathLike) -> Path:
     """Make ``path``'s folder and probe it with a temp file (removed again), so that a long job
     learns before its work, not after, that its output cannot be written. Raises ``OSError``."""

@@ -7,10 +7,12 @@ import torch
 from dbcli.errors import DBNetError
 from dbcli.models.dbnet import DBNet
 from dbcli.models.resnet import ResNet
+from dbcli.outputs.atomic import check_regular_file
 
 
 def _read_state(path: str) -> dict:
     """The tensors of a torchvision-style checkpoint (``module.`` prefixes dropped); ``DBNetError``."""
+    check_regular_file(path, "a checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
