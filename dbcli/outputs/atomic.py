@@ -16,8 +16,10 @@ import io
 import json
 import os
 import re
+import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from dbcli.errors import DBNetError
@@ -192,7 +194,7 @@ def remove_stale_temps(folder: str | os.PathLike, names: list[str]) -> list[Path
 
 
 def lock_path(out: str | os.PathLike) -> Path:
-    """The lock file of an output ``out`` (a file or folder): ``<out>.lock`` beside it."""
+    """The lock file of an output ``out`` (a file or a run folder): ``<out>.lock`` beside it."""
     return sibling(out, ".lock")
 
 
@@ -206,10 +208,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _holder(lock: Path) -> tuple[int, str, str]:
+    """``(pid, host, started)`` written in ``lock`` (0 / "" for what cannot be read; a lock of an
+    older dbnet holds the pid alone)."""
+    try:
+        fields = lock.read_text(encoding="utf-8", errors="replace").split()
+        return int(fields[0]) if fields else 0, fields[1] if len(fields) > 1 else "", " ".join(fields[2:4])
+    except (OSError, ValueError):
+        return 0, "", ""
+
+
+def _held_by_another(pid: int, host: str) -> bool:
+    """Whether a lock's holder still runs: a live process of this host (not this one), or any process of
+    another host (a shared folder: its life cannot be checked from here)."""
+    if host and host != socket.gethostname():
+        return pid != 0
+    return bool(pid) and pid != os.getpid() and _pid_alive(pid)
+
+
 def acquire_lock(out: str | os.PathLike) -> Path:
-    """Create ``<out>.lock`` holding this process's id, so that a second process writing the same
-    ``out`` is refused instead of both reporting success and one result being lost. A lock left by
-    a process that no longer runs (killed) is taken over. Raises ``DBNetError`` when another running
+    """Create ``<out>.lock`` holding this process's id, host and start time, so that a second process
+    writing the same ``out`` (a detect output, a training run folder) is refused instead of both
+    reporting success and one result being lost. A lock left by a process of this host that no longer
+    runs (killed) is taken over. Raises ``DBNetError`` naming ``out`` and the live run when another
     process holds it, ``OSError`` when the folder cannot be written. Release with ``release_lock``."""
     lock = lock_path(out)
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -217,17 +238,16 @@ def acquire_lock(out: str | os.PathLike) -> Path:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise DBNetError(f"{out}: another dbnet process (pid {pid}) is writing it; wait for it, "
-                                 f"or delete {lock} if that process is not dbnet") from None
+            pid, host, started = _holder(lock)
+            if _held_by_another(pid, host):
+                where = f" on {host}" if host else ""
+                since = f", started {started}" if started else ""
+                raise DBNetError(f"{out}: another dbnet run (pid {pid}{where}{since}) is writing it; wait for "
+                                 f"it, or delete {lock} if that process is not dbnet") from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
+            f.write(f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         return lock
     raise DBNetError(f"{out}: could not take the lock {lock}")
 
@@ -236,8 +256,9 @@ def release_lock(lock: Path | None) -> None:
     """Remove a lock made by ``acquire_lock`` in this process (``None``: nothing to do)."""
     if lock is None:
         return
-    try:
-        if int(lock.read_text().strip() or 0) == os.getpid():
-            lock.unlink()
-    except (OSError, ValueError):
-        pass
+    pid, host, _ = _holder(lock)
+    if pid == os.getpid() and host in ("", socket.gethostname()):
+        try:
+            lock.unlink(missing_ok=True)
+        except OSError:
+            pass
