@@ -68,3 +68,21 @@ def test_a_stale_lock_is_taken_over_and_the_lock_is_held_for_the_whole_run(tmp_p
     resumed = invoke("train", "--resume", out, "--epochs", "2", "--max-steps", "2")  # a resume takes it too
     assert resumed.exit_code == 0, resumed.output
     assert len(seen) == 2 and not lock_path(out).exists()
+
+
+def test_visualize_holds_its_output_folder_too(tmp_path, live_process):
+    import numpy as np
+    from generated_files import write_rgb
+
+    from dbcli.backends.base import Model
+    from dbcli.errors import DBNetError
+    from dbcli.workflows.visualize import visualize_files
+
+    image, out = write_rgb(tmp_path / "x.png"), tmp_path / "drawn"
+    model = Model(lambda batch: np.zeros(batch.shape[:1] + batch.shape[2:], np.float32), {"backend": "fake"})
+    lock_path(out).write_text(f"{live_process.pid} {socket.gethostname()}\n")
+    with pytest.raises(DBNetError, match=f"pid {live_process.pid}"):
+        visualize_files([image], out, model=model)
+    assert not out.exists()
+    lock_path(out).unlink()
+    assert visualize_files([image], out, model=model).written and not lock_path(out).exists()
