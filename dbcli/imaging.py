@@ -355,4 +355,5 @@ def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def prepare(image: np.ndarray, short_side: int = defaults.SHORT_SIDE, max_side: int | None = None) -> np.ndarray:
     """Resize (area filter when shrinking) and normalise: ``(3, H', W')`` float32."""
-    return normalize(resize_to(image, inference_size(*image.shape[:2], short_side, max_side)))
+    height, width = image.shape[:2]
+    return normalize(resize_to(image, inference_size(height, width, short_side, max_side)))
