@@ -142,15 +142,20 @@ def run_batch(model: Model, batch: list[Prepared], with_maps: bool) -> tuple[np.
 def run_tiled(model: Model, item: Prepared, with_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """The backend on one input whose pass is larger than a tile (``Decoded.scaled``), in tiles
     (``dbcli.engine.tiling.tiled_map``): its ``(H', W')`` probability map and, ``with_maps``, its
-    threshold map (else None). The scaled image is let go once its maps are made."""
+    threshold map (else None); ``Decoded.tiles`` says how many tiles ran. The scaled image is let go
+    once its maps are made."""
     scaled, item.decoded.scaled = item.decoded.scaled, None
     assert scaled is not None
-    if with_maps:
-        maps_fn = model.maps_fn
-        assert maps_fn is not None
-        both = tiled_map(lambda x: np.stack(maps_fn.maps(x), axis=1), scaled, channels=2)
-        return both[0], both[1]
-    return tiled_map(model.prob_fn, scaled), None
+    counts = [0, 0]
+    try:
+        if with_maps:
+            maps_fn = model.maps_fn
+            assert maps_fn is not None
+            both = tiled_map(lambda x: np.stack(maps_fn.maps(x), axis=1), scaled, channels=2, counts=counts)
+            return both[0], both[1]
+        return tiled_map(model.prob_fn, scaled, counts=counts), None
+    finally:
+        item.decoded.tiles = counts[0]
 
 
 def finite_map(prob: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
@@ -174,7 +179,7 @@ def post_process(item: Prepared, prob: np.ndarray, settings: Settings) -> Rescal
     first_size = prob.shape[-2:]
     first_scale = (first_size[0] / d.height + first_size[1] / d.width) / 2
     reason = "first scale" if settings.scale_policy == "auto" else None
-    scale = scale_entry(first_scale, first_size, settings.scale_policy, reason)
+    scale = scale_entry(first_scale, first_size, settings.scale_policy, reason, d.tiles)
     return Rescaled(dets, candidates, candidates > post.max_candidates, prob, scale)
 
 
@@ -186,8 +191,11 @@ def scale_step(item: Prepared, first: Rescaled, settings: Settings, model: Model
     if settings.scale_policy != "auto" or model is None or image is None:
         return first
     first_size = first.prob.shape[-2:]
-    return apply_policy(model.prob_fn, image, first_size, first.detections, first.candidates, first.prob,
-                        settings.post)
+    found = apply_policy(model.prob_fn, image, first_size, first.detections, first.candidates, first.prob,
+                         settings.post)
+    if found.scale["size"] == first.scale["size"]:  # the first pass kept: its tiles
+        found.scale["tiles"] = first.scale["tiles"]
+    return found
 
 
 def in_reading_order(dets: list[Detection], sort: str) -> list[Detection]:

@@ -50,6 +50,7 @@ class Decoded:
     notes: list[str]
     page: PageInfo | None = None
     scaled: np.ndarray | None = None
+    tiles: int = 1  # tiles the first pass ran (set by the engine when it ran in tiles)
 
 
 def source_name(source: Source, index: int) -> str:

@@ -106,14 +106,15 @@ def stitched_rows(prob_fn: Backend, scaled: np.ndarray, tile: int = TILE, overla
 
 
 def tiled_map(prob_fn: Backend, scaled: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
-              channels: int | None = None) -> np.ndarray:
+              channels: int | None = None, counts: list[int] | None = None) -> np.ndarray:
     """The whole ``(H', W')`` float32 map of ``prob_fn`` over the ``(H', W', 3)`` uint8 ``scaled`` image
     (``(channels, H', W')`` for a ``prob_fn`` of ``channels`` maps), stitched from tiles
     (``stitched_rows``): the network never sees more than ``tile`` x ``tile`` pixels at once; blank
-    tiles are 0. Costs the map (4 bytes per pixel and channel) besides one tile's activations."""
+    tiles are 0. Costs the map (4 bytes per pixel and channel) besides one tile's activations.
+    ``counts`` (``[run, blank]``) is updated."""
     height, width = scaled.shape[:2]
     out = np.zeros((height, width) if channels is None else (channels, height, width), np.float32)
-    for y0, rows in stitched_rows(prob_fn, scaled, tile, overlap, channels=channels):
+    for y0, rows in stitched_rows(prob_fn, scaled, tile, overlap, counts, channels):
         out[..., y0:y0 + rows.shape[-2], :] = rows
     return out
 

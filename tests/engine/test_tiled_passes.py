@@ -49,6 +49,7 @@ def test_a_pass_larger_than_a_tile_runs_in_tiles_with_the_same_detections():
     assert big.sizes and all(h <= TILE and w <= TILE for h, w in big.sizes)
     assert len(big.sizes) > 1
     assert match_rects([{"points": d.points.tolist()} for d in record.detections], RECTS)
+    assert record.scale["tiles"] == len(big.sizes)  # the JSON says how many tiles ran
 
 
 def test_a_pass_within_a_tile_is_one_untiled_pass():
