@@ -135,3 +135,12 @@ def test_sigterm_stops_a_model_that_never_returns(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and "interrupted 1" in result.stdout, result.stderr[-2000:]
+
+
+def test_the_training_image_cache_never_opens_a_fifo(tmp_path, fifo):
+    from dbcli.data.image_cache import _header_size
+    from dbcli.data.sample import Sample
+
+    named = tmp_path / "img_1.jpg"
+    os.mkfifo(named)
+    assert _header_size(Sample(named)) is None  # decoding says why, as for any unreadable image
