@@ -85,3 +85,16 @@ def test_serve_uploads_use_the_same_check(tmp_path, no_opencv_decoding):
     with pytest.raises(UploadError) as err:
         _check_header(Part(bomb, "photo.hdr", False), 50.0)
     assert err.value.status == 413 and "photo.hdr" in str(err.value) and "upload-1" not in str(err.value)
+
+
+def test_a_refused_input_gives_its_memory_back(tmp_path, monkeypatch, no_opencv_decoding):
+    import dbcli.cpu
+    from dbcli.engine.pipeline import run_pipeline
+    from dbcli.engine.records import Failure
+    from dbcli.engine.settings import Settings
+
+    calls = []
+    monkeypatch.setattr(dbcli.cpu, "give_back_memory", lambda: calls.append(1))
+    bomb = radiance(tmp_path / "bomb.hdr", 20000, 20000)
+    records = list(run_pipeline([bomb], None, Settings()))
+    assert isinstance(records[0], Failure) and "megapixel limit" in records[0].message and calls == [1]
