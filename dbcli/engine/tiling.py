@@ -17,6 +17,9 @@ probability maps stitched into full-width bands, bands post-processed in windows
    reaches less than ``margin`` network pixels from its centre (text lines up to ~100 px tall at
    network scale with the default margin; the scale policy makes text ~20 px tall).
 
+``tiled_map`` gives the whole stitched map of steps 1-2 instead: the engine's first pass at a size
+larger than a tile (``needs_tiles``) runs that way, so no network pass is ever larger than a tile.
+
 Peak memory: the resized image (uint8), one tile's input and maps, and about three tile rows of
 stitched map (float32): ~150 MB for an 8000-pixel-wide image, whatever its height.
 ``post.max_candidates`` applies per window. Torch-free.
