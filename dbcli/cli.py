@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from dbcli.commands import convert, detect, evaluate, export, serve, train, visualize
+from dbcli.streams import exit_status, guard_standard_streams
 from dbcli.version import __version__
 
 # Help is click's plain two-column layout (rich_markup_mode=None): every option name stays whole and
@@ -38,8 +39,13 @@ app.command(short_help="Serve the detector over HTTP, with a page to try it (the
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: closed standard streams get ``/dev/null`` first, and output lost
+    to a closed stdout makes the status non-zero (``dbcli.streams``)."""
+    lost = guard_standard_streams()
+    try:
+        app()
+    except SystemExit as exc:
+        raise SystemExit(exit_status(exc.code, lost)) from None
 
 
 if __name__ == "__main__":

@@ -50,6 +50,20 @@ def tune_malloc() -> None:
         pass
 
 
+def give_back_memory() -> None:
+    """Hand the free part of glibc's heap back to the OS (``malloc_trim``; Linux, a no-op elsewhere):
+    after an input is refused or fails mid-decode, what its decoder allocated must not stay with a
+    long-running process (``tune_malloc`` keeps up to 1 GiB of free heap otherwise). Thread-safe."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def quiet_openmp() -> bool:
     """Let PyTorch's idle OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``), unless
     the user set a policy or torch is already imported (OpenMP reads it once, when torch loads).

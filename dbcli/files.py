@@ -32,18 +32,27 @@ def kind_of(mode: int) -> str:
 
 def not_regular(path: str | os.PathLike, mode: int, what: str = "file") -> DBNetError:
     """The error for ``path`` (of ``st_mode`` ``mode``), which is not a regular file: ``<path>: a FIFO
-    (named pipe), not a regular file (<what> expected; not opened: it could block forever)``."""
-    why = "" if stat.S_ISDIR(mode) else "; not opened: it could block forever"
-    return DBNetError(f"{os.fspath(path)}: {kind_of(mode)}, not a regular file ({what} expected{why})")
+    (named pipe), not a regular file (<what> expected; not opened: it could block forever)``, or for a
+    folder ``<path>: a folder, not a <what>``."""
+    if stat.S_ISDIR(mode):  # ``<path>: a folder, not an image file``
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        return DBNetError(f"{os.fspath(path)}: a folder, not {article} {what}")
+    return DBNetError(f"{os.fspath(path)}: {kind_of(mode)}, not a regular file ({what} expected; not opened: it "
+                      "could block forever)")
 
 
-def check_regular_file(path: str | os.PathLike, what: str = "file", missing_hint: str = "") -> os.stat_result:
+def check_regular_file(path: str | os.PathLike, what: str = "file", missing_hint: str = "", *,
+                       missing_ok: bool = False) -> os.stat_result | None:
     """``path``'s ``os.stat`` when it is a regular file (symlinks followed), else ``DBNetError`` naming it:
-    missing (``<path>: <what> not found<missing_hint>``), a folder, a FIFO, a device or a socket, or
-    unreadable (a name too long, a folder without search permission, a symlink loop)."""
+    missing (``<path>: <what> not found<missing_hint>``; with ``missing_ok`` None is returned instead, for
+    readers that say so in their own words), a folder, a FIFO, a device or a socket, or unreadable (a
+    name too long, a folder without search permission, a symlink loop). The one type check of every
+    file dbnet reads: images, weights, checkpoints, datasets, predictions, models to convert."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if missing_ok:
+            return None
         raise DBNetError(f"{os.fspath(path)}: {what} not found{missing_hint}") from None
     except OSError as exc:
         raise DBNetError(f"{os.fspath(path)}: cannot read ({exc.strerror or exc})") from None

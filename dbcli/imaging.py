@@ -81,6 +81,32 @@ def check_pixels(path: str | Path, width: int, height: int, max_megapixels: floa
                          "--max-megapixels raises the limit")
 
 
+UNKNOWN_SIZE_WORDS = "size cannot be read before decoding"  # in check_file_pixels' refusal
+
+
+def check_file_pixels(path: Path, name: str | Path, max_megapixels: float | None) -> None:
+    """The one size check of an image file, before any decoder allocates its pixels (the CLI, the API
+    and ``dbnet serve``'s uploads): its ``(width, height)`` from its header (``dbcli.image_size``)
+    against ``max_megapixels`` (``None``: no check). A file whose header gives no size but that OpenCV
+    would decode (a format OpenCV alone reads) is refused too: OpenCV tells the size only after
+    decoding, at any cost. A file no decoder knows passes (its decoder says why it fails). ``name``
+    names the file in the message. Raises ``DBNetError``."""
+    if max_megapixels is None:
+        return
+    from dbcli.image_size import file_size
+
+    try:
+        size = file_size(path)
+    except OSError as exc:
+        raise DBNetError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if size is not None:
+        check_pixels(name, size[0], size[1], max_megapixels)
+    elif cv2.haveImageReader(str(path)):
+        raise DBNetError(f"{name}: the image {UNKNOWN_SIZE_WORDS} (a format only OpenCV reads, with no "
+                         f"size in its header), so it is not decoded under the {max_megapixels:g}-megapixel "
+                         "limit; convert it to PNG or TIFF")
+
+
 def _is_truncation(exc: Exception) -> bool:
     """Pillow's complaint about a file that ends before its image data does."""
     return "truncated" in str(exc).lower() or isinstance(exc, EOFError)
@@ -209,23 +235,13 @@ def _opencv_array(path: Path, reason: str, max_megapixels: float | None) -> np.n
 
 
 def check_regular_file(path: Path) -> None:
-    """Refuse what is not a regular, non-empty file before anything opens it: a FIFO or a device
-    would block or never end, a folder is not an image. A missing file passes (the decoder says so).
-    Raises ``DBNetError`` naming the file."""
-    import stat
+    """Refuse what is not a regular, non-empty image file before anything opens it (a FIFO or a
+    device would block or never end: ``dbcli.outputs.atomic.check_regular_file``). A missing file
+    passes (the decoder says so). Raises ``DBNetError`` naming the file."""
+    from dbcli.files import check_regular_file as check_type
 
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:  # a symlink loop, a name too long, no permission on a folder
-        raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(mode):
-        raise DBNetError(f"{path}: a folder, not an image file")
-    if not stat.S_ISREG(mode):
-        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise DBNetError(f"{path}: {kind}, not a regular file (not read: it could block forever)")
-    if path.stat().st_size == 0:
+    check_type(path, "image file", missing_ok=True)
+    if path.exists() and path.stat().st_size == 0:
         raise DBNetError(f"{path}: empty file (0 bytes)")
 
 
@@ -262,6 +278,7 @@ def decode_image(path: str | Path, exif: bool = True, max_megapixels: float | No
         reason = f"{exc.__class__.__name__}: {exc}"
         if _signature(path).startswith(_PILLOW_ONLY_SIGNATURES):
             raise DBNetError(f"{path}: cannot decode image ({reason})") from None
+        check_file_pixels(path, path, max_megapixels)  # (OpenCV tells the size only after decoding)
         return to_rgb_uint8(_opencv_array(path, reason, max_megapixels)), notes
     with img:
         check_pixels(path, img.width, img.height, max_megapixels)
@@ -325,10 +342,18 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 ``image`` resized to ``size`` = ``(H', W')`` (area filter when shrinking;
+    the image itself when it has that size already)."""
+    h, w = image.shape[:2]
+    new_h, new_w = size
+    if (new_h, new_w) == (h, w):
+        return image
+    interp = cv2.INTER_AREA if new_h * new_w < h * w else cv2.INTER_LINEAR
+    return cv2.resize(image, (new_w, new_h), interpolation=interp)
+
+
 def prepare(image: np.ndarray, short_side: int = defaults.SHORT_SIDE, max_side: int | None = None) -> np.ndarray:
     """Resize (area filter when shrinking) and normalise: ``(3, H', W')`` float32."""
-    h, w = image.shape[:2]
-    new_h, new_w = inference_size(h, w, short_side, max_side)
-    interp = cv2.INTER_AREA if new_h * new_w < h * w else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_h, new_w) != (h, w) else image
-    return normalize(resized)
+    height, width = image.shape[:2]
+    return normalize(resize_to(image, inference_size(height, width, short_side, max_side)))

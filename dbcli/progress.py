@@ -17,7 +17,8 @@ def progress_enabled(console: Any) -> bool:
     setting = os.environ.get("DBNET_PROGRESS")
     if console.quiet or setting == "0":
         return False
-    return setting == "1" or sys.stderr.isatty()
+    stream = sys.stderr  # None when the process started with stderr closed (2>&-)
+    return setting == "1" or (stream is not None and stream.isatty())
 
 
 def progress_bar(console: Any, label: str, total: int, *, unit: str | None = "images",

@@ -13,6 +13,7 @@ from pathlib import Path
 from dbcli import defaults
 from dbcli.backends.base import Model
 from dbcli.errors import DBNetError
+from dbcli.files import check_regular_file
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -133,6 +134,7 @@ def load_model(weights: str | Path | None = None, backend: str | None = defaults
     used; under ``auto``, an export that cannot be made falls back to torch with a note."""
     auto = (backend or "auto").lower() == "auto"
     path = weights_path(weights, "auto" if auto else (backend or "auto").lower())
+    check_regular_file(path, "weights file", missing_ok=True)  # (a FIFO would hang onnxruntime)
     chosen = pick_backend(backend, path, device, precision, maps)
     precision = precision or defaults.PRECISION
     if chosen == "torch":

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +77,41 @@ def make_session(model: str | Path | bytes, device: str = "auto", threads: int |
                          f"{str(exc).splitlines()[0][:200]})") from None
 
 
+def run_interruptibly(session: Any, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``session.run(outputs, feeds)``; in the main thread, run in a worker thread while the main thread
+    waits, so that a signal (SIGTERM, Ctrl-C) is handled at once: its exception (``KeyboardInterrupt``)
+    sets the run's ``terminate`` flag, which stops onnxruntime within a node (a looping model
+    included), and is raised. A plain ``session.run`` blocks every Python signal handler until it
+    returns (forever, for a looping model)."""
+    ort = _import_ort()
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # (a failure, a terminated run included, is raised, not logged)
+    if threading.current_thread() is not threading.main_thread():
+        return session.run(outputs, feeds, options)
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            result["out"] = session.run(outputs, feeds, options)
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="dbnet-onnx-run", daemon=True).start()
+    try:
+        while not done.wait(0.5):  # (a signal's handler runs between these waits)
+            pass
+    except BaseException:
+        options.terminate = True
+        done.wait(10.0)  # (an interrupted Thread.join may return early: an event is waited for afresh)
+        raise
+    if "error" in result:
+        raise result["error"]
+    return result["out"]
+
+
 class OnnxBackend:
     """An exported DBNet as a ``prob_fn``: ``(N, 3, H, W)`` float32 -> ``(N, H, W)`` float32."""
 
@@ -118,7 +155,7 @@ class OnnxBackend:
         naming the model when onnxruntime cannot run it."""
         batch = np.ascontiguousarray(batch, dtype=np.float16 if self.input_type == "tensor(float16)" else np.float32)
         try:
-            prob = self.session.run([self.output_name], {self.input_name: batch})[0]
+            prob = run_interruptibly(self.session, [self.output_name], {self.input_name: batch})[0]
         except Exception as exc:
             raise DBNetError(f"{self.label}: onnxruntime cannot run it on a {tuple(batch.shape)} input "
                              f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None

@@ -20,6 +20,7 @@ import numpy as np
 
 from dbcli.data.sample import Sample, leading_numbers, list_images, parse_icdar_gt, read_text_lines
 from dbcli.errors import DBNetError
+from dbcli.files import check_regular_file
 
 
 # --- folder lookup --------------------------------------------------------------------------------
@@ -302,6 +303,7 @@ def _rect_polygon(box: ET.Element, where: str) -> np.ndarray:
 
 
 def _parse_ctw1500_xml(path: Path) -> tuple[list[np.ndarray], list[bool]]:
+    check_regular_file(path, "XML file", missing_ok=True)
     try:
         tree = ET.fromstring(path.read_bytes())
     except ET.ParseError as exc:

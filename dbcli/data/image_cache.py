@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from dbcli.data.sample import Sample
 from dbcli.errors import DBNetError
@@ -48,11 +47,15 @@ def default_budget_mb() -> float:
 
 
 def _header_size(sample: Sample) -> tuple[int, int] | None:
-    """``(width, height)`` from the file's header (``None``: unreadable; decoding will say why)."""
+    """``(width, height)`` from the file's header (``dbcli.image_size``; ``None``: unreadable, or not a
+    regular file, which is never opened: decoding will say why)."""
+    from dbcli.files import check_regular_file
+    from dbcli.image_size import file_size
+
     try:
-        with Image.open(sample.image_path) as img:
-            return img.size
-    except Exception:  # Pillow raises many types for foreign files; read_image reports them
+        check_regular_file(sample.image_path, "image file", missing_ok=True)
+        return file_size(sample.image_path)
+    except (DBNetError, OSError):
         return None
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dbcli.errors import DBNetError
+from dbcli.files import check_regular_file
 from dbcli.imaging import IMAGE_EXTENSIONS
 
 
@@ -24,7 +25,8 @@ class Sample:
 
 
 def read_text_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 (BOM tolerated) text file, CRLF/CR stripped."""
+    """Lines of a UTF-8 (BOM tolerated) text file, CRLF/CR stripped (a FIFO or device refused)."""
+    check_regular_file(path, "text file", missing_ok=True)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:

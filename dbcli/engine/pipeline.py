@@ -8,7 +8,8 @@ trainer's validation and the Python API (``dbcli.Detector``).
 2. ``SameSizeBatches``: group prepared images of the same network input size into batches of
    ``batch_size`` (same-size batches need no padding, so the results never depend on the batch size
    or on which images share a batch);
-3. ``run_batch``: the backend (``dbcli.backends.base.Backend``) on one batch;
+3. ``run_batch``: the backend (``dbcli.backends.base.Backend``) on one batch; an input whose pass is
+   larger than a tile skips batching and runs in tiles (``run_tiled``), whatever chose its scale;
 4. ``finish_image``: one image's post-processing (``post_process``: ``dbcli.postprocess.boxes``),
    scale policy (``scale_step``: ``dbcli.engine.scale_policy``), reading order
    (``in_reading_order``: ``Settings.sort``, ``dbcli.postprocess.reading_order``), when asked for
@@ -33,6 +34,7 @@ from dbcli.engine.records import Failure, ImageRecord
 from dbcli.engine.scale_policy import Rescaled, apply_policy, scale_entry
 from dbcli.engine.settings import Settings
 from dbcli.engine.sources import Decoded, Source, decode, source_name
+from dbcli.engine.tiling import tiled_map
 from dbcli.errors import DBNetError
 from dbcli.postprocess.boxes import Detection, cap_message, detections_and_candidates
 from dbcli.postprocess.reading_order import reading_order
@@ -85,11 +87,22 @@ def decode_ahead(sources: Sequence[Source], indices: Sequence[int], settings: Se
             index, name, future = jobs.popleft()
             refill()
             try:
-                yield Prepared(index, name, future.result())
-            except DBNetError as exc:
-                yield Failure(index, name, str(exc))
+                prepared = Prepared(index, name, future.result())
             except Exception as exc:  # a decoder crash must not stop the run
-                yield Failure(index, name, f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})")
+                yield _decode_failure(index, name, exc)
+            else:
+                yield prepared
+
+
+def _decode_failure(index: int, name: str, exc: Exception) -> Failure:
+    """The ``Failure`` of an input that could not be decoded; what its decoder allocated is handed
+    back to the OS (``dbcli.cpu.give_back_memory``)."""
+    from dbcli.cpu import give_back_memory
+
+    give_back_memory()
+    if isinstance(exc, DBNetError):
+        return Failure(index, name, str(exc))
+    return Failure(index, name, f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})")
 
 
 class SameSizeBatches:
@@ -126,6 +139,25 @@ def run_batch(model: Model, batch: list[Prepared], with_maps: bool) -> tuple[np.
     return model.prob_fn(x), None
 
 
+def run_tiled(model: Model, item: Prepared, with_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The backend on one input whose pass is larger than a tile (``Decoded.scaled``), in tiles
+    (``dbcli.engine.tiling.tiled_map``): its ``(H', W')`` probability map and, ``with_maps``, its
+    threshold map (else None); ``Decoded.tiles`` says how many tiles ran. The scaled image is let go
+    once its maps are made."""
+    scaled, item.decoded.scaled = item.decoded.scaled, None
+    assert scaled is not None
+    counts = [0, 0]
+    try:
+        if with_maps:
+            maps_fn = model.maps_fn
+            assert maps_fn is not None
+            both = tiled_map(lambda x: np.stack(maps_fn.maps(x), axis=1), scaled, channels=2, counts=counts)
+            return both[0], both[1]
+        return tiled_map(model.prob_fn, scaled, counts=counts), None
+    finally:
+        item.decoded.tiles = counts[0]
+
+
 def finite_map(prob: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
     """``prob`` with NaN and -inf as 0 and +inf as 1 (a broken model or an overflow in fp16 must not
     give ``"score": NaN``, which is not JSON), and a note naming the image when any were there."""
@@ -147,7 +179,7 @@ def post_process(item: Prepared, prob: np.ndarray, settings: Settings) -> Rescal
     first_size = prob.shape[-2:]
     first_scale = (first_size[0] / d.height + first_size[1] / d.width) / 2
     reason = "first scale" if settings.scale_policy == "auto" else None
-    scale = scale_entry(first_scale, first_size, settings.scale_policy, reason)
+    scale = scale_entry(first_scale, first_size, settings.scale_policy, reason, d.tiles)
     return Rescaled(dets, candidates, candidates > post.max_candidates, prob, scale)
 
 
@@ -159,8 +191,11 @@ def scale_step(item: Prepared, first: Rescaled, settings: Settings, model: Model
     if settings.scale_policy != "auto" or model is None or image is None:
         return first
     first_size = first.prob.shape[-2:]
-    return apply_policy(model.prob_fn, image, first_size, first.detections, first.candidates, first.prob,
-                        settings.post)
+    found = apply_policy(model.prob_fn, image, first_size, first.detections, first.candidates, first.prob,
+                         settings.post)
+    if found.scale["size"] == first.scale["size"]:  # the first pass kept: its tiles
+        found.scale["tiles"] = first.scale["tiles"]
+    return found
 
 
 def in_reading_order(dets: list[Detection], sort: str) -> list[Detection]:
@@ -227,6 +262,9 @@ def _records(sources: Sequence[Source], indices: list[int], model: Model | None,
             yield item
         elif model is None:
             yield _decoded_only(item, wanted)
+        elif item.decoded.scaled is not None:  # larger than a tile: never one untiled pass
+            prob, thresh = run_tiled(model, item, wanted.with_maps)
+            yield finish_image(item, prob, thresh, settings, wanted, model)
         else:
             batch = batches.add(item)
             if batch is not None:

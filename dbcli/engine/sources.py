@@ -18,7 +18,8 @@ import numpy as np
 from dbcli.engine.pdf import PageInfo, PdfPage, render_page
 from dbcli.engine.scale_policy import may_rescale
 from dbcli.engine.settings import Settings
-from dbcli.imaging import decode_image, default_cap_note, image_to_rgb, prepare
+from dbcli.engine.tiling import needs_tiles
+from dbcli.imaging import decode_image, default_cap_note, image_to_rgb, inference_size, normalize, resize_to
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ Source = Union[str, "os.PathLike[str]", FileImage, PdfPage, np.ndarray, Any]
 class Decoded:
     """One decoded input: its size in pixels, the image itself only when kept (the full-size image
     of a huge photo is dropped as soon as the network input is made, unless the scale policy may run
-    it again), the ``(3, H', W')`` float32 network input (None when only decoding) and notes."""
+    it again), the ``(3, H', W')`` float32 network input (None when only decoding, or when the pass is
+    larger than a tile), notes, and for a pass larger than a tile (``dbcli.engine.tiling.needs_tiles``)
+    the ``(H', W', 3)`` uint8 image at network scale that the engine runs in tiles instead of ``x``."""
 
     width: int
     height: int
@@ -46,6 +49,8 @@ class Decoded:
     x: np.ndarray | None
     notes: list[str]
     page: PageInfo | None = None
+    scaled: np.ndarray | None = None
+    tiles: int = 1  # tiles the first pass ran (set by the engine when it ran in tiles)
 
 
 def source_name(source: Source, index: int) -> str:
@@ -80,10 +85,14 @@ def decode(source: Source, name: str, settings: Settings, network: bool, keep_im
     made. Raises ``DBNetError`` naming the input when it cannot be decoded."""
     image, notes, page = _pixels(source, name, settings)
     height, width = image.shape[:2]
-    x = None
+    x = scaled = None
     if network:
         note = default_cap_note(height, width, settings.short_side, settings.max_side)
         notes += [f"{name}: {note}"] if note else []
-        x = prepare(image, settings.short_side, settings.max_side)
-        keep_image = keep_image or (settings.scale_policy == "auto" and may_rescale(height, width, x.shape[1] / height))
-    return Decoded(width, height, image if keep_image or not network else None, x, notes, page)
+        size = inference_size(height, width, settings.short_side, settings.max_side)
+        if needs_tiles(size):
+            scaled = resize_to(image, size)
+        else:
+            x = normalize(resize_to(image, size))
+        keep_image = keep_image or (settings.scale_policy == "auto" and may_rescale(height, width, size[0] / height))
+    return Decoded(width, height, image if keep_image or not network else None, x, notes, page, scaled)

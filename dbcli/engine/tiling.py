@@ -17,6 +17,9 @@ probability maps stitched into full-width bands, bands post-processed in windows
    reaches less than ``margin`` network pixels from its centre (text lines up to ~100 px tall at
    network scale with the default margin; the scale policy makes text ~20 px tall).
 
+``tiled_map`` gives the whole stitched map of steps 1-2 instead: the engine's first pass at a size
+larger than a tile (``needs_tiles``) runs that way, so no network pass is ever larger than a tile.
+
 Peak memory: the resized image (uint8), one tile's input and maps, and about three tile rows of
 stitched map (float32): ~150 MB for an 8000-pixel-wide image, whatever its height.
 ``post.max_candidates`` applies per window. Torch-free.
@@ -31,7 +34,7 @@ import cv2
 import numpy as np
 
 from dbcli.backends.base import Backend
-from dbcli.imaging import normalize
+from dbcli.imaging import normalize, resize_to
 from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candidates
 
 TILE = 1536  # tile side in network pixels (multiple of 32)
@@ -70,8 +73,15 @@ def owned_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, i
     return [(bounds[k], bounds[k + 1]) for k in range(len(starts))]
 
 
+def needs_tiles(size: tuple[int, int], tile: int = TILE) -> bool:
+    """Whether a network pass at ``size`` = ``(H', W')`` is larger than one tile on either side: such a
+    pass always runs in tiles (its activations would grow with its area: > 7 GB at 4096x16384)."""
+    return size[0] > tile or size[1] > tile
+
+
 def _tile_prob(prob_fn: Backend, pixels: np.ndarray) -> np.ndarray | None:
-    """``(h, w)`` probability map of one ``(h, w, 3)`` uint8 tile, or None when it is blank."""
+    """``(h, w)`` probability map of one ``(h, w, 3)`` uint8 tile (``(C, h, w)`` when ``prob_fn``
+    gives ``C`` maps per image), or None when it is blank."""
     low, high, _, _ = cv2.minMaxLoc(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))
     if high - low <= FLAT_RANGE:
         return None
@@ -79,21 +89,37 @@ def _tile_prob(prob_fn: Backend, pixels: np.ndarray) -> np.ndarray | None:
 
 
 def stitched_rows(prob_fn: Backend, scaled: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
-                  counts: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                  counts: list[int] | None = None, channels: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """``(y0, rows)`` per tile row: the ``(h, W')`` float32 map rows it owns, top to bottom, of the
-    ``(H', W', 3)`` uint8 ``scaled`` image. ``counts`` (``[run, blank]``) is updated."""
+    ``(H', W', 3)`` uint8 ``scaled`` image (``(channels, h, W')`` when ``prob_fn`` gives ``channels``
+    maps per image). ``counts`` (``[run, blank]``) is updated."""
     height, width = scaled.shape[:2]
     xs, ys = tile_starts(width, tile, overlap), tile_starts(height, tile, overlap)
     x_owned, y_owned = owned_ranges(xs, tile, width), owned_ranges(ys, tile, height)
+    lead = () if channels is None else (channels,)
     for y, (ya, yb) in zip(ys, y_owned):
-        rows = np.zeros((yb - ya, width), np.float32)
+        rows = np.zeros((*lead, yb - ya, width), np.float32)
         for x, (xa, xb) in zip(xs, x_owned):
             prob = _tile_prob(prob_fn, scaled[y:y + tile, x:x + tile])
             if counts is not None:
                 counts[0 if prob is not None else 1] += 1
             if prob is not None:
-                rows[:, xa:xb] = prob[ya - y:yb - y, xa - x:xb - x]
+                rows[..., xa:xb] = prob[..., ya - y:yb - y, xa - x:xb - x]
         yield ya, rows
+
+
+def tiled_map(prob_fn: Backend, scaled: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
+              channels: int | None = None, counts: list[int] | None = None) -> np.ndarray:
+    """The whole ``(H', W')`` float32 map of ``prob_fn`` over the ``(H', W', 3)`` uint8 ``scaled`` image
+    (``(channels, H', W')`` for a ``prob_fn`` of ``channels`` maps), stitched from tiles
+    (``stitched_rows``): the network never sees more than ``tile`` x ``tile`` pixels at once; blank
+    tiles are 0. Costs the map (4 bytes per pixel and channel) besides one tile's activations.
+    ``counts`` (``[run, blank]``) is updated."""
+    height, width = scaled.shape[:2]
+    out = np.zeros((height, width) if channels is None else (channels, height, width), np.float32)
+    for y0, rows in stitched_rows(prob_fn, scaled, tile, overlap, counts, channels):
+        out[..., y0:y0 + rows.shape[-2], :] = rows
+    return out
 
 
 def _window(buffer: np.ndarray, top: int, own: tuple[int, int], size: tuple[int, int], scale: tuple[float, float],
@@ -118,8 +144,7 @@ def detect_at_scale(prob_fn: Backend, image: np.ndarray, size: tuple[int, int], 
     ``(H', W')`` (multiples of 32) in tiles (see the module doc); points in original pixels."""
     height, width = image.shape[:2]
     new_h, new_w = size
-    interp = cv2.INTER_AREA if new_h * new_w < height * width else cv2.INTER_LINEAR
-    scaled = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_h, new_w) != (height, width) else image
+    scaled = resize_to(image, size)
     scale = (width / new_w, height / new_h)
     counts = [0, 0]
     if new_h <= tile and new_w <= tile:  # one tile: the whole map, kept for the caller

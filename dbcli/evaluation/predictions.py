@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dbcli.errors import DBNetError
+from dbcli.files import check_regular_file
 
 
 def _json_lines(path: Path, text: str) -> list:
@@ -53,6 +54,7 @@ def _points_array(points) -> np.ndarray | None:
 
 def _read_json(path: Path) -> Any:
     """The parsed JSON (or JSON Lines) of a predictions file; ``DBNetError`` naming it."""
+    check_regular_file(path, "predictions file", missing_ok=True)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:

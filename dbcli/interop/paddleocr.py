@@ -26,6 +26,7 @@ import numpy as np
 
 from dbcli import defaults
 from dbcli.errors import DBNetError
+from dbcli.files import check_regular_file
 
 TOLERANCE = 1e-4
 # PaddleOCR's DB post-processing defaults (det_db_thresh, det_db_box_thresh, det_db_unclip_ratio).
@@ -293,6 +294,7 @@ def convert(source: str | Path, out: str | Path, *, licence: str = "Apache-2.0",
     from dbcli.weights import save_weights, shipped_files
 
     source, out = Path(source), Path(out)
+    check_regular_file(source, "ONNX model file", missing_ok=True)
     if not source.is_file():
         raise DBNetError(f"{source}: no such file")
     protected = Protected().add([source], "the source model").add(shipped_files(), "the shipped weights file")

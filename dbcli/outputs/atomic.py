@@ -19,8 +19,10 @@ import io
 import json
 import os
 import re
+import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from dbcli.errors import DBNetError
@@ -182,7 +184,7 @@ def remove_stale_temps(folder: str | os.PathLike, names: list[str]) -> list[Path
 
 
 def lock_path(out: str | os.PathLike) -> Path:
-    """The lock file of an output ``out`` (a file or folder): ``<out>.lock`` beside it."""
+    """The lock file of an output ``out`` (a file or a run folder): ``<out>.lock`` beside it."""
     return sibling(out, ".lock")
 
 
@@ -196,25 +198,50 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def read_lock_pid(lock: Path) -> int:
-    """The process id in the lock file ``lock``; 0 when it is missing, unreadable, not a number, or
-    not a regular file (a symlink or a FIFO planted there is never followed nor waited on)."""
+def _read_lock(lock: Path) -> bytes:
+    """The first bytes of the lock file ``lock``; empty when it is missing, unreadable or not a regular
+    file (a symlink or a FIFO planted there is never followed nor waited on)."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(lock, flags)
     except OSError:
-        return 0
+        return b""
     with os.fdopen(fd, "rb") as f:
         try:
-            return int(f.read(32).strip() or 0) if stat.S_ISREG(os.fstat(fd).st_mode) else 0
-        except (OSError, ValueError):
-            return 0
+            return f.read(256) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        except OSError:
+            return b""
+
+
+def read_lock_pid(lock: Path) -> int:
+    """The process id in the lock file ``lock``; 0 when it is missing, unreadable, not a number, or
+    not a regular file."""
+    return _holder(lock)[0]
+
+
+def _holder(lock: Path) -> tuple[int, str, str]:
+    """``(pid, host, started)`` written in ``lock`` (0 / "" for what cannot be read; a lock of an
+    older dbnet holds the pid alone). Read with ``_read_lock``: links and FIFOs are never followed."""
+    fields = _read_lock(lock).decode("utf-8", errors="replace").split()
+    try:
+        return int(fields[0]) if fields else 0, fields[1] if len(fields) > 1 else "", " ".join(fields[2:4])
+    except ValueError:
+        return 0, "", ""
+
+
+def _held_by_another(pid: int, host: str) -> bool:
+    """Whether a lock's holder still runs: a live process of this host (not this one), or any process of
+    another host (a shared folder: its life cannot be checked from here)."""
+    if host and host != socket.gethostname():
+        return pid != 0
+    return bool(pid) and pid != os.getpid() and _pid_alive(pid)
 
 
 def acquire_lock(out: str | os.PathLike) -> Path:
-    """Create ``<out>.lock`` holding this process's id, so that a second process writing the same
-    ``out`` is refused instead of both reporting success and one result being lost. A lock left by
-    a process that no longer runs (killed) is taken over. Raises ``DBNetError`` when another running
+    """Create ``<out>.lock`` holding this process's id, host and start time, so that a second process
+    writing the same ``out`` (a detect output, a training run folder) is refused instead of both
+    reporting success and one result being lost. A lock left by a process of this host that no longer
+    runs (killed) is taken over. Raises ``DBNetError`` naming ``out`` and the live run when another
     process holds it, ``OSError`` when the folder cannot be written. Release with ``release_lock``."""
     lock = lock_path(out)
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -222,14 +249,16 @@ def acquire_lock(out: str | os.PathLike) -> Path:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            pid = read_lock_pid(lock)
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise DBNetError(f"{out}: another dbnet process (pid {pid}) is writing it; wait for it, "
-                                 f"or delete {lock} if that process is not dbnet") from None
+            pid, host, started = _holder(lock)
+            if _held_by_another(pid, host):
+                where = f" on {host}" if host else ""
+                since = f", started {started}" if started else ""
+                raise DBNetError(f"{out}: another dbnet run (pid {pid}{where}{since}) is writing it; wait for "
+                                 f"it, or delete {lock} if that process is not dbnet") from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
+            f.write(f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         return lock
     raise DBNetError(f"{out}: could not take the lock {lock}")
 
@@ -238,8 +267,9 @@ def release_lock(lock: Path | None) -> None:
     """Remove a lock made by ``acquire_lock`` in this process (``None``: nothing to do)."""
     if lock is None:
         return
-    try:
-        if read_lock_pid(lock) == os.getpid():
-            lock.unlink()
-    except OSError:
-        pass
+    pid, host, _ = _holder(lock)
+    if pid == os.getpid() and host in ("", socket.gethostname()):
+        try:
+            lock.unlink(missing_ok=True)
+        except OSError:
+            pass

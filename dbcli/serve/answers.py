@@ -17,7 +17,7 @@ import numpy as np
 from dbcli.engine.pdf import pdf_pages
 from dbcli.engine.records import Failure, ImageRecord
 from dbcli.errors import DBNetError
-from dbcli.imaging import check_pixels
+from dbcli.imaging import UNKNOWN_SIZE_WORDS, check_file_pixels
 from dbcli.outputs.writers import detect_json
 from dbcli.serve.options import RequestOptions
 from dbcli.serve.scheduler import Job
@@ -86,17 +86,15 @@ def make_job(upload: Upload, options: RequestOptions, max_pages: int) -> Job:
 
 
 def _check_header(part: Part, max_megapixels: float | None) -> None:
-    from PIL import Image
-
+    """The engine's size check of an image file (``check_file_pixels``: from its header, whatever
+    decodes it), before the upload takes a place in the queue: 413 over the limit, 415 for a format
+    whose size cannot be read before decoding, 422 for a file that cannot be read. Raises ``UploadError``."""
     try:
-        with Image.open(part.path) as img:
-            size = img.size
-    except Exception:  # not for Pillow: the engine decodes it (or says why not)
-        return
-    try:
-        check_pixels(part.name, size[0], size[1], max_megapixels)
+        check_file_pixels(part.path, part.name, max_megapixels)
     except DBNetError as exc:
-        raise UploadError(413, http_terms(str(exc))) from None
+        message = str(exc)
+        status = 413 if BOMB_WORDS in message else 415 if UNKNOWN_SIZE_WORDS in message else 422
+        raise UploadError(status, http_terms(message)) from None
 
 
 def data_url(image: np.ndarray, ext: str) -> str:

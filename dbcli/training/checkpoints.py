@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dbcli.errors import DBNetError
+from dbcli.files import check_regular_file
 from dbcli.outputs.atomic import atomic_torch_save
 from dbcli.training.config import TrainConfig
 from dbcli.training.state import Run, RunState
@@ -30,6 +31,7 @@ def torch_load_checkpoint(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain Python values only, so that a
     checkpoint from elsewhere cannot run code. Checkpoints written before the RNG state was stored
     as plain lists hold numpy's state as an array: those numpy types (and only those) are allowed."""
+    check_regular_file(path, "checkpoint file", missing_ok=True)
     allowed = [np.ndarray, np.dtype, type(np.dtype(np.uint32))]
     reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
     with torch.serialization.safe_globals([reconstruct, *allowed]):

@@ -30,7 +30,7 @@ from dbcli.training.config import TrainConfig, check_config, ignored_on_resume
 from dbcli.training.finetune import set_head_warmup
 from dbcli.training.losses import db_loss
 from dbcli.training.recipe import default_given, describe
-from dbcli.training.run_folder import open_run_folder, say_housekeeping
+from dbcli.training.run_folder import open_run_folder, run_folder_lock, run_folder_path, say_housekeeping
 from dbcli.training.schedule import budget_spent, in_head_warmup, set_lr
 from dbcli.training.setup import announce, prepare_device, resolve_config, setup_run
 from dbcli.training.state import Run, RunLog, RunState, Stop
@@ -49,8 +49,10 @@ def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | N
     is_main = world()[0] == 0
     console = Console(stderr=True, quiet=not is_main)
     asked, (config, resume_state, init_weights) = config, resolve_config(config, chosen)
-    out, earlier = open_run_folder(config, resume_state is not None, is_main)
     with ExitStack() as files:
+        out = run_folder_path(config)
+        files.enter_context(run_folder_lock(out, is_main))
+        out, earlier = open_run_folder(config, out, resume_state is not None, is_main)
         log = RunLog(console, files.enter_context(open(out / "train.log", "a", encoding="utf-8"))
                      if is_main else None)
         ignored = ignored_on_resume(asked, config) if resume_state is not None else []

@@ -4,12 +4,14 @@ starting weights; its housekeeping said in the run's log (``say_housekeeping``).
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dbcli.errors import DBNetError
-from dbcli.outputs.atomic import remove_stale_temps
+from dbcli.outputs.atomic import acquire_lock, release_lock, remove_stale_temps
 from dbcli.training.config import RESUME_KEEPS, TrainConfig, option
 
 # What a run writes besides train.log (which it appends to): the files an earlier run would lose.
@@ -52,12 +54,35 @@ def clear_run_folder(out: Path, names: list[str]) -> None:
                              f"({exc.strerror or exc})") from None
 
 
-def open_run_folder(config: TrainConfig, resuming: bool, is_main: bool) -> tuple[Path, list[str]]:
-    """The run's folder (``--out``, else ``runs/DATASET-ARCH-TIMESTAMP``; a resumed run's own) and the
-    earlier run's files that ``--overwrite`` deleted there. A new run's folder is checked first
-    (``check_new_run_folder``); the main process creates it (a ``DBNetError`` when it cannot) and
-    deletes those files."""
-    out = Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+def run_folder_path(config: TrainConfig) -> Path:
+    """The run's folder: ``--out``, else ``runs/DATASET-ARCH-TIMESTAMP`` (a resumed run's: its own)."""
+    return Path(config.out or f"runs/{config.dataset}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+@contextmanager
+def run_folder_lock(out: Path, is_main: bool) -> Iterator[None]:
+    """The run folder ``out`` held by this run for the block (``<out>.lock``, the lock ``dbnet detect``
+    takes on its output: ``dbcli.outputs.atomic.acquire_lock``), taken before the folder is checked,
+    so that a second run into it (new or resumed) is refused naming the folder and the live run
+    instead of both writing there. The main process takes it (torchrun's other ranks are the same run)."""
+    if not is_main:
+        yield
+        return
+    try:
+        lock = acquire_lock(os.path.abspath(out))  # (abspath: "--out ." has a name to put the lock beside)
+    except OSError as exc:
+        raise DBNetError(f"{out}: cannot create the run folder's lock ({exc.strerror or exc})") from None
+    try:
+        yield
+    finally:
+        release_lock(lock)
+
+
+def open_run_folder(config: TrainConfig, out: Path, resuming: bool, is_main: bool) -> tuple[Path, list[str]]:
+    """The run's folder ``out`` (``run_folder_path``) and the earlier run's files that ``--overwrite``
+    deleted there. A new run's folder is checked first (``check_new_run_folder``); the main process
+    creates it (a ``DBNetError`` when it cannot) and deletes those files. Call it holding
+    ``run_folder_lock``."""
     earlier = [] if resuming else check_new_run_folder(
         out, config.overwrite, {"--init-weights": config.init_weights,
                                 "--pretrained-backbone": config.pretrained_backbone})

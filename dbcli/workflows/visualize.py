@@ -24,6 +24,7 @@ from dbcli.engine.records import Failure, ImageRecord
 from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.evaluation.predictions import PredictionIndex, load_predictions
+from dbcli.outputs.atomic import acquire_lock, release_lock
 from dbcli.outputs.drawing import draw_detections, maps_panel, write_png
 from dbcli.outputs.paths import Protected
 from dbcli.outputs.targets import check_visualize_outputs, drawing_paths
@@ -92,6 +93,15 @@ def _expand(inputs: Sequence[str | os.PathLike], dpi: float, console: Any) -> tu
 def _make_folder(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
+
+
+def _lock_folder(out_dir: Path) -> Path:
+    """``out_dir`` held by this run (``<out_dir>.lock``, the lock of ``dbnet detect`` and ``train``):
+    a second ``visualize`` into it is refused naming the live run. Raises ``DBNetError``."""
+    try:
+        return acquire_lock(os.path.abspath(out_dir))
     except OSError as exc:
         raise DBNetError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
 
@@ -170,9 +180,13 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
     protected = check_visualize_outputs(out_dir, output_targets(paths, keys), maps=maps, pred=pred,
                                         weights=[model.info.get("weights") if model is not None else None],
                                         shipped=shipped_files())
-    _make_folder(out_dir)
-    plan = DrawPlan(out_dir, keys, maps, numbers, protected, index, pred, console)
-    written, failed = draw_all(paths, run_model, settings, plan)
+    lock = _lock_folder(out_dir)
+    try:
+        _make_folder(out_dir)
+        plan = DrawPlan(out_dir, keys, maps, numbers, protected, index, pred, console)
+        written, failed = draw_all(paths, run_model, settings, plan)
+    finally:
+        release_lock(lock)
     failed += len(problems)
     if not written:
         raise DBNetError(f"nothing could be drawn ({plural(failed, 'input')} failed)")

@@ -353,8 +353,9 @@ def test_weights_that_are_not_regular_files_are_refused_by_type(tmp_path, cache,
     with pytest.raises(DBNetError) as error:
         load_model(path, backend=backend, device="cpu")
     message = str(error.value)
-    assert message.startswith(str(path)) and "not a regular file" in message
-    assert {"FIFO": "a FIFO", "folder": "a folder", "device": "a device"}[kind] in message
+    assert message.startswith(str(path))
+    assert {"FIFO": "a FIFO", "folder": "a folder, not a", "device": "a device"}[kind] in message
+    assert kind == "folder" or "not a regular file" in message
     assert cache[1] == []
 
 
@@ -375,7 +376,7 @@ def test_open_regular_reads_files_and_links_to_them_and_refuses_the_rest(tmp_pat
         with open_regular(path) as f:
             assert f.read() == b"data"
     for kind in ("FIFO", "folder", "device"):
-        with pytest.raises(DBNetError, match="not a regular file"):
+        with pytest.raises(DBNetError, match="not a regular file|a folder, not a file"):
             open_regular(_special(tmp_path, kind, f".{kind}"))
     with pytest.raises(DBNetError, match="weights file not found"):
         open_regular(tmp_path / "missing.pt", "weights file")
