@@ -1,6 +1,7 @@
 """What ``dbnet detect``, ``dbnet ocr``, ``dbnet visualize`` and ``dbnet eval --json`` may write, checked
 in one call per command before any work: ``check_detect_outputs``, ``check_ocr_output``,
-``check_visualize_outputs``, ``check_eval_output`` (``dbnet export`` and ``convert`` write one file: ``paths.check_file_output``).
+``check_visualize_outputs``, ``check_eval_output`` (``dbnet export`` and ``convert`` write one file:
+``paths.check_file_output``).
 
 The call resolves ``--out`` (a folder given for json / jsonl gets ``polygons.json`` inside it:
 ``dbcli.outputs.writers.output_path``) and ``--crops``, checks that the options fit together
