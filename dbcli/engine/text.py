@@ -49,7 +49,7 @@ def reader_for(model: Model) -> Any:
 
 def with_text(detections: list[Detection], crops: list[np.ndarray], reader: Any) -> list[Detection]:
     """``detections`` (one ``(h, w, 3)`` uint8 RGB crop each, same order) with ``text`` and
-    ``text_score`` read by ``reader`` (``crops -> list[Reading]``); an empty or tiny region reads as
-    ``""`` with score 0."""
+    ``text_score`` read by ``reader`` (``crops -> list[Reading]``), spaces at the ends stripped; an
+    empty or tiny region reads as ``""`` with score 0."""
     readings = reader(crops) if crops else []
-    return [replace(det, text=r.text, text_score=float(r.score)) for det, r in zip(detections, readings)]
+    return [replace(det, text=r.text.strip(), text_score=float(r.score)) for det, r in zip(detections, readings)]
