@@ -75,6 +75,21 @@ def _margin(image: Image.Image, listed: Sequence[tuple[int, str]]) -> Image.Imag
     return page
 
 
+def _fonts(boxes: Sequence[Rect | None]) -> list:
+    """A font per box, 0.8 of its height (between ``MIN_FONT`` and ``MAX_FONT`` pixels)."""
+    return [label_font(MIN_FONT if b is None else int(np.clip(0.8 * (b[3] - b[1]), MIN_FONT, MAX_FONT)))
+            for b in boxes]
+
+
+def _numbered(wanted: Sequence[Rect | None], left: list[int], width: int, height: int) -> list[Rect | None]:
+    """Where the number of each detection in ``left`` goes: a small plate at its box (in its corner
+    when nothing beside it is free)."""
+    font = label_font(MIN_FONT)
+    boxes = [wanted[k] if k in left else None for k in range(len(wanted))]
+    sizes = _sizes([str(k + 1) for k in range(len(wanted))], [font] * len(wanted))
+    return place_labels(boxes, sizes, width, height, inside=True, required=True, far=4)
+
+
 def draw_text(image: np.ndarray, detections: Sequence[tuple[np.ndarray, str]]) -> np.ndarray:
     """A copy of the ``(H, W, 3)`` uint8 RGB image with each polygon outlined and its text (``(points,
     text)`` per detection, in reading order) on a label beside it (module doc); texts that find no
@@ -85,22 +100,17 @@ def draw_text(image: np.ndarray, detections: Sequence[tuple[np.ndarray, str]]) -
     thickness = max(1, round(min(h, w) / 300))
     boxes = _outlines(out, [p for p, _ in detections], thickness)
     texts = [t for _, t in detections]
-    fonts = [label_font(int(np.clip(0.8 * (b[3] - b[1]), MIN_FONT, MAX_FONT)) if b else MIN_FONT) for b in boxes]
-    wanted = [b if (b is not None and t) else None for b, t in zip(boxes, texts)]
+    fonts, wanted = _fonts(boxes), [b if t else None for b, t in zip(boxes, texts)]
     spots = place_labels(wanted, _sizes(texts, fonts), w, h, pad=(thickness + 1) // 2, far=1)
     left = [k for k, (b, s) in enumerate(zip(wanted, spots)) if b is not None and s is None]
-    number_font = label_font(MIN_FONT)
-    numbers = place_labels([wanted[k] if k in left else None for k in range(len(boxes))],
-                           _sizes([str(k + 1) for k in range(len(boxes))], [number_font] * len(boxes)), w, h,
-                           inside=True, required=True, far=4)
+    numbers = _numbered(wanted, left, w, h)
     canvas = Image.fromarray(out)
     draw = ImageDraw.Draw(canvas)
-    for k, spot in enumerate(spots):
+    plates = [(spot, texts[k], fonts[k]) for k, spot in enumerate(spots)]
+    plates += [(numbers[k], str(k + 1), label_font(MIN_FONT)) for k in left]
+    for spot, text, font in plates:
         if spot is not None:
-            _plate(draw, spot, texts[k], fonts[k])
-    for k in left:
-        if numbers[k] is not None:
-            _plate(draw, numbers[k], str(k + 1), number_font)  # type: ignore[arg-type]
+            _plate(draw, spot, text, font)
     if left:
         canvas = _margin(canvas, [(k + 1, texts[k]) for k in left])
     return np.asarray(canvas).copy()
