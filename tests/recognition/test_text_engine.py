@@ -105,3 +105,16 @@ def test_text_labels_beside_boxes_and_margin_when_crowded():
     out = draw_text(crowded, [(_box(0, 0, 200, 30), "first line"), (_box(0, 30, 200, 60), "second")])
     assert out.shape[0] == 60 and out.shape[1] > 200  # listed in a margin on the right
     assert (out[:, 200:] != 255).any()
+
+
+def test_recogniser_follows_the_detector_onto_cuda(monkeypatch):
+    import onnxruntime
+
+    from dbcli.engine.text import reader_providers
+
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: both)
+    assert reader_providers("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert reader_providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert reader_providers("cuda") == ["CPUExecutionProvider"]  # (onnxruntime without its CUDA provider)
