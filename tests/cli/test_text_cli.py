@@ -81,3 +81,16 @@ def test_visualize_text_writes_a_drawing_with_labels(pages, tmp_path):
     drawn = Image.open(tmp_path / "vis" / "receipt.png")
     plain = Image.open(pages / "receipt.png")
     assert drawn.size[1] == plain.size[1] and drawn.size[0] >= plain.size[0]
+
+
+def test_damaged_recogniser_is_one_error_line_naming_it(pages, tmp_path, monkeypatch):
+    from dbcli.recognition import model as rec_model
+
+    for shipped in (rec_model.RECOGNIZER, rec_model.CLASSIFIER):
+        (tmp_path / shipped.file).write_bytes(shipped.path.read_bytes()[:5000])
+    monkeypatch.setattr(rec_model, "weights_dir", lambda: tmp_path)
+    for command in (["detect", "--text"], ["ocr"]):
+        result = invoke(*command, pages / "receipt.png", *MODEL)
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+        assert len(errors) == 1 and str(tmp_path / rec_model.RECOGNIZER.file) in errors[0] and "damaged" in errors[0]
