@@ -6,6 +6,10 @@ and ``dbnet visualize --text`` draws them."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from generated_files import invoke
@@ -94,3 +98,18 @@ def test_damaged_recogniser_is_one_error_line_naming_it(pages, tmp_path, monkeyp
         assert result.exit_code != 0 and "Traceback" not in result.output
         errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
         assert len(errors) == 1 and str(tmp_path / rec_model.RECOGNIZER.file) in errors[0] and "damaged" in errors[0]
+
+
+def test_text_on_the_onnx_backend_never_imports_torch(pages, model_files, tmp_path):
+    from test_detect import TORCH_BLOCKER
+
+    script = tmp_path / "no_torch.py"
+    script.write_text(TORCH_BLOCKER)
+    root = str(Path(__file__).resolve().parents[2])
+    for command in (["detect", "--text", "--out", str(tmp_path / "o.json")], ["ocr"]):
+        proc = subprocess.run([sys.executable, str(script), *command, str(pages / "receipt.png"), "--backend", "onnx",
+                               "--weights", str(model_files["onnx"])], capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": root})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "TORCH_MODULES=\n" in proc.stderr or proc.stderr.rstrip().endswith("TORCH_MODULES=")
+    assert json.loads((tmp_path / "o.json").read_text())["settings"]["text"] is True

@@ -5,6 +5,8 @@ lines of ``dbnet ocr`` (grouping by text line) on hand-made detections."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -89,9 +91,9 @@ def test_text_lines_join_the_regions_of_one_line():
 
 
 def test_ocr_formats_and_markdown_escapes():
-    assert ocr_format(None) == "txt" and ocr_format(__import__("pathlib").Path("a.MD")) == "md"
+    assert ocr_format(None) == "txt" and ocr_format(Path("a.MD")) == "md"
     with pytest.raises(DBNetError, match="a.csv"):
-        ocr_format(__import__("pathlib").Path("a.csv"))
+        ocr_format(Path("a.csv"))
     assert md_escape("# 1*2 [x]") == r"\# 1\*2 \[x\]" and md_escape("3. item") == r"3\. item"
 
 
