@@ -2,9 +2,10 @@
 
     python bench/bench_ocr.py [--count 24] [--busy] [--icdar DIR --icdar-count 100] [--micro]
 
-Contenders: ``dbnet`` = ``dbcli.Detector()(image, crops=True)`` (the call ``dbnet detect --crops``
-makes; shipped ``general`` weights, or ``icdar15`` on ICDAR 2015) + ``dbcli.recognition.Recognizer``
-(PP-OCRv6 small rec + direction classifier); ``RapidOCR 1.4.4`` = ``rapidocr_onnxruntime.RapidOCR()(image)``
+Contenders: ``dbnet detect --text`` = ``dbcli.Detector(text=True)(image)``, the engine path of
+``dbnet detect --text`` (shipped ``general`` weights, or ``icdar15`` on ICDAR 2015; its recognition
+stage, ``dbcli.engine.text``: PP-OCRv6 small rec + direction classifier, on the detector's threads);
+``RapidOCR 1.4.4`` = ``rapidocr_onnxruntime.RapidOCR()(image)``
 (PP-OCRv4 det + direction classifier + PP-OCRv4 rec), both on onnxruntime's default threads.
 
 Images: ``--count`` documents rendered by ``bench/ocr_pages.py`` (receipts, forms, screenshots with
@@ -59,18 +60,19 @@ class Busy:
 
 
 class DbnetOcr:
-    """dbnet detection (crops in reading order) + the Recognizer: ``(polygons, texts)`` per image."""
+    """``dbnet detect --text``'s engine (``Detector(text=True)``): ``(polygons, texts)`` per image;
+    ``keep_crops``: the crops are kept too, for --micro."""
 
-    def __init__(self, weights: str | None, settings: RecognizerSettings = RecognizerSettings()) -> None:
-        self.detector = Detector(weights)
-        self.recognizer = Recognizer(settings=settings)
+    def __init__(self, weights: str | None, keep_crops: bool = False) -> None:
+        self.detector = Detector(weights, text=True)
+        self.recognizer: Recognizer = self.detector.model.reader  # loaded with the model
+        self.keep_crops = keep_crops
         self.crops: list[np.ndarray] = []  # every crop seen, for --micro
 
     def __call__(self, image: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
-        result = self.detector(image, crops=True)
-        self.crops.extend(result.crops)
-        readings = self.recognizer(result.crops)
-        return [d.points for d in result.detections], [r.text for r in readings]
+        result = self.detector(image, crops=self.keep_crops)
+        self.crops.extend(result.crops or [])
+        return [d.points for d in result.detections], [d.text or "" for d in result.detections]
 
 
 class RapidOcr:
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--icdar-count", type=int, default=100)
     ap.add_argument("--micro", action="store_true", help="recogniser alone: batching and direction")
     args = ap.parse_args(argv)
-    header("end-to-end OCR: dbnet detect + Recognizer vs RapidOCR 1.4.4")
+    header("end-to-end OCR: dbnet detect --text vs RapidOCR 1.4.4")
     docs: list[Sample] = [(k, im, lines, None) for k, im, lines in document_set(args.count, args.seed)]
     sets = [("rendered documents", docs, None)]
     if args.icdar:
@@ -252,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     for title, samples, weights in sets:
         if not samples:
             continue
-        dbnet = DbnetOcr(weights)
-        contenders = {"dbnet + PP-OCRv6 small rec": dbnet, "RapidOCR 1.4.4": RapidOcr()}
+        dbnet = DbnetOcr(weights, keep_crops=args.micro and weights is None)
+        contenders = {"dbnet detect --text": dbnet, "RapidOCR 1.4.4": RapidOcr()}
         for phase in (["idle", "busy"] if args.busy else ["idle"]):
             with Busy(phase == "busy"):
                 before = load_average()

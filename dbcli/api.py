@@ -7,6 +7,8 @@
     for det, crop in zip(result.detections, result.crops):   # in reading order
         print(det.points.round(1).tolist(), det.score, crop.shape)
     pages = detector.pdf("report.pdf")          # one result per page (pip install 'dbnet[pdf]')
+    reader = Detector(text=True)                # also read the text: det.text, det.text_score
+    print([det.text for det in reader("examples/street_sign.jpg").detections])
 
 It loads its model where every command does (``dbcli.engine.load.load``) and runs the engine of
 ``dbnet detect`` (``dbcli.engine.pipeline.run_pipeline``), so a file gives the same detections as
@@ -65,6 +67,9 @@ class Detector:
         max_megapixels: files of more pixels are refused (decompression bombs); None: no limit.
         sort: the order of each image's detections: ``"lines"`` (reading order by text lines, the
             default), ``"columns"`` (multi-column documents) or ``"none"`` (``dbcli.postprocess.reading_order``).
+        text: also read the text of each region (the shipped recogniser, loaded once with the model on
+            the detector's device): each detection's ``.text`` and ``.text_score`` (else None), the
+            strings of ``dbnet detect --text``.
 
     Raises ``DBNetError`` when the weights cannot be loaded or a setting is out of range, ``TypeError``
     for a keyword that is not an option.
@@ -103,7 +108,9 @@ class Detector:
             For one image an ``ImageResult``, for a list a list of them in the same order:
             ``.detections`` (each with ``.points``, an ``(n, 2)`` float64 array of ``[x, y]`` in the
             original image's pixels, clockwise from the top-left corner for boxes, and ``.score``,
-            the region's mean text probability in [0, 1]), ``.width`` and ``.height`` in pixels,
+            the region's mean text probability in [0, 1]; with ``text=True`` also ``.text``, the
+            string read, and ``.text_score``, the recogniser's confidence in [0, 1]), ``.width`` and
+            ``.height`` in pixels,
             ``.notes`` (lines for the user: a first frame used, a size cap) and ``.capped`` (the
             probability map had more than ``max_candidates`` candidate regions). Detections are in
             the ``sort`` order.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from dbcli.commands import convert, detect, evaluate, export, serve, train, visualize
+from dbcli.commands import convert, detect, evaluate, export, ocr, serve, train, visualize
 from dbcli.streams import exit_status, guard_standard_streams
 from dbcli.version import __version__
 
@@ -32,6 +32,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 app.command(short_help="Train DBNet (the paper's recipe by default) into a run folder.")(train.train)
 app.command("eval", short_help="Score weights or a predictions file on a dataset: P, R, hmean.")(evaluate.eval_command)
 app.command(short_help="Find text in images and PDF pages and write its polygons.")(detect.detect)
+app.command(short_help="Read the text in images and PDF pages, in reading order.")(ocr.ocr)
 app.command(short_help="Draw the detections over each image or page as PNG files.")(visualize.visualize)
 app.command(short_help="Export weights to ONNX or TorchScript, checked against PyTorch.")(export.export)
 app.command(short_help="Convert a PaddleOCR DB detector (ONNX) into a dbnet weights file.")(convert.convert)

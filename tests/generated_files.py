@@ -4,6 +4,7 @@ known rectangle of text, JPEGs that can be cut short, PNGs of any size streamed 
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -71,3 +72,51 @@ def text_images(folder: Path, count: int = 5) -> list[Path]:
     """``count`` PNGs of different widths, each with one rectangle of text, in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     return [write_rgb(folder / f"img{i}.png", 120 + 8 * i, 100, [(10, 20, 90, 45)]) for i in range(count)]
+
+
+# A script for `python -c`: the CLI with every import of torch refused (the torch-free paths prove it).
+TORCH_BLOCKER = r"""
+import sys
+
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test: " + name)
+
+sys.meta_path.insert(0, BlockTorch())
+sys.argv = ["dbnet"] + sys.argv[1:]
+from dbcli.cli import app
+try:
+    app()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+print("TORCH_MODULES=" + ",".join(loaded), file=sys.stderr)
+sys.exit(1 if loaded else code)
+"""
+
+
+def raw_pdf(objects: list[bytes], trailer: bytes = b"") -> bytes:
+    """A PDF file of the given object bodies (object 1 the catalog), with a correct cross-reference table."""
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R %s>>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, trailer, xref)
+    return bytes(out)
+
+
+def encrypted_pdf() -> bytes:
+    """A one-page PDF under the standard security handler whose user password is not empty (its
+    check value is random bytes, so no password opens it)."""
+    hexbytes = lambda n: b"<" + os.urandom(n).hex().encode() + b">"  # noqa: E731
+    return raw_pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                    b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 100] >>",
+                    b"<< /Filter /Standard /V 1 /R 2 /O " + hexbytes(32) + b" /U " + hexbytes(32) + b" /P -4 >>"],
+                   b"/Encrypt 4 0 R /ID [" + hexbytes(16) + b" " + hexbytes(16) + b"] ")

@@ -4,6 +4,7 @@ local port in a process of its own, and talk to it over HTTP with the standard l
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import signal
@@ -14,6 +15,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from planted_model import rect_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,3 +121,22 @@ def wait_until(condition, timeout: float = 60, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+# request bodies shared by the serve tests
+RECTS = [(20, 30, 140, 60), (60, 100, 230, 130)]
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()
+
+
+def pdf(pages: int, size: tuple[int, int] = (300, 200)) -> bytes:
+    """A PDF of ``pages`` pages, each a 72 dpi image of dark rectangles (one point per pixel)."""
+    w, h = size
+    images = [Image.fromarray(rect_image(w, h, [(30, 40, 150, 70), (60, 120, 260, 150)])) for _ in range(pages)]
+    out = io.BytesIO()
+    images[0].save(out, "PDF", save_all=True, append_images=images[1:], resolution=72.0)
+    return out.getvalue()

@@ -13,7 +13,7 @@ This module must not import torch: ``--backend onnx`` runs without it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -50,3 +50,4 @@ class Model:
     uses_torch: bool = False
     note: str | None = None  # said once before the work starts (e.g. an emulated precision)
     train: dict | None = None  # the weights file's ``train`` entry (its dataset and split), when known
+    reader: Any = None  # the text recogniser (``dbcli.engine.text.reader_for``), once text was asked for

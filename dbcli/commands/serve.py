@@ -53,8 +53,8 @@ def serve(
     POST /detect takes images or PDFs (multipart fields, a JSON body {"image": "<base64>", "options":
     {...}}, or the raw body) and the options of dbnet detect as query parameters or form fields
     (thresh, box_thresh, unclip_ratio, polygon, sort, short_side, max_side, max_candidates, dpi,
-    exif, crops), and answers with dbnet detect's JSON. The options here are the defaults of every
-    request.
+    exif, crops, text: each region's text), and answers with dbnet detect's JSON. The options here are
+    the defaults of every request.
     """
     try:
         import starlette  # noqa: F401

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from dbcli.data import formats  # td500 / totaltext / ctw1500
-from dbcli.data.sample import Sample, leading_numbers, list_images, parse_icdar_gt, read_text_lines  # noqa: F401 (public here)
+from dbcli.data.sample import (  # noqa: F401 (public here)
+    Sample,
+    leading_numbers,
+    list_images,
+    parse_icdar_gt,
+    parse_icdar_gt_texts,
+    read_text_lines,
+)
 from dbcli.errors import DBNetError
 
 DATASETS = ("icdar15", "td500", "totaltext", "ctw1500", "custom")
@@ -27,7 +34,8 @@ def _first_dir(root: Path, *names: str) -> Path | None:
 
 
 def load_icdar15(root: Path, split: str) -> list[Sample]:
-    """ICDAR 2015: the official release layout or ``train_images/ train_gts/ test_images/ test_gts/``."""
+    """ICDAR 2015: the official release layout or ``train_images/ train_gts/ test_images/ test_gts/``;
+    each sample carries its transcriptions (``Sample.texts``, ``###`` = don't care)."""
     if split == "train":
         images = _first_dir(root, "train_images", "ch4_training_images")
         gts = _first_dir(root, "train_gts", "ch4_training_localization_transcription_gt")
@@ -42,8 +50,8 @@ def load_icdar15(root: Path, split: str) -> list[Sample]:
         gt = gts / f"gt_{image.stem}.txt"
         if not gt.exists():
             raise DBNetError(f"{gt}: ground truth missing for {image.name}")
-        polygons, ignore = parse_icdar_gt(gt)
-        samples.append(Sample(image, polygons, ignore))
+        polygons, ignore, texts = parse_icdar_gt_texts(gt)
+        samples.append(Sample(image, polygons, ignore, texts=texts))
     return samples
 
 
@@ -56,10 +64,33 @@ def _json_bool(record: dict, key: str, default: bool) -> bool:
     return value
 
 
+def _custom_polygon(poly: object) -> tuple[np.ndarray, bool, str]:
+    """A custom JSONL polygon (``{"points", "ignore", "transcription"}`` or a bare point list): its
+    ``(K, 2)`` points, ignore flag and transcription (``_transcription``). Raises ``ValueError``."""
+    points = poly["points"] if isinstance(poly, dict) else poly
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 3:
+        raise ValueError("a polygon needs at least 3 [x, y] points")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"non-finite coordinate in {points}")
+    ignored = _json_bool(poly, "ignore", False) if isinstance(poly, dict) else False
+    return arr, ignored, _transcription(poly, ignored)
+
+
+def _transcription(poly: object, ignored: bool) -> str:
+    """A custom polygon's ``"transcription"`` (a JSON string; ``""`` when absent), ``###`` when ignored."""
+    text = poly.get("transcription", "") if isinstance(poly, dict) else ""
+    if not isinstance(text, str):
+        raise ValueError(f"\"transcription\" must be a string, got {json.dumps(text)}")
+    return "###" if ignored else text
+
+
 def load_custom(root: Path, split: str) -> list[Sample]:
     """JSON Lines: ``{split}.jsonl`` (or ``root`` itself when it is a ``.jsonl`` file), one image per
-    line: ``{"image": "rel/or/abs.jpg", "polygons": [{"points": [[x, y], ...], "ignore": false}]}``.
-    A polygon may also be a bare ``[[x, y], ...]`` list. Image paths are relative to the file."""
+    line: ``{"image": "rel/or/abs.jpg", "polygons": [{"points": [[x, y], ...], "ignore": false,
+    "transcription": "TOTAL"}]}`` (``transcription`` optional: a sample with any gets ``Sample.texts``,
+    ``""`` where a polygon has none, ``###`` where it is ignored). A polygon may also be a bare
+    ``[[x, y], ...]`` list. Image paths are relative to the file."""
     path = root if root.suffix == ".jsonl" else root / f"{split}.jsonl"
     if not path.exists():
         raise DBNetError(f"{path}: no such annotation file")
@@ -70,22 +101,20 @@ def load_custom(root: Path, split: str) -> list[Sample]:
         try:
             record = json.loads(line)
             image = Path(record["image"])
-            polygons, ignore = [], []
+            polygons, ignore, texts = [], [], []
             for poly in record.get("polygons", []):
-                points = poly["points"] if isinstance(poly, dict) else poly
-                arr = np.asarray(points, dtype=np.float64)
-                if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 3:
-                    raise ValueError("a polygon needs at least 3 [x, y] points")
-                if not np.isfinite(arr).all():
-                    raise ValueError(f"non-finite coordinate in {points}")
+                arr, ignored, text = _custom_polygon(poly)
                 polygons.append(arr)
-                ignore.append(_json_bool(poly, "ignore", False) if isinstance(poly, dict) else False)
+                ignore.append(ignored)
+                texts.append(text)
             exif = _json_bool(record, "exif", True)
         except RecursionError:
             raise DBNetError(f"{path}:{lineno}: JSON nested too deeply to read") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DBNetError(f"{path}:{lineno}: {exc.__class__.__name__}: {exc}") from None
-        samples.append(Sample(image if image.is_absolute() else path.parent / image, polygons, ignore, exif=exif))
+        given = any(isinstance(p, dict) and "transcription" in p for p in record.get("polygons", []))
+        samples.append(Sample(image if image.is_absolute() else path.parent / image, polygons, ignore, exif=exif,
+                              texts=texts if given else None))
     return samples
 
 

@@ -22,6 +22,7 @@ class Sample:
     polygons: list[np.ndarray] = field(default_factory=list)  # each (K, 2) float64 pixels
     ignore: list[bool] = field(default_factory=list)  # don't-care flags
     exif: bool = True  # apply EXIF orientation when decoding (False: boxes are in stored pixels)
+    texts: list[str] | None = None  # each polygon's transcription ("###": don't care); None: none given
 
 
 def read_text_lines(path: Path) -> list[str]:
@@ -51,7 +52,13 @@ def parse_icdar_gt(path: Path, num_coords: int | None = 8) -> tuple[list[np.ndar
     ``num_coords=8`` reads quadrilaterals (ICDAR 2015, SROIE); ``None`` takes every leading numeric
     field as a coordinate (variable-length polygons). ``###`` marks don't-care.
     """
-    polygons, ignore = [], []
+    polygons, ignore, _ = parse_icdar_gt_texts(path, num_coords)
+    return polygons, ignore
+
+
+def parse_icdar_gt_texts(path: Path, num_coords: int | None = 8) -> tuple[list[np.ndarray], list[bool], list[str]]:
+    """``parse_icdar_gt`` with each polygon's transcription (the rest of its line, commas kept)."""
+    polygons, ignore, texts = [], [], []
     for lineno, line in enumerate(read_text_lines(path), 1):
         if not line.strip():
             continue
@@ -76,7 +83,8 @@ def parse_icdar_gt(path: Path, num_coords: int | None = 8) -> tuple[list[np.ndar
         text = ",".join(rest).strip()
         polygons.append(np.array(coords, np.float64).reshape(-1, 2))
         ignore.append(text == "###")
-    return polygons, ignore
+        texts.append(text)
+    return polygons, ignore, texts
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -16,7 +16,13 @@ from dbcli.engine.settings import Settings, resolve_settings
 def load(options: InferenceOptions = InferenceOptions(), *, maps: bool = False) -> tuple[Model, Settings]:
     """The backend ``options`` name (``dbcli.backends.loading.load_model``) and its engine settings
     (``dbcli.engine.settings.resolve_settings``). ``maps``: the threshold map is wanted too
-    (``visualize --maps``: torch). Raises ``DBNetError`` naming the file when the weights cannot be
+    (``visualize --maps``: torch). With ``options.text`` the text recogniser is loaded too
+    (``dbcli.engine.text.reader_for``). Raises ``DBNetError`` naming the file when the weights cannot be
     used, or for a setting out of range."""
     model = load_model(options.weights, options.backend, options.device, options.precision, maps=maps)
-    return model, resolve_settings(model, options)
+    settings = resolve_settings(model, options)
+    if settings.text:
+        from dbcli.engine.text import reader_for
+
+        reader_for(model)  # the recogniser loaded once, with the model (a damaged file is said now)
+    return model, settings

@@ -45,6 +45,8 @@ class InferenceOptions:
         exif: apply files' EXIF orientation (what a viewer shows).
         max_megapixels: images of more million pixels are refused before decoding; None: no limit.
         sort: the order of each image's detections: ``lines``, ``columns`` or ``none``.
+        text: also read the text in each region (``dbcli.engine.text``): each detection gets ``text``
+            and ``text_score``.
     """
 
     weights: Optional[str] = option(
@@ -115,3 +117,8 @@ class InferenceOptions:
         help="Order of each image's detections (and crop numbers): lines (text lines top to bottom, left "
              "to right within a line, tolerant to tilt), columns (multi-column documents: each column top "
              "to bottom, columns left to right) or none (the post-processing's order).")
+    text: bool = option(
+        False, flags=("--text",),
+        help="Also read the text in each region (the shipped PP-OCRv6 small recogniser, with a text "
+             "direction classifier): each detection gets \"text\" and \"text_score\"; --format icdar "
+             "lines end with the text.")

@@ -13,7 +13,8 @@ trainer's validation and the Python API (``dbcli.Detector``).
 4. ``finish_image``: one image's post-processing (``post_process``: ``dbcli.postprocess.boxes``),
    scale policy (``scale_step``: ``dbcli.engine.scale_policy``), reading order
    (``in_reading_order``: ``Settings.sort``, ``dbcli.postprocess.reading_order``), when asked for
-   rectified crops (``crops_of``: ``dbcli.postprocess.crops``) and notes (``finite_map``, ``cap_note``);
+   rectified crops (``crops_of``: ``dbcli.postprocess.crops``), with ``Settings.text`` the text read in
+   them (``with_text``: ``dbcli.engine.text``) and notes (``finite_map``, ``cap_note``);
 
 then the records are yielded in input order.
 
@@ -34,6 +35,7 @@ from dbcli.engine.records import Failure, ImageRecord
 from dbcli.engine.scale_policy import Rescaled, apply_policy, scale_entry
 from dbcli.engine.settings import Settings
 from dbcli.engine.sources import Decoded, Source, decode, source_name
+from dbcli.engine.text import reader_for, with_text
 from dbcli.engine.tiling import tiled_map
 from dbcli.errors import DBNetError
 from dbcli.postprocess.boxes import Detection, cap_message, detections_and_candidates
@@ -206,9 +208,10 @@ def in_reading_order(dets: list[Detection], sort: str) -> list[Detection]:
     return dets
 
 
-def crops_of(item: Prepared, dets: list[Detection], wanted: Wanted) -> list[np.ndarray] | None:
-    """Each detection's rectified crop of the decoded image when ``wanted.with_crops``, else None."""
-    if not wanted.with_crops:
+def crops_of(item: Prepared, dets: list[Detection], wanted: Wanted, text: bool = False) -> list[np.ndarray] | None:
+    """Each detection's rectified crop of the decoded image when ``wanted.with_crops`` or ``text``
+    (the recogniser reads them), else None."""
+    if not (wanted.with_crops or text):
         return None
     from dbcli.postprocess.crops import crop_regions
 
@@ -226,13 +229,17 @@ def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, se
     """One image's record from its ``(h, w)`` probability map: post-processing (``settings.post``),
     under ``settings.scale_policy == "auto"`` the scale policy (a re-run with ``model`` where the text
     is small: ``dbcli.engine.scale_policy``), reading order (``settings.sort``), crops
-    (``wanted.with_crops``) and the notes (decoding, a non-finite map, the candidate cap)."""
+    (``wanted.with_crops``), under ``settings.text`` the text read in each crop (``dbcli.engine.text``,
+    the recogniser kept on ``model``) and the notes (decoding, a non-finite map, the candidate cap)."""
     d = item.decoded
     prob, note = finite_map(prob, item.name)
     notes = list(d.notes) + ([note] if note else [])
     found = scale_step(item, post_process(item, prob, settings), settings, model)
     dets = in_reading_order(found.detections, settings.sort)
-    crops = crops_of(item, dets, wanted)
+    crops = crops_of(item, dets, wanted, settings.text and model is not None)
+    if settings.text and model is not None and crops is not None:
+        dets = with_text(dets, crops, reader_for(model))
+    crops = crops if wanted.with_crops else None
     keep_prob = wanted.with_maps or wanted.with_prob
     return ImageRecord(item.index, item.name, d.width, d.height, dets, d.image if wanted.keep_images else None,
                        found.prob if keep_prob else None, thresh, notes, found.candidates, found.capped,
@@ -256,7 +263,7 @@ def _records(sources: Sequence[Source], indices: list[int], model: Model | None,
     """Every input's record or failure, in the order they are done (batches complete out of order)."""
     lookahead = 2 * settings.batch_size + decode_workers()
     batches = SameSizeBatches(settings.batch_size, 2 * settings.batch_size)
-    keep_image = wanted.keep_images or wanted.with_crops
+    keep_image = wanted.keep_images or wanted.with_crops or settings.text
     for item in decode_ahead(sources, indices, settings, model is not None, keep_image, lookahead):
         if isinstance(item, Failure):
             yield item

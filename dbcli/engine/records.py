@@ -80,7 +80,8 @@ class ImageRecord:
         dets = entry["detections"]
         crops = [d["crop"] for d in dets] if dets and all("crop" in d for d in dets) else None
         return cls(index, entry["file"], entry["width"], entry["height"],
-                   [Detection(np.asarray(d["points"], np.float64), d["score"]) for d in dets],
+                   [Detection(np.asarray(d["points"], np.float64), d["score"], d.get("text"), d.get("text_score"))
+                    for d in dets],
                    page=page, crop_files=crops, scale=entry.get("scale"))
 
 

@@ -21,7 +21,8 @@ class ImageResult:
         file: the input's path, ``<path>#page=N`` for a PDF page, or ``<image N>`` for an array.
         width, height: the image's size in pixels (EXIF orientation applied unless ``exif=False``).
         detections: in reading order; each has ``.points``, an ``(n, 2)`` float64 array of ``[x, y]``
-            in the image's pixels, and ``.score``, the region's mean text probability in [0, 1].
+            in the image's pixels, and ``.score``, the region's mean text probability in [0, 1]; with
+            ``text=True``, ``.text`` (the string read) and ``.text_score`` (in [0, 1]), else None.
         notes: lines for the user (a first frame used, a size cap).
         capped: the probability map had more than ``max_candidates`` candidate regions.
         crops: with ``crops=True``, one upright ``(h, w, 3)`` uint8 RGB array per detection.

@@ -35,12 +35,14 @@ class Settings:
     max_megapixels: float | None = defaults.MAX_MEGAPIXELS  # larger images are refused (bombs)
     sort: str = defaults.SORT
     scale_policy: str = "fixed"
+    text: bool = False  # read the text in each region (dbcli.engine.text)
 
     def to_dict(self) -> dict:
-        """The ``settings`` entry of ``dbnet detect``'s JSON."""
-        return {"short_side": self.short_side, "max_side": self.max_side, **asdict(self.post),
-                "exif": self.exif, "batch_size": self.batch_size, "sort": self.sort,
-                "scale_policy": self.scale_policy}
+        """The ``settings`` entry of ``dbnet detect``'s JSON (``text`` only when it is read)."""
+        entry = {"short_side": self.short_side, "max_side": self.max_side, **asdict(self.post),
+                 "exif": self.exif, "batch_size": self.batch_size, "sort": self.sort,
+                 "scale_policy": self.scale_policy}
+        return {**entry, "text": True} if self.text else entry
 
 
 def _flag(name: str) -> str:
@@ -114,7 +116,8 @@ def resolve_settings(model: Model, options: InferenceOptions = InferenceOptions(
     if o.sort not in SORT_MODES:
         raise DBNetError(f"unknown --sort {o.sort!r} ({', '.join(SORT_MODES)})")
     policy = "fixed" if o.short_side is not None else "auto"  # --short-side N: a fixed scale
-    return Settings(int(side), o.max_side, config, batch_size, bool(o.exif), o.max_megapixels, o.sort, policy)
+    return Settings(int(side), o.max_side, config, batch_size, bool(o.exif), o.max_megapixels, o.sort, policy,
+                    bool(o.text))
 
 
 def decode_settings(options: InferenceOptions) -> Settings:

@@ -119,6 +119,13 @@ def _check_request(o: EvalOptions) -> None:
                          "--thresh / --box-thresh")
 
 
+def _check_text(o: EvalOptions) -> None:
+    """``--text`` reads with the model: not with ``--pred`` (a file) nor ``--sweep``."""
+    if o.inference.text and (o.pred is not None or o.sweep):
+        other = "--pred" if o.pred is not None else "--sweep"
+        raise DBNetError(f"--text reads the text with the model; it does not go with {other}")
+
+
 def eval_inference_options(o: EvalOptions) -> InferenceOptions:
     """``o.inference`` with eval's own defaults: the ``icdar15`` weights for ``--dataset icdar15``
     (unless ``$DBNET_WEIGHTS`` names others), polygons on curved-text datasets, no reading order
@@ -172,6 +179,10 @@ def _score_model(o: EvalOptions, samples: list, description: str, header: str, c
     from dbcli.progress import progress_bar
 
     out, err = consoles
+    if o.inference.text and any(s.texts is None for s in samples):
+        lacking = next(s for s in samples if s.texts is None)
+        raise DBNetError(f"--text needs transcriptions: {o.dataset} {description} has none for "
+                         f"{lacking.image_path} (ICDAR 2015's gt text, a custom JSONL's \"transcription\")")
     model, settings = _load(o, warn)
     title, post = f"{header}; {_settings_line(model, settings)}", settings.post
     with progress_bar(err, "sweep" if o.sweep else "eval", len(samples), unit=None, transient=True) as bar:
@@ -263,6 +274,7 @@ def evaluate_dataset(options: EvalOptions) -> dict:
         err.print(f"[yellow]warning:[/yellow] {message}", markup=True, soft_wrap=True)
 
     _check_request(o)
+    _check_text(o)
     if o.sweep:  # malformed grids are refused before the slow work
         parse_grid(o.sweep_thresh, "sweep-thresh")
         parse_grid(o.sweep_box_thresh, "sweep-box-thresh")

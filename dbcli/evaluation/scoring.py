@@ -30,6 +30,7 @@ from dbcli.engine.settings import Settings
 from dbcli.engine.sources import FileImage
 from dbcli.evaluation.metrics import ImageMatch, Scores, evaluate_image, summarize
 from dbcli.evaluation.predictions import image_size, load_predictions, match_predictions
+from dbcli.evaluation.text_scoring import ImageText, TextScores, score_image, summarize_text
 from dbcli.postprocess.boxes import Detection
 
 Warn = Callable[[str], None]
@@ -50,6 +51,7 @@ class EvalResult:
     capped: int = 0  # images whose candidate regions hit max_candidates
     settings: dict = field(default_factory=dict)
     images: list[ImageMatch] = field(default_factory=list)  # per scored image, in order (not in to_dict)
+    text: TextScores | None = None  # --text: the text read, scored (dbcli.evaluation.text_scoring)
 
     @property
     def images_per_s(self) -> float:
@@ -59,7 +61,7 @@ class EvalResult:
         return {**self.scores.to_dict(), "images_per_s": self.images_per_s, "seconds": self.seconds,
                 "skipped": self.skipped, "missing_predictions": self.missing,
                 "unmatched_predictions": self.unmatched, "capped_images": self.capped,
-                "settings": self.settings}
+                "settings": self.settings, **({"text": self.text.to_dict()} if self.text is not None else {})}
 
 
 # --- running a backend ----------------------------------------------------------------------------
@@ -100,22 +102,26 @@ def iter_prob_maps(samples: Sequence[Sample], model: Backend | Model, *, setting
 def evaluate_model(samples: Sequence[Sample], model: Backend | Model, *, settings: Settings,
                    images: Sequence[np.ndarray] | None = None, warn: Warn = _nowarn,
                    progress: Progress | None = None) -> EvalResult:
-    """Detect with ``model`` on every sample (``iter_prob_maps``) and score against its ground truth.
-    ``result.capped`` counts the images that hit ``settings.post.max_candidates`` (the caller says it
-    in its own words)."""
+    """Detect with ``model`` on every sample (``iter_prob_maps``) and score against its ground truth;
+    with ``settings.text`` also the text read against the samples' transcriptions (``result.text``:
+    ``dbcli.evaluation.text_scoring``; every sample must have ``texts``). ``result.capped`` counts the
+    images that hit ``settings.post.max_candidates`` (the caller says it in its own words)."""
     started = time.perf_counter()
     skipped: list[str] = []
     results: list[ImageMatch] = []
+    read: list[ImageText] = []
     capped = 0
     for sample, _, dets, hit, _ in iter_prob_maps(samples, model, settings=settings, images=images, warn=warn,
                                                    skipped=skipped, progress=progress):
         capped += hit
         results.append(evaluate_image(sample.polygons, sample.ignore, [d.points for d in dets]))
+        if settings.text:
+            read.append(score_image(sample, [d.points for d in dets], [d.text or "" for d in dets]))
     used = scoring_settings(settings)
     figures = {"short_side": used.short_side, "max_side": used.max_side, "batch_size": used.batch_size,
                **asdict(used.post)}
     return EvalResult(summarize(results), time.perf_counter() - started, skipped, capped=capped, settings=figures,
-                      images=results)
+                      images=results, text=summarize_text(read) if settings.text else None)
 
 
 # --- scoring a predictions file -------------------------------------------------------------------

@@ -29,7 +29,21 @@ def print_scores(console: Any, title: str, result: Any) -> None:
     if result.missing:
         table.add_row("images without predictions", str(len(result.missing)))
     table.add_row("images/s", f"{result.images_per_s:.2f}")
+    if getattr(result, "text", None) is not None:
+        _text_rows(table, result.text)
     console.print(table)
+
+
+def _text_rows(table: Any, text: Any) -> None:
+    """``--text``'s rows (a ``TextScores``): end to end, words, CER."""
+    e, w = text.end_to_end, text.words
+    table.add_row("end to end precision", f"{e.precision:.4f}")
+    table.add_row("end to end recall", f"{e.recall:.4f}")
+    table.add_row("end to end hmean", f"[bold]{e.f1:.4f}[/bold]")
+    table.add_row("word precision", f"{w.precision:.4f}")
+    table.add_row("word recall", f"{w.recall:.4f}")
+    table.add_row("word F1", f"[bold]{w.f1:.4f}[/bold]")
+    table.add_row("CER", f"{text.cer:.4f}")
 
 
 def print_sweep(console: Any, title: str, result: Any) -> None:

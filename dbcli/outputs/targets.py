@@ -1,6 +1,7 @@
-"""What ``dbnet detect``, ``dbnet visualize`` and ``dbnet eval --json`` may write, checked in one call
-per command before any work: ``check_detect_outputs``, ``check_visualize_outputs``,
-``check_eval_output`` (``dbnet export`` and ``convert`` write one file: ``paths.check_file_output``).
+"""What ``dbnet detect``, ``dbnet ocr``, ``dbnet visualize`` and ``dbnet eval --json`` may write, checked
+in one call per command before any work: ``check_detect_outputs``, ``check_ocr_output``,
+``check_visualize_outputs``, ``check_eval_output`` (``dbnet export`` and ``convert`` write one file:
+``paths.check_file_output``).
 
 The call resolves ``--out`` (a folder given for json / jsonl gets ``polygons.json`` inside it:
 ``dbcli.outputs.writers.output_path``) and ``--crops``, checks that the options fit together
@@ -23,13 +24,16 @@ from dbcli.errors import DBNetError
 from dbcli.outputs.atomic import check_writable, fit_name
 from dbcli.outputs.paths import (
     Protected,
+    check_file_output,
     check_replace,
     detect_json,
     detect_jsonl,
     eval_report,
     in_place,
     is_stdout,
+    output_file,
 )
+from dbcli.outputs.transcript import ocr_format, ocr_output
 from dbcli.outputs.writers import FORMATS, PageLike, icdar_name, output_path
 
 
@@ -169,3 +173,21 @@ def check_eval_output(path: Path, protected: Protected, overwrite: bool = False)
         check_writable(path)
     except OSError as exc:
         raise DBNetError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
+
+
+def check_ocr_output(out: str | os.PathLike | None, images: Sequence[Target], *,
+                     weights: Sequence[str | os.PathLike | None] = (), shipped: Sequence[Path] = (),
+                     overwrite: bool = False) -> tuple[Path | None, str]:
+    """Every check of ``dbnet ocr``'s ``--out``, before any work: a ``.txt``, ``.md`` or ``.json`` file
+    (a folder gets ``ocr.txt`` inside it; ``-`` is stdout), not an input or a weights file, not
+    (unless ``overwrite``) an existing file that is not a ``dbnet ocr`` output, and writable. Returns
+    the resolved path (None: stdout) and its format (``dbcli.outputs.transcript.ocr_format``); raises
+    ``DBNetError``."""
+    path = output_file(out, "ocr.txt") if out is not None else None
+    fmt = ocr_format(path)
+    if path is None or is_stdout(path):
+        return path, fmt
+    protected = Protected().add([image.file for image in images], "the input").add(weights, "the weights file")
+    protected.add(shipped, "the shipped weights file")
+    check_file_output(path, "--out", protected, ocr_output, "a dbnet ocr output", overwrite)
+    return path, fmt

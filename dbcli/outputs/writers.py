@@ -223,11 +223,15 @@ class JsonlWriter(Writer):
 
 
 def icdar_lines(result: Record) -> str:
-    """Robust Reading submission lines: ``x1,y1,...,xn,yn,score`` (integer pixels)."""
+    """Robust Reading submission lines: ``x1,y1,...,xn,yn,score`` (integer pixels), and with the text
+    read (``--text``) ``x1,...,yn,score,text``: the rest of the line is the text, commas kept (as ICDAR
+    end-to-end files hold it; line breaks in it become spaces)."""
     lines = []
     for det in result.detections:
         coords = ",".join(str(int(round(float(v)))) for v in np.asarray(det.points).reshape(-1))
-        lines.append(f"{coords},{float(det.score):.4f}")
+        text = getattr(det, "text", None)
+        tail = "" if text is None else "," + " ".join(str(text).splitlines())
+        lines.append(f"{coords},{float(det.score):.4f}{tail}")
     return "".join(line + "\n" for line in lines)
 
 

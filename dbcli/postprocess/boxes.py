@@ -72,10 +72,16 @@ def post_entries_problem(saved) -> str | None:
 class Detection:
     points: np.ndarray  # (K, 2) float64, original-image pixels, clockwise from top-left for boxes
     score: float
+    text: str | None = None  # the text read in the region (``--text``), else None
+    text_score: float | None = None  # the recogniser's confidence in [0, 1], with ``text``
 
     def to_dict(self, ndigits: int = 1) -> dict:
-        return {"points": [[round(float(x), ndigits), round(float(y), ndigits)] for x, y in self.points],
-                "score": round(float(self.score), 4)}
+        entry: dict = {"points": [[round(float(x), ndigits), round(float(y), ndigits)] for x, y in self.points],
+                       "score": round(float(self.score), 4)}
+        if self.text is not None:
+            entry["text"] = self.text
+            entry["text_score"] = round(float(self.text_score or 0.0), 4)
+        return entry
 
 
 def unclip(points: np.ndarray, unclip_ratio: float) -> np.ndarray | None:

@@ -171,3 +171,18 @@ def reading_order(polygons: Sequence[np.ndarray], mode: str = "lines") -> list[i
     out: list[int] = []
     _xy_cut(list(range(len(polygons))), boxes, gutter, polygons, directions, skew, out)
     return out
+
+
+def line_labels(polygons: Sequence[np.ndarray]) -> list[int]:
+    """The text line each of ``polygons`` lies on (the ``lines`` grouping: regions whose centres lie
+    within each other's height band), numbered 0, 1, ... top to bottom. ``dbnet ocr`` joins the
+    regions of one line into one line of text."""
+    polygons = [np.asarray(p, np.float64).reshape(-1, 2) for p in polygons]
+    if len(polygons) < 2:
+        return [0] * len(polygons)
+    directions = [_direction(p) for p in polygons]
+    labels = [0] * len(polygons)
+    for number, group in enumerate(_line_groups(polygons, directions, page_skew(directions))):
+        for i in group:
+            labels[i] = number
+    return labels

@@ -18,6 +18,7 @@ OPTION_HELP = {
     "max_candidates": "regions considered at most (at most the server's)",
     "dpi": "PDF pages rendered at this resolution, in [18, 1200]", "exif": "apply the EXIF orientation",
     "crops": "each region's crop as a PNG data URL", "images": "each image or page as a JPEG data URL",
+    "text": "read the text of each region: its `text` and `text_score`",
 }
 
 
@@ -28,7 +29,8 @@ def _errors(*codes: int) -> dict:
 
 
 def _parameters() -> list[dict]:
-    kinds = {"polygon": "boolean", "exif": "boolean", "crops": "boolean", "images": "boolean", "sort": "string",
+    kinds = {"polygon": "boolean", "exif": "boolean", "crops": "boolean", "images": "boolean", "text": "boolean",
+             "sort": "string",
              "short_side": "integer", "max_side": "integer", "max_candidates": "integer"}
     return [{"name": name, "in": "query", "required": False, "description": OPTION_HELP.get(name, ""),
              "schema": {"type": kinds.get(name, "number")}} for name in PARSERS]

@@ -52,6 +52,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "thresh": _number(float), "box_thresh": _number(float), "unclip_ratio": _number(float),
     "polygon": _bool, "sort": _text, "short_side": _number(int), "max_side": _number(int),
     "max_candidates": _number(int), "dpi": _number(float), "exif": _bool, "crops": _bool, "images": _bool,
+    "text": _bool,
 }
 
 

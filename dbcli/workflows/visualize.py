@@ -28,6 +28,7 @@ from dbcli.outputs.atomic import acquire_lock, release_lock
 from dbcli.outputs.drawing import draw_detections, maps_panel, write_png
 from dbcli.outputs.paths import Protected
 from dbcli.outputs.targets import check_visualize_outputs, drawing_paths
+from dbcli.outputs.text_drawing import draw_text
 from dbcli.progress import plural, progress_bar, warn
 from dbcli.weights import shipped_files
 from dbcli.workflows.inputs import expand_inputs, output_keys, output_targets
@@ -70,10 +71,15 @@ def file_detections(item: ImageRecord, index: PredictionIndex, pred: str | Path,
     return list(zip(entry["polygons"], entry["scores"]))  # checked by load_predictions
 
 
-def _draw(item: ImageRecord, dets: Drawn, targets: list[Path], numbers: bool, maps: bool) -> list[Path]:
-    """``targets[0]`` (the drawing) and, with ``maps``, ``targets[1]`` (``drawing_paths``)."""
+def _draw(item: ImageRecord, dets: Drawn, targets: list[Path], numbers: bool, maps: bool, text: bool = False
+          ) -> list[Path]:
+    """``targets[0]`` (the drawing; ``text``: each detection's text beside its box,
+    ``dbcli.outputs.text_drawing``) and, with ``maps``, ``targets[1]`` (``drawing_paths``)."""
     assert item.image is not None  # (keep_images)
-    overlay = draw_detections(item.image, dets, numbers)
+    if text:
+        overlay = draw_text(item.image, [(d.points, d.text or "") for d in item.detections])
+    else:
+        overlay = draw_detections(item.image, dets, numbers)
     written = [write_png(targets[0], overlay)]
     if maps:
         assert item.prob is not None and item.thresh is not None  # (with_maps)
@@ -110,7 +116,8 @@ def _lock_folder(out_dir: Path) -> Path:
 class DrawPlan:
     """What drawing one image needs: the output folder and each input's output key, ``maps`` and
     ``numbers`` (as ``visualize_files``), the paths a drawing must never replace, the predictions
-    file (``pred``) and its ``index`` (None: the model's detections) and where warnings go."""
+    file (``pred``) and its ``index`` (None: the model's detections), where warnings go and ``text``
+    (the model's detections drawn with their text)."""
 
     out_dir: Path
     keys: list[str]
@@ -120,6 +127,7 @@ class DrawPlan:
     index: PredictionIndex | None
     pred: str | Path | None
     console: Any
+    text: bool = False
 
 
 def draw_item(item: ImageRecord | Failure, plan: DrawPlan) -> list[Path] | None:
@@ -137,7 +145,7 @@ def draw_item(item: ImageRecord | Failure, plan: DrawPlan) -> list[Path] | None:
     targets = drawing_paths(plan.out_dir, plan.keys[item.index], plan.maps)
     for target in targets:  # (an input reached by a new link since the check)
         plan.protected.check(target, "--out", plan.out_dir, "the drawing")
-    return _draw(item, dets, targets, plan.numbers, plan.maps)
+    return _draw(item, dets, targets, plan.numbers, plan.maps, plan.text and plan.index is None)
 
 
 def draw_all(paths: list, model: Model | None, settings: Settings, plan: DrawPlan) -> tuple[list[Path], int]:
@@ -161,7 +169,8 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
                     maps: bool = False, model: Model | None = None, settings: Settings | None = None, *,
                     console: Any = None, numbers: bool = False, dpi: float = defaults.DPI) -> VisualizeSummary:
     """Write ``<key>.png`` (detections drawn; ``numbers``: numbered in order) and, with ``maps``,
-    ``<key>_maps.png`` for each input into ``out_dir`` (``key``: ``dbcli.workflows.inputs.output_keys``,
+    ``<key>_maps.png`` for each input into ``out_dir`` (``settings.text``: the text read in each region
+written beside it instead of its score) (``key``: ``dbcli.workflows.inputs.output_keys``,
     e.g. ``photo`` or ``report_p3`` for a PDF page rendered at ``dpi``). ``model`` is needed without
     ``pred`` and for ``maps`` (torch backend). A drawing never replaces an input, ``pred`` or a
     weights file: that is refused before any work (``dbcli.outputs.targets.check_visualize_outputs``)."""
@@ -183,7 +192,7 @@ def visualize_files(inputs: Sequence[str | os.PathLike], out_dir: str | Path, pr
     lock = _lock_folder(out_dir)
     try:
         _make_folder(out_dir)
-        plan = DrawPlan(out_dir, keys, maps, numbers, protected, index, pred, console)
+        plan = DrawPlan(out_dir, keys, maps, numbers, protected, index, pred, console, settings.text and pred is None)
         written, failed = draw_all(paths, run_model, settings, plan)
     finally:
         release_lock(lock)

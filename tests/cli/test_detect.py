@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from generated_files import runner
+from generated_files import TORCH_BLOCKER, runner
 from PIL import Image
 from planted_model import match_rects, planted_files, rect_image
 
@@ -483,29 +483,6 @@ def test_batching_does_not_change_results(model_files, tmp_path):
     one = [r.to_dict() for r in run_pipeline(paths, model, resolve_settings(model, InferenceOptions(batch_size=1)))]
     four = [r.to_dict() for r in run_pipeline(paths, model, resolve_settings(model, InferenceOptions(batch_size=4)))]
     assert one == four
-
-
-TORCH_BLOCKER = r"""
-import sys
-
-class BlockTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test: " + name)
-
-sys.meta_path.insert(0, BlockTorch())
-sys.argv = ["dbnet"] + sys.argv[1:]
-from dbcli.cli import app
-try:
-    app()
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
-print("TORCH_MODULES=" + ",".join(loaded), file=sys.stderr)
-sys.exit(1 if loaded else code)
-"""
 
 
 def test_onnx_backend_never_imports_torch(model_files, image_dir, tmp_path):

@@ -5,14 +5,13 @@ with Pillow; encrypted, damaged and page-less files written by hand), through ``
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from generated_files import runner
+from generated_files import encrypted_pdf, raw_pdf, runner
 from PIL import Image
 from planted_model import match_rects, planted_files, rect_image
 
@@ -34,30 +33,6 @@ def make_pdf(path: Path) -> Path:
     images = [Image.fromarray(rect_image(w, h, rects)) for w, h, rects in PAGES]
     images[0].save(path, save_all=True, append_images=images[1:], resolution=72.0)
     return path
-
-
-def raw_pdf(objects: list[bytes], trailer: bytes = b"") -> bytes:
-    """A PDF file of the given object bodies (object 1 the catalog), with a correct cross-reference table."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R %s>>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, trailer, xref)
-    return bytes(out)
-
-
-def encrypted_pdf() -> bytes:
-    """A one-page PDF under the standard security handler whose user password is not empty (its
-    check value is random bytes, so no password opens it)."""
-    hexbytes = lambda n: b"<" + os.urandom(n).hex().encode() + b">"  # noqa: E731
-    return raw_pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-                    b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 100] >>",
-                    b"<< /Filter /Standard /V 1 /R 2 /O " + hexbytes(32) + b" /U " + hexbytes(32) + b" /P -4 >>"],
-                   b"/Encrypt 4 0 R /ID [" + hexbytes(16) + b" " + hexbytes(16) + b"] ")
 
 
 def detect(model_files, *args: str):
@@ -218,7 +193,7 @@ def test_a_page_result_with_crops_survives_the_trip_between_processes():
 def test_pdf_pages_with_crops_on_the_onnx_backend_never_import_torch(model_files, tmp_path):
     import subprocess
 
-    from test_detect import TORCH_BLOCKER
+    from generated_files import TORCH_BLOCKER
 
     pdf = make_pdf(tmp_path / "report.pdf")
     script = tmp_path / "no_torch.py"

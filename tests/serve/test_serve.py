@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import socket
 import threading
@@ -18,9 +17,8 @@ import cv2
 import numpy as np
 import pytest
 from generated_files import runner
-from PIL import Image
 from planted_model import match_rects, planted_files, rect_image
-from serve_client import multipart, start_server, wait_until
+from serve_client import RECTS, multipart, pdf, png, start_server, wait_until
 
 from dbcli import DBNetError, Detector, __version__
 from dbcli.cli import app
@@ -30,23 +28,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("multipart")  # python-multipart
 pytest.importorskip("pypdfium2")
 
-RECTS = [(20, 30, 140, 60), (60, 100, 230, 130)]
 MAX_PAGES = 40
-
-
-def png(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    assert ok
-    return data.tobytes()
-
-
-def pdf(pages: int, size: tuple[int, int] = (300, 200)) -> bytes:
-    """A PDF of ``pages`` pages, each a 72 dpi image of dark rectangles (one point per pixel)."""
-    w, h = size
-    images = [Image.fromarray(rect_image(w, h, [(30, 40, 150, 70), (60, 120, 260, 150)])) for _ in range(pages)]
-    out = io.BytesIO()
-    images[0].save(out, "PDF", save_all=True, append_images=images[1:], resolution=72.0)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +140,7 @@ def test_a_pdf_gives_one_entry_per_page(server):
 
 
 def test_bad_uploads_get_the_clis_one_line_messages(server, model_files, tmp_path):
-    from test_pdf import encrypted_pdf, raw_pdf
+    from generated_files import encrypted_pdf, raw_pdf
 
     good = png(rect_image(200, 150, RECTS[:1]))
     files = {"cut.png": good[: len(good) // 2], "empty.jpg": b"", "notes.jpg": b"this is not an image",

@@ -13,8 +13,7 @@ import threading
 
 import pytest
 from planted_model import match_rects, planted_files, rect_image
-from serve_client import start_server
-from test_serve import RECTS, pdf, png
+from serve_client import RECTS, pdf, png, start_server
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")

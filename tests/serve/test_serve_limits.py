@@ -13,8 +13,7 @@ import threading
 
 import pytest
 from planted_model import match_rects, planted_files, rect_image
-from serve_client import multipart, start_server, wait_until
-from test_serve import RECTS, pdf, png
+from serve_client import RECTS, multipart, pdf, png, start_server, wait_until
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("pypdfium2")
