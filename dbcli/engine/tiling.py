@@ -18,7 +18,8 @@ probability maps stitched into full-width bands, bands post-processed in windows
    network scale with the default margin; the scale policy makes text ~20 px tall).
 
 ``tiled_map`` gives the whole stitched map of steps 1-2 instead: the engine's first pass at a size
-larger than a tile (``needs_tiles``) runs that way, so no network pass is ever larger than a tile.
+over ``MAX_PASS_PIXELS`` (``needs_tiles``: an option such as ``--short-side 4096 --max-side 16384``)
+runs that way, so no network pass is ever larger than that budget.
 
 Peak memory: the resized image (uint8), one tile's input and maps, and about three tile rows of
 stitched map (float32): ~150 MB for an 8000-pixel-wide image, whatever its height.
@@ -39,6 +40,7 @@ from dbcli.postprocess.boxes import Detection, PostConfig, detections_and_candid
 
 TILE = 1536  # tile side in network pixels (multiple of 32)
 OVERLAP = 256  # overlap of neighbouring tiles in network pixels (multiple of 32): 128 px of context each side
+MAX_PASS_PIXELS = 1152 * 4096  # the largest untiled network pass (H' x W'): larger ones run in tiles
 MARGIN = 192  # rows above and below a post-processing window's own rows
 FLAT_RANGE = 16  # a tile whose grey levels span at most this is blank paper: not run
 
@@ -73,10 +75,13 @@ def owned_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, i
     return [(bounds[k], bounds[k + 1]) for k in range(len(starts))]
 
 
-def needs_tiles(size: tuple[int, int], tile: int = TILE) -> bool:
-    """Whether a network pass at ``size`` = ``(H', W')`` is larger than one tile on either side: such a
-    pass always runs in tiles (its activations would grow with its area: > 7 GB at 4096x16384)."""
-    return size[0] > tile or size[1] > tile
+def needs_tiles(size: tuple[int, int], max_pixels: int = MAX_PASS_PIXELS) -> bool:
+    """Whether a network pass at ``size`` = ``(H', W')`` holds more than ``max_pixels`` network pixels
+    (``MAX_PASS_PIXELS``: the largest pass the shipped weights' own settings make, 1152 x 4096): such a
+    pass always runs in tiles, whatever chose its scale (its activations grow with its area: > 7 GB
+    at 4096x16384). Every pass the default settings make stays one pass, as before (a wide receipt
+    at 736 x 1920 too: tiles would only add seams)."""
+    return size[0] * size[1] > max_pixels
 
 
 def _tile_prob(prob_fn: Backend, pixels: np.ndarray) -> np.ndarray | None:

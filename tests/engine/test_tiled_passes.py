@@ -1,4 +1,4 @@
-"""Every network pass larger than a tile runs in tiles, whatever chose its scale (issue 37, item 4):
+"""Every network pass over the pass budget runs in tiles, whatever chose its scale (issue 37, item 4):
 ``--short-side 4096 --max-side 16384`` on a tall page must not run one 4096x16384 pass (> 7 GB).
 A spy backend (a hand-set "model" whose map marks dark pixels) records the size of every input."""
 
@@ -10,7 +10,7 @@ from planted_model import INK, match_rects, rect_image
 from dbcli.backends.base import Model
 from dbcli.engine.pipeline import run_pipeline
 from dbcli.engine.settings import Settings
-from dbcli.engine.tiling import TILE, needs_tiles, tiled_map
+from dbcli.engine.tiling import MAX_PASS_PIXELS, TILE, needs_tiles, tiled_map
 from dbcli.imaging import MEAN, STD, inference_size
 from dbcli.postprocess.boxes import PostConfig
 
@@ -76,4 +76,17 @@ def test_tiled_map_equals_the_untiled_map_of_a_pointwise_model():
     stitched = tiled_map(spy, scaled, tile=64, overlap=32)
     assert all(h <= 64 and w <= 64 for h, w in spy.sizes[1:])
     assert np.array_equal(stitched, whole)
-    assert needs_tiles((TILE + 32, 32)) and needs_tiles((32, TILE + 32)) and not needs_tiles((TILE, TILE))
+    assert needs_tiles((4096, 16384)) and needs_tiles((16384, 4096)) and needs_tiles((1600, 9984))
+    assert MAX_PASS_PIXELS == 1152 * 4096 and needs_tiles((1153, 4096)) and not needs_tiles((1152, 4096))
+
+
+def test_every_pass_of_the_default_settings_stays_one_pass():
+    """A wide receipt at the default short side (736 x 1920 network pixels) or a panorama at the cap
+    (736 x 4096) runs as one pass, as before tiling existed: tiles would only add seams."""
+    assert not needs_tiles((736, 1920)) and not needs_tiles((736, 4096)) and not needs_tiles((1152, 2048))
+    wide = DarknessSpy()
+    image = rect_image(480, 184, [(20, 30, 200, 60), (20, 100, 300, 140)])
+    settings = Settings(short_side=736, max_side=4096, scale_policy="fixed",
+                        post=PostConfig(thresh=0.3, box_thresh=0.5, unclip_ratio=1.5))
+    record = list(run_pipeline([image], Model(wide, {"backend": "spy"}, maps_fn=wide), settings))[0]
+    assert wide.sizes == [(736, 1920)] and record.scale.get("tiles", 1) == 1
