@@ -138,15 +138,18 @@ def is_torchscript(path: Path) -> bool:
         return False
 
 
-def load_weights(path: str | Path | None) -> dict:
+def load_weights(path: str | Path | None, onnx_hint: str = "") -> dict:
     """Read and check a weights file: a path or a shipped short name (``None``: the default one).
-    Raises ``DBNetError``."""
+    ``onnx_hint``: what the caller's command offers for an ONNX file (e.g. ``"; use --backend onnx"``;
+    only commands that have that option say so). Raises ``DBNetError``."""
     path = resolve_weights(path)
     if not path.exists():
         raise DBNetError(f"{path}: weights file not found (pass a file or one of the shipped names: "
                          f"{shipped_names()})")
-    if path.suffix == ".onnx":
-        raise DBNetError(f"{path}: an ONNX model; use --backend onnx")
+    if path.is_dir():
+        raise DBNetError(f"{path}: a folder, not a weights file")
+    if path.suffix.lower() == ".onnx":
+        raise DBNetError(f"{path}: an ONNX model, not a .pt weights file{onnx_hint}")
     if is_torchscript(path):
         raise DBNetError(f"{path}: a TorchScript file; dbnet loads .pt weights files or .onnx exports "
                          "(--weights takes the .pt file the export was made from)")
