@@ -284,12 +284,12 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
     settings = settings or Settings()
     model = model if model is not None else load_model()
     fmt = (fmt or "json").lower()
+    rank, size = world()  # before any work: torchrun's variables set by hand are refused
     plan = plan_inputs(inputs, dpi)
     targets = check_detect_outputs(out, fmt, output_targets(plan.images, plan.keys), resume=resume, crops=crops,
                                    weights=[model.info.get("weights")], shipped=shipped_files(), overwrite=overwrite)
     out, crops, protected = targets.out, targets.crops, targets.protected
     plan = less_resumed(plan, out, resume)
-    rank, size = world()
     start = time.perf_counter()
     with DetectOutput(out, fmt, out_console, resume) as output:
         if size == 1:
