@@ -50,11 +50,8 @@ def autocast_dtype(precision: str, device: torch.device) -> tuple[torch.dtype | 
 
 
 def world() -> tuple[int, int]:
-    """``(rank, world_size)`` from torchrun's environment (``(0, 1)`` without a launcher; checked by
-    ``dbcli.workflows.distributed.world``)."""
-    from dbcli.workflows.distributed import world as checked_world
-
-    return checked_world()
+    """``(rank, world_size)`` from torchrun's environment (``(0, 1)`` without a launcher)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def init_distributed(device: torch.device) -> bool:
