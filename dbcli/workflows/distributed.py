@@ -10,7 +10,6 @@ import os
 from dbcli.engine.records import Failure, ImageRecord
 from dbcli.errors import DBNetError
 
-
 LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")  # what torchrun sets beside RANK and WORLD_SIZE
 
 
