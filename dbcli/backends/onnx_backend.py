@@ -17,7 +17,6 @@ from dbcli.errors import DBNetError
 
 FORMAT_PREFIX = "dbnet-onnx/"
 FORMATS_READ = ("dbnet-onnx/1",)  # the export format versions this dbnet understands
-SCORE_SLACK = 1e-3  # how far outside [0, 1] a map may stray (fp16 rounding) before it is refused
 
 
 def default_threads() -> int:
@@ -118,22 +117,7 @@ class OnnxBackend:
         if prob.shape != (batch.shape[0], batch.shape[2], batch.shape[3]):
             raise DBNetError(f"{self.label}: output {self.output_name!r} has shape {tuple(prob.shape)} for an "
                              f"input of {tuple(batch.shape)}; a dbnet export gives (N, 1, H, W)")
-        return checked_scores(prob.astype(np.float32, copy=False), f"{self.label}: output {self.output_name!r}")
-
-
-def checked_scores(prob: np.ndarray, what: str) -> np.ndarray:
-    """``prob`` clipped to [0, 1] (in place) when it strays by at most ``SCORE_SLACK`` (fp16 rounding);
-    ``DBNetError`` naming ``what`` when a value is not finite or lies further out: not a probability
-    map (a dbnet export ends with a sigmoid), whose scores would reach the JSON unbounded."""
-    if prob.size == 0:
-        return prob
-    low, high = float(prob.min()), float(prob.max())
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise DBNetError(f"{what} holds values that are not finite numbers; not a probability map")
-    if low < -SCORE_SLACK or high > 1 + SCORE_SLACK:
-        raise DBNetError(f"{what} holds values from {low:.3g} to {high:.3g}, outside [0, 1]; not a "
-                         "probability map (a dbnet export ends with a sigmoid)")
-    return np.clip(prob, 0.0, 1.0, out=prob)
+        return prob.astype(np.float32, copy=False)  # scores outside [0, 1]: engine.pipeline.finite_map
 
 
 def _json_object(meta: dict, key: str, label: str) -> dict | None:

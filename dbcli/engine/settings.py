@@ -47,8 +47,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The largest --unclip-ratio: a box grows by ratio * area / perimeter on every side, ~ratio/2 times its
+# height for a text line (1.5: 2.5x as tall); at 10 a box is 11x the line's height, past any use, and far
+# larger ratios overflow the polygon offsetting (1e300 gave 0 regions without a word).
+MAX_UNCLIP_RATIO = 10.0
+
 # (field, low, high, low included): the range of each numeric option of InferenceOptions
-_RANGES = (("thresh", 0.0, 1.0, True), ("box_thresh", 0.0, 1.0, True), ("unclip_ratio", 0.0, None, False),
+_RANGES = (("thresh", 0.0, 1.0, True), ("box_thresh", 0.0, 1.0, True),
+           ("unclip_ratio", 0.0, MAX_UNCLIP_RATIO, False),
            ("max_candidates", 1, None, True), ("batch_size", 1, None, True),
            ("short_side", 32, MAX_SHORT_SIDE, True), ("max_side", 32, MAX_MAX_SIDE, True),
            ("max_megapixels", 0.0, None, False))
@@ -56,7 +62,7 @@ _RANGES = (("thresh", 0.0, 1.0, True), ("box_thresh", 0.0, 1.0, True), ("unclip_
 
 def _range_text(low: float, high: float | None, closed: bool) -> str:
     if high is not None:
-        return f"must lie in [{low:g}, {high:g}]"
+        return f"must lie in {'[' if closed else '('}{low:g}, {high:g}]"
     return f"must be at least {low:g}" if closed else "must be positive"
 
 

@@ -123,7 +123,8 @@ def test_export_checks_out_before_exporting(model_files, tmp_path, monkeypatch):
 @pytest.mark.parametrize("option, value", [
     ("--unclip-ratio", "nan"), ("--unclip-ratio", "inf"), ("--thresh", "nan"), ("--box-thresh", "inf"),
     ("--box-thresh", "-inf"), ("--max-megapixels", "nan"), ("--max-megapixels", "inf"), ("--dpi", "inf"),
-    ("--dpi", "nan"), ("--unclip-ratio", "-1"), ("--thresh", "1.5"),
+    ("--dpi", "nan"), ("--unclip-ratio", "-1"), ("--thresh", "1.5"), ("--unclip-ratio", "1e300"),
+    ("--unclip-ratio", "11"),
 ])
 def test_non_finite_or_out_of_range_options_are_one_error(model_files, tmp_path, option, value):
     image = write_rgb(tmp_path / "a.png")

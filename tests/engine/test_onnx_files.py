@@ -71,17 +71,26 @@ def test_bad_metadata_is_one_line(tmp_path, key, value, message):
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
 
 
-def test_scores_above_one_are_refused(tmp_path):
+def test_scores_above_one_are_clipped_with_a_note(tmp_path):
+    """A model without its sigmoid's bound (here 3 * sigmoid): the JSON's scores stay in [0, 1] and the
+    run says why, naming the image."""
     tiny_export(tmp_path / "m.onnx", gain=3.0)
-    backend = OnnxBackend(tmp_path / "m.onnx", device="cpu")
-    with pytest.raises(DBNetError, match=r"outside \[0, 1\]; not a probability map"):
-        backend(np.zeros((1, 3, 8, 8), np.float32))
+    image = write_rgb(tmp_path / "a.png", 64, 48, [(10, 10, 50, 30)])
+    out = tmp_path / "o.json"
+    result = invoke("detect", image, "--weights", tmp_path / "m.onnx", "--out", out, "--box-thresh", "0.1")
+    assert result.exit_code == 0, result.output
+    entry = json.loads(out.read_text())["images"][0]
+    assert entry["detections"] and all(0 <= d["score"] <= 1 for d in entry["detections"])
+    assert "a.png" in result.stderr and "outside [0, 1] (clipped)" in result.stderr, result.stderr
 
 
-def test_rounding_just_above_one_is_clipped(tmp_path):
-    tiny_export(tmp_path / "m.onnx", gain=1.0005)
-    prob = OnnxBackend(tmp_path / "m.onnx", device="cpu")(np.full((1, 3, 8, 8), 50, np.float32))
-    assert prob.max() == 1.0
+def test_rounding_just_above_one_is_clipped_without_a_note():
+    from dbcli.engine.pipeline import finite_map
+
+    prob, note = finite_map(np.array([[0.2, 1.0005]], np.float32), "a.png")
+    assert note is None and prob.max() == 1.0
+    prob, note = finite_map(np.array([[-0.5, 0.5]], np.float32), "a.png")
+    assert prob.min() == 0.0 and "a.png" in note
 
 
 def test_an_int64_map_is_refused(tmp_path):
