@@ -209,6 +209,7 @@ def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, se
     prob, note = finite_map(prob, item.name)
     notes = list(d.notes) + ([note] if note else [])
     found = scale_step(item, post_process(item, prob, settings), settings, model)
+    notes += [found.note] if found.note else []
     dets = in_reading_order(found.detections, settings.sort)
     crops = crops_of(item, dets, wanted)
     keep_prob = wanted.with_maps or wanted.with_prob
