@@ -154,7 +154,9 @@ def _pillow_array(img: Image.Image, exif: bool) -> np.ndarray:
         return np.asarray(img.convert("L"))
     if img.mode in ("RGB", "L", "RGBA"):
         return pillow_to_numpy(img)
-    if img.mode in ("LA", "La", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode == "La":  # premultiplied gray + alpha: Pillow converts it to LA only
+        img = img.convert("LA")
+    if img.mode in ("LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         return pillow_to_numpy(img.convert("RGBA"))
     return pillow_to_numpy(img.convert("RGB"))
 

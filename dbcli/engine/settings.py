@@ -7,6 +7,7 @@ Torch-free.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 from dbcli import defaults
@@ -66,10 +67,32 @@ def _range_text(low: float, high: float | None, closed: bool) -> str:
     return f"must be at least {low:g}" if closed else "must be positive"
 
 
+# Options of a type the CLI guarantees but the API does not: ``exif="false"`` is a truthy string.
+_BOOLEANS = ("exif", "polygon")  # (polygon: None too)
+_STRINGS = ("backend", "device", "precision", "sort")
+
+
+def check_types(options: InferenceOptions) -> None:
+    """Refuse a boolean option that is not ``True`` / ``False`` (``"false"`` is a truthy string) and a
+    text option that is not text; raises ``DBNetError`` naming the option."""
+    for name in _BOOLEANS:
+        value = getattr(options, name)
+        if not (isinstance(value, bool) or (value is None and name == "polygon")):
+            raise DBNetError(f"{_flag(name)} must be True or False, got {value!r}")
+    for name in _STRINGS:
+        value = getattr(options, name)
+        if not isinstance(value, str):
+            raise DBNetError(f"{_flag(name)} must be text, got {value!r}")
+    if options.weights is not None and not isinstance(options.weights, str | os.PathLike):
+        raise DBNetError(f"--weights must be a path or a shipped name, got {options.weights!r}")
+
+
 def check_options(options: InferenceOptions) -> None:
-    """Refuse any numeric option the user gave that is not a finite number in its range (``nan`` and
-    ``inf`` pass comparisons unnoticed and would give 0 detections with exit 0), before any work.
-    ``None`` (not given) is not checked. Raises ``DBNetError`` naming the option."""
+    """Refuse any option the user gave of the wrong type (``check_types``) or any numeric one that is not
+    a finite number in its range (``nan`` and ``inf`` pass comparisons unnoticed and would give 0
+    detections with exit 0), before any work. ``None`` (not given) is not checked. Raises ``DBNetError``
+    naming the option."""
+    check_types(options)
     for name, low, high, closed in _RANGES:
         value = getattr(options, name)
         if value is None:
