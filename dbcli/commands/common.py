@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import signal
 import threading
 import typing
@@ -21,9 +22,18 @@ from dbcli import defaults
 from dbcli.optionspec import OptionSpec, declared
 
 
+def say_error(message: str) -> None:
+    """``error: message`` on stderr: in red on a terminal, plain when ``$NO_COLOR`` is set to anything
+    but the empty string (https://no-color.org) or stderr is not a terminal."""
+    if os.environ.get("NO_COLOR"):
+        typer.echo(f"error: {message}", err=True)
+    else:
+        typer.secho(f"error: {message}", fg="red", err=True)
+
+
 def fail(message: str) -> typing.NoReturn:
-    """``error: message`` in red on stderr, exit status 1."""
-    typer.secho(f"error: {message}", fg="red", err=True)
+    """``say_error(message)``, exit status 1."""
+    say_error(message)
     raise typer.Exit(1)
 
 

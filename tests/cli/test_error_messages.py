@@ -4,12 +4,14 @@ never a traceback; export checks its output before the slow work."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
-from generated_files import invoke, write_rgb
+from generated_files import invoke, runner, write_rgb
 
+from dbcli.cli import app
 from dbcli.data.datasets import load_samples
 from dbcli.errors import DBNetError
 from dbcli.evaluation.scoring import evaluate_predictions
@@ -373,3 +375,27 @@ def test_a_pred_entry_naming_a_symlink_loop_is_one_error(tmp_path):
     result = invoke("eval", "--dataset", "custom", "--data-root", root, "--pred", pred)
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert "loop.png" in result.stderr and "loop" in result.stderr and "Traceback" not in result.output
+
+
+# --- 9. NO_COLOR, stdout that cannot be written -------------------------------------------------------
+def test_no_color_is_honoured_for_error_lines(tmp_path):
+    args = ["convert", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "w.pt")]
+    coloured = runner.invoke(app, args, color=True, env={"NO_COLOR": ""})
+    assert coloured.exit_code == 1 and "\x1b[" in coloured.stderr  # red on a terminal ...
+    plain = runner.invoke(app, args, color=True, env={"NO_COLOR": "1"})
+    assert plain.exit_code == 1 and plain.stderr.startswith("error: ") and "\x1b[" not in plain.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_stdout_that_cannot_be_written_is_named_stdout(model_files, tmp_path):
+    import subprocess
+    import sys
+
+    image = write_rgb(tmp_path / "a.png")
+    for extra in ([], ["--out", "-"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "dbcli", "detect", str(image), "--weights",
+                                   str(model_files["onnx"]), *extra], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+        assert done.returncode == 1 and "error: stdout: cannot write (No space left on device)" in done.stderr
+        assert "None" not in done.stderr
