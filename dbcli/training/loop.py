@@ -24,11 +24,11 @@ import torch
 
 from dbcli.device import world
 from dbcli.errors import DBNetError
-from dbcli.progress import progress_bar
 from dbcli.training.checkpoints import restore_state, save_checkpoint, save_final_weights
 from dbcli.training.config import TrainConfig, check_config, ignored_on_resume
 from dbcli.training.finetune import set_head_warmup
 from dbcli.training.losses import db_loss
+from dbcli.training.progress_line import loss_texts, show, step_text, train_progress
 from dbcli.training.recipe import default_given, describe
 from dbcli.training.run_folder import open_run_folder, say_housekeeping
 from dbcli.training.schedule import budget_spent, in_head_warmup, set_lr
@@ -77,8 +77,8 @@ def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | N
 
 def _train_epochs(run: Run, state: RunState, console: Any, metrics_file: Any) -> None:
     """Every epoch left (``train_one_epoch`` then ``_end_epoch``) until the last or a stop."""
-    progress = progress_bar(console, "train", run.total_steps, unit=None, info=True)
-    task = progress.add_task("train", total=run.total_steps, completed=state.step, info="")
+    progress, task = train_progress(console)
+    show(progress, task, run, state, [""])
     run.model.train()
     if run.is_main and run.config.init_weights and run.val_samples and state.step == 0:
         record = {"epoch": 0, "step": 0, "elapsed_s": time.time() - state.started}
@@ -122,12 +122,10 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v.item()
         rate = seen / max(time.time() - t_epoch, 1e-6)
-        progress.update(task, completed=state.step, info=(
-            f"ep {epoch + 1}/{config.epochs} loss {sums['loss'] / count:.3f} "
-            f"(P {sums['loss_prob'] / count:.3f} B {sums['loss_binary'] / count:.3f} "
-            f"T {sums['loss_thresh'] / count:.4f}) lr {state.lr:.5f} {rate:.1f} img/s"))
+        texts = loss_texts(epoch, config.epochs, {k: v / count for k, v in sums.items()}, state.lr, rate)
+        show(progress, task, run, state, texts)
         if state.step % config.log_every == 0:
-            run.log(f"step {state.step}/{run.total_steps} {progress.tasks[task].fields['info']}")
+            run.log(f"{step_text(run, state)} {texts[0]}")
         if budget_spent(run, state):
             break
     return {"batches": batches, "sums": sums, "count": count, "seen": seen, "t_epoch": t_epoch}

@@ -39,7 +39,8 @@ class RunLog:
 
     def __call__(self, message: str) -> None:
         if self.file is not None:
-            self.console.print(message, markup=False, highlight=False)
+            # soft_wrap: a long line is one line (a terminal wraps it; a file or pipe keeps it whole)
+            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
             self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             self.file.flush()
 
