@@ -37,14 +37,15 @@ def fail(message: str) -> typing.NoReturn:
     raise typer.Exit(1)
 
 
-def _typer_option(field: Field, spec: OptionSpec) -> Any:
+def _typer_option(field: Field, spec: OptionSpec, note: str = "") -> Any:
     """The ``typer.Option`` of a field declared with ``dbcli.optionspec.option`` (a field without a
-    default is a required option)."""
+    default is a required option); ``note`` is added to its help."""
     default: Any = field.default
     if default is MISSING:
         factory: Any = field.default_factory
         default = ... if factory is MISSING else factory()
-    return typer.Option(default, *spec.flags, help=spec.help or None, metavar=spec.metavar, min=spec.min,
+    text = " ".join(part for part in (spec.help, note) if part)
+    return typer.Option(default, *spec.flags, help=text or None, metavar=spec.metavar, min=spec.min,
                         show_default=spec.show_default, hidden=spec.hidden)
 
 
@@ -56,17 +57,19 @@ def _cli_type(annotation: Any, spec: OptionSpec) -> Any:
     return Optional[choice] if type(None) in typing.get_args(annotation) else choice
 
 
-def options_from(cls: type, *, exclude: tuple[str, ...] = (), name: str = "options") -> Callable:
+def options_from(cls: type, *, exclude: tuple[str, ...] = (), name: str = "options",
+                 notes: dict[str, str] | None = None) -> Callable:
     """A decorator: the command gets one CLI option per field of the dataclass ``cls`` declared with
     ``dbcli.optionspec.option`` (less ``exclude``), and is called with them gathered as ``cls(...)`` in
-    its keyword-only parameter ``name``. Fields left out keep their dataclass defaults."""
+    its keyword-only parameter ``name``. Fields left out keep their dataclass defaults. ``notes``: a
+    line added to the help of some fields (by name), e.g. another set of defaults."""
     hints = typing.get_type_hints(cls)
     chosen = [(f, spec) for f, spec in declared(cls) if f.name not in exclude]
 
     def decorate(command: Callable) -> Callable:
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != name]
         added = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=_cli_type(hints[f.name], spec),
-                                   default=_typer_option(f, spec))
+                                   default=_typer_option(f, spec, (notes or {}).get(f.name, "")))
                  for f, spec in chosen]
 
         @functools.wraps(command)

@@ -11,9 +11,10 @@ import typer
 from dbcli.commands.common import fail, options_from
 from dbcli.errors import DBNetError
 from dbcli.training.config import TrainConfig
+from dbcli.training.recipe import recipe_notes
 
 
-@options_from(TrainConfig, name="config")
+@options_from(TrainConfig, name="config", notes=recipe_notes())
 def train(
     context: typer.Context,
     thresh: Optional[float] = typer.Option(None, show_default=False,
@@ -25,7 +26,12 @@ def train(
     *,
     config: TrainConfig,
 ) -> None:
-    """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
+    """Train DBNet; writes checkpoints, logs and weights.pt to the run folder.
+
+    From scratch the defaults are the paper's recipe (shown as [default: ...]); with --init-weights
+    (fine-tuning) every option not given takes the fine-tuning recipe's value instead (shown as
+    "With --init-weights: ..."; --no-recipe keeps the paper's).
+    """
     from dataclasses import replace
 
     from dbcli.training.loop import train as run_training

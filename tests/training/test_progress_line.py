@@ -72,3 +72,23 @@ def test_log_lines_are_not_hard_wrapped_when_redirected():
     message = "step 120/5000 " + "ep 3/100 loss 1.234 (P 0.432 B 0.346 T 0.0123) lr 0.00123 15.2 img/s " * 2
     RunLog(console, io.StringIO())(message.strip())
     assert console.file.getvalue() == message.strip() + "\n"
+
+
+def test_train_help_shows_the_papers_defaults_and_the_recipes():
+    """``--batch-size`` and the others the fine-tuning recipe sets show both values: the paper's as
+    the default, the recipe's as "With --init-weights: ..." (from ``recipe.RECIPE`` itself)."""
+    import re
+
+    from generated_files import runner
+
+    from dbcli.cli import app
+    from dbcli.training.recipe import RECIPE
+
+    text = re.sub(r"\s+", " ", runner.invoke(app, ["train", "--help"], terminal_width=200).output)
+    assert "--batch-size <int> Images per step per process (paper: 16). With --init-weights: 8 (the " \
+           "fine-tuning recipe). [default: 16]" in text, text
+    for name in ("batch_size", "lr", "optimizer", "crop_size", "epochs", "val_every", "warmup_steps"):
+        value = RECIPE[name]
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        flag = "--" + name.replace("_", "-")
+        assert re.search(re.escape(flag) + r" <\w+> [^\[]*With --init-weights: " + re.escape(shown), text), flag
