@@ -171,6 +171,7 @@ def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: 
     run.sampler.skip = 0
     epoch_complete = done["batches"] >= run.steps_per_epoch  # (a stop on an epoch's last step completes it)
     state.finished_epoch = epoch + 1 if epoch_complete else epoch
+    state.last_epoch = epoch + 1
     count = done["count"]
     record = {"epoch": epoch + 1, "step": state.step, "lr": state.lr,
               **{k: v / max(count, 1) for k, v in done["sums"].items()},
@@ -181,7 +182,9 @@ def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: 
     if run.is_main:
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
-        run.log(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.4f} "
+        partial = "" if epoch_complete else (f" (partial: {done['batches']} of {run.steps_per_epoch} steps; "
+                                             f"{state.finished_epoch} epochs complete)")
+        run.log(f"epoch {epoch + 1}{partial}: loss {record.get('loss', float('nan')):.4f} "
                 f"{record['images_per_s']:.1f} img/s")
         if state.stop is not None or (epoch + 1) % config.save_every == 0 or epoch + 1 == config.epochs:
             save_checkpoint(run, state, run.out / "latest.pt", state.finished_epoch, state.last_val,

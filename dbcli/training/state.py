@@ -96,7 +96,8 @@ class RunState:
     start_step: int = 0  # --max-steps counts the steps of this run
     started: float = 0.0  # the run's clock: earlier sessions of a resumed run included
     last_val: dict = field(default_factory=dict)
-    finished_epoch: int = 0
+    finished_epoch: int = 0  # complete epochs
+    last_epoch: int = 0  # the epoch (from 1, as the log counts) the run was last in, complete or not
     stop: Stop | None = None
     stop_message: str = ""
     # fine-tuning: {"start": ..., "best": ..., "checkpoint": ...} (hmean, label, per-image counts)

@@ -4,6 +4,7 @@ the NaN guard."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,12 @@ def test_cli_two_steps_then_resume(dataset, tmp_path):
     # weights.pt is a plain dict of tensors: loadable without unpickling code, and by detect/eval
     raw = torch.load(run / "weights.pt", map_location="cpu", weights_only=True)
     assert raw["format"] == "dbnet-weights" and raw["train"]["steps"] == 2
+    # the record and the log count epochs alike; the arithmetic is said in words (not "amp=None")
+    log = (run / "train.log").read_text()
+    record = raw["train"]
+    assert "2 steps/epoch" in log and "epoch 1: loss" in log and "partial" not in log
+    assert (record["epochs_done"], record["last_epoch"], record["last_epoch_complete"]) == (1, 1, True)
+    assert "amp=" not in log and re.search(r"on cpu, (fp32 \(no mixed precision\)|mixed precision bf16)", log)
     weights = load_weights(run / "weights.pt")
     model = build_model(weights)
     with torch.inference_mode():
@@ -147,6 +154,17 @@ def test_torchrun_two_processes(dataset, tmp_path):
     assert "batch 1 x 2" in (out / "train.log").read_text()  # two processes shared each step
     # 5 images, 2 processes x batch 1: 2 steps per epoch (the 5th image waits for the next epoch)
     assert load_weights(out / "weights.pt")["train"]["steps"] == 2
+
+
+def test_a_run_stopped_inside_an_epoch_says_so_alike_in_log_and_weights(dataset, tmp_path):
+    """--max-steps 1 of an epoch of 2 steps: the log's epoch 1 is "partial", and weights.pt records
+    0 complete epochs, the last epoch 1 and that it was not complete (the log's numbers)."""
+    run = tmp_path / "run"
+    train(small_config(dataset, run, epochs=3, max_steps=1, val_fraction=0))
+    log = (run / "train.log").read_text()
+    assert "2 steps/epoch" in log and "epoch 1 (partial: 1 of 2 steps; 0 epochs complete): loss" in log
+    record = load_weights(run / "weights.pt")["train"]
+    assert (record["epochs_done"], record["last_epoch"], record["last_epoch_complete"]) == (0, 1, False)
 
 
 def test_resumed_run_keeps_its_clock(dataset, tmp_path):
