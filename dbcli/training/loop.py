@@ -31,7 +31,7 @@ from dbcli.training.losses import db_loss
 from dbcli.training.progress_line import loss_texts, show, step_text, train_progress
 from dbcli.training.recipe import default_given, describe
 from dbcli.training.run_folder import open_run_folder, say_housekeeping
-from dbcli.training.schedule import budget_spent, in_head_warmup, set_lr
+from dbcli.training.schedule import budget_spent, in_head_warmup, say_short_budget, set_lr
 from dbcli.training.setup import announce, prepare_device, resolve_config, setup_run
 from dbcli.training.state import Run, RunLog, RunState, Stop
 from dbcli.training.validation import select_final, validate_and_keep_best
@@ -118,6 +118,8 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
                 break
             continue
         count += 1
+        if run.is_main:
+            say_short_budget(run, state)
         seen += len(batch["image"]) * run.world_size
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v.item()

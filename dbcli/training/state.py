@@ -104,3 +104,5 @@ class RunState:
     selection: dict = field(default_factory=dict)
     head_steps: int = 0  # steps trained by the threshold-branch warm-up (--head-warmup-steps)
     training_from: float = 0.0  # when this session's first step began (the start's validation excluded)
+    pace: tuple[float, int] | None = None  # (time, step) after this session's first step: its pace is timed
+    budget_judged: bool = False  # whether the time limit was judged against the warm-ups (say_short_budget)

@@ -92,3 +92,39 @@ def test_train_help_shows_the_papers_defaults_and_the_recipes():
         shown = f"{value:g}" if isinstance(value, float) else str(value)
         flag = "--" + name.replace("_", "-")
         assert re.search(re.escape(flag) + r" <\w+> [^\[]*With --init-weights: " + re.escape(shown), text), flag
+
+
+def test_a_time_limit_too_short_for_the_warm_ups_is_said_once(monkeypatch):
+    """A 3-minute fine-tune at 10 s/step: ~18 steps against the recipe's 50 + 100 warm-up steps. After
+    this session's first steps are timed, one warning says so and what budget would do; a budget
+    that leaves enough steps says nothing."""
+    from dbcli.training.schedule import PACE_STEPS, say_short_budget, short_budget_note
+    from dbcli.training.state import RunState
+
+    def fixture(time_limit: float):
+        lines: list[str] = []
+        config = SimpleNamespace(time_limit=time_limit, warmup_steps=50, head_warmup_steps=100)
+        run = SimpleNamespace(config=config, log=lines.append)
+        return run, RunState(started=1000.0), lines
+
+    run, state, _ = fixture(3)
+    state.pace = (1000.0, 0)
+    state.step = PACE_STEPS - 1
+    assert short_budget_note(run, state, now=1020.0) is None  # not timed enough yet
+    state.step = PACE_STEPS
+    note = short_budget_note(run, state, now=1030.0)  # 10 s/step, 150 s left: ~18 steps
+    assert note.startswith("warning: at 10 s/step, --time-limit 3 min leaves ~18 steps") and "150 (50 lr" in note
+    assert "Give --time-limit 100 or more" in note
+    run, state, _ = fixture(600)
+    state.pace, state.step = (1000.0, 0), PACE_STEPS
+    assert short_budget_note(run, state, now=1030.0) == ""  # ~3600 steps: enough
+
+    run, state, lines = fixture(3)  # through the loop's hook: timed from the first step, said once
+    clock = iter([1000.0 + 10 * k for k in range(10)])
+    import dbcli.training.schedule as schedule
+
+    monkeypatch.setattr(schedule.time, "time", lambda: next(clock))
+    for step in range(1, 8):
+        state.step = step
+        say_short_budget(run, state)
+    assert len(lines) == 1 and lines[0].startswith("warning: at 10 s/step")
