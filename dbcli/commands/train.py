@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import fail, options_from
+from dbcli.commands.common import fail, options_from, say_error
 from dbcli.errors import DBNetError
 from dbcli.training.config import TrainConfig
 from dbcli.training.recipe import recipe_notes
@@ -39,7 +39,12 @@ def train(
     given = {k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh)) if v is not None}
     sources = {name: context.get_parameter_source(name) for name in context.params}
     chosen = frozenset(name for name, source in sources.items() if source is not None and source.name != "DEFAULT")
+    from dbcli.training.interrupts import TrainingInterrupted
+
     try:
         run_training(replace(config, post=given), command_line=shlex.join(["dbnet", *sys.argv[1:]]), given=chosen)
+    except TrainingInterrupted as exc:  # (already in the log's last line: said here, on stderr)
+        say_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
     except DBNetError as exc:
         fail(str(exc))

@@ -27,6 +27,7 @@ from dbcli.errors import DBNetError
 from dbcli.training.checkpoints import restore_state, save_checkpoint, save_final_weights
 from dbcli.training.config import TrainConfig, check_config, ignored_on_resume
 from dbcli.training.finetune import set_head_warmup
+from dbcli.training.interrupts import interrupted, stop_on_sigterm, stopped_by_signal
 from dbcli.training.losses import db_loss
 from dbcli.training.progress_line import loss_texts, show, step_text, train_progress
 from dbcli.training.recipe import default_given, describe
@@ -63,9 +64,19 @@ def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | N
                 run.log(describe(config, chosen))
         metrics_file = files.enter_context(open(out / "metrics.jsonl", "a", encoding="utf-8")) if is_main else None
         state.started += time.time()
-        _train_epochs(run, state, console, metrics_file)
+        try:
+            with stop_on_sigterm(state, enabled=not distributed):
+                _train_epochs(run, state, console, metrics_file)
+        except KeyboardInterrupt:
+            stop = interrupted(out, state)
+            log.to_file(f"error: {stop}")
+            raise stop from None
         if is_main:
             save_final_weights(run, state, select_final(run, state))
+        if state.stop is Stop.SIGNAL:
+            stop = stopped_by_signal(out, state)
+            log.to_file(f"error: {stop}")
+            raise stop
     if distributed:
         import torch.distributed as dist
 

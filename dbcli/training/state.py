@@ -28,6 +28,7 @@ class Stop(Enum):
     NON_FINITE = "non-finite"
     MAX_STEPS = "max-steps"
     TIME_LIMIT = "time-limit"
+    SIGNAL = "sigterm"  # SIGTERM: stopped at the end of a step (dbcli.training.interrupts)
 
 
 @dataclass
@@ -36,6 +37,12 @@ class RunLog:
 
     console: Any
     file: Any = None  # the open train.log, or None
+
+    def to_file(self, message: str) -> None:
+        """``message`` in ``train.log`` only (a line the command says on stderr itself)."""
+        if self.file is not None:
+            self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            self.file.flush()
 
     def __call__(self, message: str) -> None:
         if self.file is not None:

@@ -378,3 +378,52 @@ def test_cli_train_defaults_are_train_config_defaults():
     assert len(shared) >= 25  # every option but --thresh / --box-thresh (TrainConfig.post) is a field
     assert {name: options[name] for name in shared} == {name: defaults[name] for name in shared}
     assert set(options) - shared == {"thresh", "box_thresh", "context"}  # (context: which options were given)
+
+
+def _signalling_step(monkeypatch, at_step: int, action):
+    """``_train_step`` that runs ``action`` after optimizer step ``at_step`` of the run."""
+    real = train_module._train_step
+
+    def step(run, state, batch, head_only):
+        parts = real(run, state, batch, head_only)
+        if state.step == at_step:
+            action()
+        return parts
+
+    monkeypatch.setattr(train_module, "_train_step", step)
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_says_how_to_resume(dataset, tmp_path, monkeypatch):
+    """SIGTERM (a scheduler's stop) during step 1 of an epoch of 2: the run ends after that step,
+    writes latest.pt (resumable mid-epoch) and weights.pt, exits 143 and its last line, on stderr and
+    in train.log, gives the command that continues it; that command continues at step 1."""
+    import os
+    import signal
+
+    run = tmp_path / "run"
+    _signalling_step(monkeypatch, 1, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    args = ["train", "--dataset", "custom", "--data-root", str(dataset), "--out", str(run), "--epochs", "3",
+            "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--val-fraction", "0", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 143, result.output
+    assert f"training stopped by SIGTERM at step 1; {run / 'latest.pt'} holds the run" in result.stderr
+    assert f"continue with: dbnet train --resume {run}" in result.stderr
+    assert f"dbnet train --resume {run}" in (run / "train.log").read_text().splitlines()[-1]
+    assert _state(run / "latest.pt")["step"] == 1 and (run / "weights.pt").is_file()
+    monkeypatch.undo()
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "1", "--workers", "0",
+                                  "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert _state(run / "latest.pt")["step"] == 2
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_so(dataset, tmp_path, monkeypatch):
+    def interrupt():
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    _signalling_step(monkeypatch, 3, interrupt)  # in epoch 2: epoch 1's latest.pt is kept
+    with pytest.raises(DBNetError, match=r"training interrupted at step 3; .*latest\.pt holds the run .*"
+                                         r"--resume") as info:
+        train(small_config(dataset, run, epochs=3, val_fraction=0))
+    assert info.value.exit_code == 130 and _state(run / "latest.pt")["step"] == 2
