@@ -25,13 +25,14 @@ def visualize(
                               help="Also save the probability and threshold maps as colour heatmaps side "
                                    "by side with the image (torch backend)."),
     numbers: bool = typer.Option(False, "--numbers",
-                                 help="Label each region with its number in reading order (as --crops names "
-                                      "its file) instead of its score."),
+                                 help="Label each region with its number alone. Default: its number in reading "
+                                      "order (as --crops names its file) and, where it differs from the "
+                                      "image's most common score, its score (e.g. 3:0.71)."),
     dpi: float = dpi_opt(),
     *,
     options: InferenceOptions,
 ) -> None:
-    """Draw detected polygons with their scores (or numbers) over each image or PDF page and save PNGs.
+    """Draw detected polygons, numbered in reading order, over each image or PDF page and save PNGs.
 
     With --maps, also what the network sees: its probability and threshold maps. With --pred, the
     regions are numbered in the file's order.
