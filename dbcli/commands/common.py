@@ -22,6 +22,29 @@ from dbcli import defaults
 from dbcli.optionspec import OptionSpec, declared
 
 
+def terminal_lines(text: str, stream: Any, width: int | None = None) -> str:
+    """``text`` wrapped at word boundaries to the terminal's width when ``stream`` is a terminal (else
+    as it is: one line for a log or a pipe), continuation lines indented by two spaces. A word longer
+    than the width (a long path) stays whole on its own line. ``width``: the terminal's columns
+    (default: asked from the system)."""
+    import shutil
+    import textwrap
+
+    if stream is None or not getattr(stream, "isatty", lambda: False)():
+        return text
+    columns = width or shutil.get_terminal_size().columns
+    return textwrap.fill(text, width=max(20, columns - 1), subsequent_indent="  ", break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def say(text: str, err: bool = False) -> None:
+    """A closing line (what was written, how fast) on stdout or stderr, wrapped between words on a
+    terminal (``terminal_lines``) instead of mid-word by the terminal itself."""
+    import sys
+
+    typer.echo(terminal_lines(text, sys.stderr if err else sys.stdout), err=err)
+
+
 def say_error(message: str) -> None:
     """``error: message`` on stderr: in red on a terminal, plain when ``$NO_COLOR`` is set to anything
     but the empty string (https://no-color.org) or stderr is not a terminal."""

@@ -7,7 +7,16 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import dpi_opt, fail, inputs_arg, options_from, say_error, sigterm_as_interrupt, status
+from dbcli.commands.common import (
+    dpi_opt,
+    fail,
+    inputs_arg,
+    options_from,
+    say,
+    say_error,
+    sigterm_as_interrupt,
+    status,
+)
 from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
 from dbcli.progress import plural
@@ -81,4 +90,4 @@ def detect(
     except DBNetError as exc:
         fail(str(exc))
     if summary.lead:
-        typer.echo(_summary_line(summary, crops), err=True)
+        say(_summary_line(summary, crops), err=True)

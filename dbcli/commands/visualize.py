@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import dpi_opt, fail, inputs_arg, options_from
+from dbcli.commands.common import dpi_opt, fail, inputs_arg, options_from, say
 from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
 from dbcli.progress import plural
@@ -50,4 +50,4 @@ def visualize(
     except DBNetError as exc:
         fail(str(exc))
     skipped = f", {summary.failed} skipped" if summary.failed else ""
-    typer.echo(f"wrote {plural(len(summary.written), 'PNG file')} to {out}{skipped}", err=True)
+    say(f"wrote {plural(len(summary.written), 'PNG file')} to {out}{skipped}", err=True)

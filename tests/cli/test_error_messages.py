@@ -399,3 +399,24 @@ def test_stdout_that_cannot_be_written_is_named_stdout(model_files, tmp_path):
                                   text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
         assert done.returncode == 1 and "error: stdout: cannot write (No space left on device)" in done.stderr
         assert "None" not in done.stderr
+
+
+def test_closing_lines_wrap_between_words_on_an_80_column_terminal():
+    """detect's closing line (and the other commands') wraps between words on a terminal, each line
+    within 80 columns; a long path stays whole; a file or pipe gets one line."""
+    import io
+
+    from dbcli.commands.common import terminal_lines
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    line = ("wrote results/2026-12-07/scans/polygons.json: 12 images, 345 text regions, 2 skipped in 12.3 s "
+            "(1.0 images/s); 345 crops written to results/2026-12-07/scans/crops")
+    wrapped = terminal_lines(line, Terminal(), width=80)
+    assert all(len(row) < 80 for row in wrapped.splitlines()) and len(wrapped.splitlines()) >= 2
+    assert " ".join(row.strip() for row in wrapped.splitlines()) == line  # only breaks between words
+    path = "/very/long/" + "x" * 90 + "/polygons.json"
+    assert path in terminal_lines(f"wrote {path}: 1 image", Terminal(), width=80).splitlines()[1]
+    assert terminal_lines(line, io.StringIO(), width=80) == line  # not a terminal: as it is
