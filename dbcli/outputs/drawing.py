@@ -193,8 +193,9 @@ def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, fl
         cv2.polylines(out, [outline], True, BOX_COLOUR, thickness, cv2.LINE_AA)
         x0, y0 = outline.reshape(-1, 2).min(axis=0) - thickness // 2
         x1, y1 = outline.reshape(-1, 2).max(axis=0) + thickness // 2
-        boxes.append((int(x0), int(y0), int(x1) + 1, int(y1) + 1))
-        anchors.append(_anchor(outline.reshape(-1, 2), boxes[-1]))
+        bounds = (int(x0), int(y0), int(x1) + 1, int(y1) + 1)
+        boxes.append(bounds)
+        anchors.append(_anchor(outline.reshape(-1, 2), bounds))
     texts = label_texts([score for _, score in detections], numbers)
     scales, sizes, bases = [], [], []
     for box, text in zip(boxes, texts):
