@@ -42,7 +42,12 @@ def say(text: str, err: bool = False) -> None:
     terminal (``terminal_lines``) instead of mid-word by the terminal itself."""
     import sys
 
-    typer.echo(terminal_lines(text, sys.stderr if err else sys.stdout), err=err)
+    try:
+        typer.echo(terminal_lines(text, sys.stderr if err else sys.stdout), err=err)
+    except OSError as exc:  # stdout on a full disk or /dev/full: the line goes to stderr with the error
+        if err:
+            raise typer.Exit(1) from None
+        fail(f"stdout: cannot write ({exc.strerror or exc}): {text}")
 
 
 def say_error(message: str) -> None:

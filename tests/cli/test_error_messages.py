@@ -420,3 +420,25 @@ def test_closing_lines_wrap_between_words_on_an_80_column_terminal():
     path = "/very/long/" + "x" * 90 + "/polygons.json"
     assert path in terminal_lines(f"wrote {path}: 1 image", Terminal(), width=80).splitlines()[1]
     assert terminal_lines(line, io.StringIO(), width=80) == line  # not a terminal: as it is
+
+
+def test_a_closing_line_lost_to_stdout_is_an_error_on_stderr(monkeypatch, capsys):
+    """export / convert say what they wrote on stdout: on a full stdout that line goes to stderr with
+    the error (exit 1), not a traceback."""
+    import typer
+
+    from dbcli.commands import common
+
+    echo = typer.echo
+
+    def full(*args, **kwargs):
+        if not kwargs.get("err"):
+            raise OSError(28, "No space left on device")
+        return echo(*args, **kwargs)
+
+    monkeypatch.setattr(common.typer, "echo", full)
+    with pytest.raises(typer.Exit) as info:
+        common.say("wrote model.onnx (ONNX, 2.4 MB)")
+    assert info.value.exit_code == 1
+    assert capsys.readouterr().err == ("error: stdout: cannot write (No space left on device): wrote model.onnx "
+                                       "(ONNX, 2.4 MB)\n")
