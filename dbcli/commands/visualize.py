@@ -26,8 +26,8 @@ def visualize(
                                    "by side with the image (torch backend)."),
     numbers: bool = typer.Option(False, "--numbers",
                                  help="Label each region with its number alone. Default: its number in reading "
-                                      "order (as --crops names its file) and, where it differs from the "
-                                      "image's most common score, its score (e.g. 3:0.71)."),
+                                      "order (as --crops names its file) and, where it stands out (0.05 or more "
+                                      "from the image's median), its score (e.g. 3:0.71)."),
     dpi: float = dpi_opt(),
     *,
     options: InferenceOptions,

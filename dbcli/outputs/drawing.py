@@ -122,24 +122,19 @@ LABEL_VIEW_WIDTH = 2400  # ... and, on a large image, at least min(H, W) / this 
 TILTED = 0.7  # a region filling less of its bounding box than this is tilted: its label goes by a corner
 
 
+SCORE_STANDS_OUT = 0.05  # a label shows its region's score when it is this far from the image's median
+
+
 def label_texts(scores: Sequence[float], numbers: bool) -> list[str]:
     """Each region's label: its number in the drawing's order (the reading order, as crop files are
-    numbered) and, unless ``numbers``, its score to 2 decimals where it differs from the most common
-    one (on a page where most regions score 0.99, a score on every label says nothing)."""
-    rounded = [f"{score:.2f}" for score in scores]
-    if numbers or not rounded:
-        return [str(k + 1) for k in range(len(rounded))]
-    values, counts = np.unique(rounded, return_counts=True)
-    common = values[int(np.argmax(counts))]
-    return [str(k + 1) if r == common else f"{k + 1}:{r}" for k, r in enumerate(rounded)]
-
-
-def common_score(scores: Sequence[float]) -> str | None:
-    """The score (2 decimals) most labels leave out (``label_texts``), or None for no regions."""
-    if not len(scores):
-        return None
-    values, counts = np.unique([f"{score:.2f}" for score in scores], return_counts=True)
-    return str(values[int(np.argmax(counts))])
+    numbered) and, unless ``numbers``, its score to 2 decimals where it stands out (``SCORE_STANDS_OUT``
+    or more from the image's median score): on a page where every region scores 0.98-1.00, a score on
+    every label says nothing, while a 0.71 among them is worth seeing."""
+    if numbers or not len(scores):
+        return [str(k + 1) for k in range(len(scores))]
+    median = float(np.median(np.asarray(scores, np.float64)))
+    return [f"{k + 1}:{score:.2f}" if abs(score - median) >= SCORE_STANDS_OUT else str(k + 1)
+            for k, score in enumerate(scores)]
 
 
 def _outline(points: np.ndarray, distance: int) -> np.ndarray:
@@ -170,7 +165,7 @@ def draw_detections(image: np.ndarray, detections: Sequence[tuple[np.ndarray, fl
                     ) -> np.ndarray:
     """A copy of the ``(H, W, 3)`` RGB image with each closed polygon outlined just outside its region
     (``_outline``) and labelled (``label_texts``: its number in ``detections``, the reading order, and
-    unless ``numbers`` its score where it is not the common one) on a plate beside it: above, below,
+    unless ``numbers`` its score where it stands out) on a plate beside it: above, below,
     left or right of it (by its top corner when tilted; also in its own box's corner), further out with
     a leader line when those are taken, never over another detection nor another label where a free
     spot exists (``place_labels``); no label is left out. Labels are at least ``MIN_LABEL_SCALE``

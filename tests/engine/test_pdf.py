@@ -175,7 +175,7 @@ def test_numbers_label_regions_by_position_not_by_score():
     assert np.array_equal(label(default, a), label(numbers, a))  # equal scores: numbers alone
     swapped = draw_detections(image, [(b, 0.9), (a, 0.9)], numbers=True)
     assert np.array_equal(label(swapped, b), label(numbers, a))  # the number follows the position
-    assert label_texts([0.99, 0.99, 0.71, 0.99], numbers=False) == ["1", "2", "3:0.71", "4"]
+    assert label_texts([0.99, 0.98, 0.71, 1.0], numbers=False) == ["1", "2", "3:0.71", "4"]
     assert label_texts([0.99, 0.71], numbers=True) == ["1", "2"]
 
 
