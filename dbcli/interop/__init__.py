@@ -9,9 +9,10 @@ from dbcli.errors import DBNetError
 
 
 def check_tolerance(tolerance: float) -> float:
-    """``tolerance`` when it is a finite number > 0; else ``DBNetError`` (nan or inf would turn the
-    numerical verification off: every difference compares below inf, none above nan)."""
-    if not isinstance(tolerance, int | float) or not math.isfinite(tolerance) or tolerance <= 0:
-        raise DBNetError(f"--tolerance {tolerance}: must be a finite number > 0 (the verification "
-                         "cannot be turned off)")
+    """``tolerance`` when it is a finite number; else ``DBNetError`` (nan or inf would turn the
+    numerical verification off: every difference compares below inf, none above nan). 0 or less is
+    allowed: no export meets it, so it fails the verification (and writes nothing)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not math.isfinite(tolerance):
+        raise DBNetError(f"--tolerance {tolerance}: must be a finite number (the verification cannot be "
+                         "turned off)")
     return float(tolerance)

@@ -109,5 +109,6 @@ def test_the_cap_note_only_where_the_cap_shrinks_the_image():
     long_side = defaults.MAX_SIDE
     strip = default_cap_note(400, long_side * 3, 736, None)
     assert strip and "small text may be missed" in strip
-    assert default_cap_note(30, 300, 736, None) is None
+    assert default_cap_note(30, 300, 736, None) is None  # run at 4096x416: enlarged ~14x
+    assert default_cap_note(3, 10000, 736, None)  # a 3 px strip: enlarged in height, shrunk in length
     assert default_cap_note(30, 300, 736, 4096) is None  # a --max-side the user chose: no note either
