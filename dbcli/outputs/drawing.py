@@ -51,6 +51,27 @@ def _overlap_area(spots: np.ndarray, rects: np.ndarray) -> np.ndarray:
     return np.clip(w, 0, None) * np.clip(h, 0, None)
 
 
+def _fitting_spots(box: Rect, size: tuple[int, int], image: tuple[int, int], inside: bool, far: int,
+                   anchor: tuple[int, int] | None, clearance: float, required: bool
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The spots of ``_candidates`` that lie inside the ``image`` (width, height), ``(k, 4)``, and the
+    margin each must keep clear of other boxes (just above and just below the box: ``clearance`` of
+    the label's height, so that it does not read as the next line's). With ``required`` and no spot
+    inside the image: one inside the box, clamped to the image."""
+    (tw, th), (width, height) = size, image
+    spots = _candidates(box, (tw, th), width, inside, far, anchor)
+    c = max(1, round(clearance * th))
+    margin = np.zeros_like(spots)
+    first = 0 if anchor is None else 2
+    margin[first:first + 2] = [0, -c, 0, c]
+    fits = (spots[:, 0] >= 0) & (spots[:, 1] >= 0) & (spots[:, 2] <= width) & (spots[:, 3] <= height)
+    spots, margin = spots[fits], margin[fits]
+    if required and len(spots) == 0:  # nothing beside the box fits the image: inside it, clamped
+        x, y = min(max(box[0], 0), width - tw), min(max(box[1], 0), height - th)
+        spots, margin = np.array([[x, y, x + tw, y + th]], np.int64), np.zeros((1, 4), np.int64)
+    return spots, margin
+
+
 def place_labels(boxes: Sequence[Rect | None], sizes: Sequence[tuple[int, int]], width: int, height: int, *,
                  inside: bool = False, required: bool = False, pad: int = 0, far: int = 8,
                  clearance: float = 0.25, anchors: Sequence[tuple[int, int] | None] | None = None
@@ -76,18 +97,8 @@ def place_labels(boxes: Sequence[Rect | None], sizes: Sequence[tuple[int, int]],
         tw, th = sizes[k]
         if box is None or tw > width or th > height:
             continue
-        anchor = anchors[k] if anchors is not None else None
-        spots = _candidates(box, (tw, th), width, inside, far, anchor)
-        # just above and just below the box: kept clear of the boxes above and below
-        c = max(1, round(clearance * th))
-        margin = np.zeros_like(spots)
-        first = 0 if anchor is None else 2
-        margin[first:first + 2] = [0, -c, 0, c]
-        fits = (spots[:, 0] >= 0) & (spots[:, 1] >= 0) & (spots[:, 2] <= width) & (spots[:, 3] <= height)
-        spots, margin = spots[fits], margin[fits]
-        if required and len(spots) == 0:  # nothing beside the box fits the image: inside it, clamped
-            x, y = min(max(box[0], 0), width - tw), min(max(box[1], 0), height - th)
-            spots, margin = np.array([[x, y, x + tw, y + th]], np.int64), np.zeros((1, 4), np.int64)
+        spots, margin = _fitting_spots(box, (tw, th), (width, height), inside, far,
+                                       anchors[k] if anchors is not None else None, clearance, required)
         if len(spots) == 0:
             continue
         cover = (_overlap_area(spots + margin, grown[owner != k]).sum(axis=1)
