@@ -53,6 +53,8 @@ def check_regular_file(path: str | os.PathLike, what: str = "file", missing_hint
     except FileNotFoundError:
         if missing_ok:
             return None
+        if missing_hint.startswith(": "):  # the caller's own words for a missing file
+            raise DBNetError(f"{os.fspath(path)}{missing_hint}") from None
         raise DBNetError(f"{os.fspath(path)}: {what} not found{missing_hint}") from None
     except OSError as exc:
         raise DBNetError(f"{os.fspath(path)}: cannot read ({exc.strerror or exc})") from None

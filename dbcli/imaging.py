@@ -180,7 +180,9 @@ def _pillow_array(img: Image.Image, exif: bool) -> np.ndarray:
         return np.asarray(img.convert("L"))
     if img.mode in ("RGB", "L", "RGBA"):
         return pillow_to_numpy(img)
-    if img.mode in ("LA", "La", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode == "La":  # premultiplied gray + alpha: Pillow converts it to LA only
+        img = img.convert("LA")
+    if img.mode in ("LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         return pillow_to_numpy(img.convert("RGBA"))
     return pillow_to_numpy(img.convert("RGB"))
 
@@ -325,8 +327,12 @@ def inference_size(height: int, width: int, short_side: int = defaults.SHORT_SID
 
 def default_cap_note(height: int, width: int, short_side: int, max_side: int | None) -> str | None:
     """A note when the default cap (``max_side`` None) shrinks an image's network input below
-    ``short_side`` on its shorter side (a long strip or panorama), else None."""
+    ``short_side`` on its shorter side (a long strip or panorama) *and* shrinks it (its longer side
+    is over the cap), else None. A small wide image that the cap leaves enlarged (e.g. 300x30 run at
+    4096x416, ~14x) loses nothing to the cap: no note."""
     if max_side is not None or max(height, width) * short_side / min(height, width) <= defaults.MAX_SIDE:
+        return None
+    if max(height, width) <= defaults.MAX_SIDE:  # still enlarged (or kept) along its longer side
         return None
     new_h, new_w = inference_size(height, width, short_side, None)
     return (f"{width}x{height} pixels: the network input is capped at {new_w}x{new_h} (longer side "

@@ -138,16 +138,17 @@ def is_torchscript(path: Path) -> bool:
         return False
 
 
-def load_weights(path: str | Path | None) -> dict:
+def load_weights(path: str | Path | None, onnx_hint: str = "") -> dict:
     """Read and check a weights file: a path or a shipped short name (``None``: the default one).
-    Raises ``DBNetError``."""
+    ``onnx_hint``: what the caller's command offers for an ONNX file (e.g. ``"; use --backend onnx"``;
+    only commands that have that option say so). Raises ``DBNetError``."""
     from dbcli.files import check_regular_file
 
     path = resolve_weights(path)
     # (a FIFO would block torch.load forever; a folder, a device or a name too long is one line too)
     check_regular_file(path, "weights file", f" (pass a file or one of the shipped names: {shipped_names()})")
     if path.suffix.lower() == ".onnx":
-        raise DBNetError(f"{path}: an ONNX model; use --backend onnx")
+        raise DBNetError(f"{path}: an ONNX model, not a .pt weights file{onnx_hint}")
     if is_torchscript(path):
         raise DBNetError(f"{path}: a TorchScript file; dbnet loads .pt weights files or .onnx exports "
                          "(--weights takes the .pt file the export was made from)")

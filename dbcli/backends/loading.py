@@ -116,7 +116,7 @@ def _load_torch(path: Path, device: str, precision: str, note: str | None = None
     from dbcli.backends.torch_backend import TorchBackend
     from dbcli.weights import load_weights
 
-    data = load_weights(path)
+    data = load_weights(path, onnx_hint="; the torch backend runs .pt files: use --backend onnx (or auto)")
     runner = TorchBackend(data, device, precision)
     info = {"weights": data["path"], "backend": "torch", "device": str(runner.device),
             "dtype": runner.precision, **data["model"]}

@@ -18,6 +18,7 @@ import numpy as np
 from dbcli.errors import DBNetError
 
 FORMAT_PREFIX = "dbnet-onnx/"
+FORMATS_READ = ("dbnet-onnx/1",)  # the export format versions this dbnet understands
 
 
 def default_threads() -> int:
@@ -130,16 +131,7 @@ class OnnxBackend:
         self.session = make_session(path, device, threads)
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         meta = self.session.get_modelmeta().custom_metadata_map
-        if not meta.get("dbnet.format", "").startswith(FORMAT_PREFIX):
-            raise DBNetError(f"{label}: not a dbnet ONNX export (no dbnet metadata); "
-                             "make one with `dbnet export --format onnx`")
-        try:
-            self.model_config = json.loads(meta.get("dbnet.model", "{}"))
-            self.postprocess = json.loads(meta.get("dbnet.postprocess", "{}"))
-            self.short_side = int(meta["dbnet.short_side"]) if "dbnet.short_side" in meta else None
-            self.train = json.loads(meta["dbnet.train"]) if "dbnet.train" in meta else None
-        except (ValueError, TypeError) as exc:
-            raise DBNetError(f"{label}: bad dbnet metadata ({exc})") from None
+        self.model_config, self.postprocess, self.short_side, self.train = read_metadata(meta, label)
         from dbcli.postprocess.boxes import post_entries_problem
 
         problem = post_entries_problem(self.postprocess)
@@ -163,7 +155,48 @@ class OnnxBackend:
         if prob.shape != (batch.shape[0], batch.shape[2], batch.shape[3]):
             raise DBNetError(f"{self.label}: output {self.output_name!r} has shape {tuple(prob.shape)} for an "
                              f"input of {tuple(batch.shape)}; a dbnet export gives (N, 1, H, W)")
-        return prob.astype(np.float32, copy=False)
+        return prob.astype(np.float32, copy=False)  # scores outside [0, 1]: engine.pipeline.finite_map
+
+
+def _json_object(meta: dict, key: str, label: str) -> dict | None:
+    """The JSON object stored under ``key`` (None when absent); ``DBNetError`` when it is not one."""
+    if key not in meta:
+        return None
+    try:
+        value = json.loads(meta[key])
+    except ValueError as exc:
+        raise DBNetError(f"{label}: bad dbnet metadata ({key}: {exc})") from None
+    if not isinstance(value, dict):
+        raise DBNetError(f"{label}: bad dbnet metadata ({key} is a JSON {type(value).__name__}, "
+                         "not an object)")
+    return value
+
+
+def read_metadata(meta: dict, label: str) -> tuple[dict, dict, int | None, dict | None]:
+    """``(model config, post-processing, short side or None, training record or None)`` from a dbnet
+    export's ``metadata_props``. ``DBNetError`` naming ``label`` for a file that is no dbnet export,
+    one of a format version this dbnet does not read, or bad values."""
+    tag = meta.get("dbnet.format", "")
+    if not tag.startswith(FORMAT_PREFIX):
+        raise DBNetError(f"{label}: not a dbnet ONNX export (no dbnet metadata); "
+                         "make one with `dbnet export --format onnx`")
+    if tag not in FORMATS_READ:
+        raise DBNetError(f"{label}: export format {tag!r}, which this dbnet does not read (it reads "
+                         f"{', '.join(FORMATS_READ)}); re-export it with this version's `dbnet export` "
+                         "or upgrade dbnet")
+    model = _json_object(meta, "dbnet.model", label) or {}
+    post = _json_object(meta, "dbnet.postprocess", label) or {}
+    train = _json_object(meta, "dbnet.train", label)
+    short_side = None
+    if "dbnet.short_side" in meta:
+        try:
+            short_side = int(meta["dbnet.short_side"])
+        except ValueError:
+            short_side = 0
+        if short_side <= 0:
+            raise DBNetError(f"{label}: bad dbnet metadata (dbnet.short_side "
+                             f"{meta['dbnet.short_side']!r} is not a positive whole number)")
+    return model, post, short_side, train
 
 
 _FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
@@ -211,6 +244,9 @@ def _prob_output(session, label: str) -> str:
         raise DBNetError(f"{label}: cannot tell which output is the probability map ({listed}); a dbnet "
                          "export has one output, prob (N, 1, H, W)")
     chosen = candidates[0]
+    if chosen.type not in _FLOAT_TYPES:
+        raise DBNetError(f"{label}: output {chosen.name!r} is {chosen.type}; the probability map of a dbnet "
+                         "export is float32 (or float16) scores in [0, 1]")
     shape = list(chosen.shape or [])
     if not _map_shaped(shape):
         raise DBNetError(f"{label}: output {chosen.name!r} has shape {shape}; the probability map of a dbnet "

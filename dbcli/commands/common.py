@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import signal
 import threading
 import typing
@@ -21,20 +22,58 @@ from dbcli import defaults
 from dbcli.optionspec import OptionSpec, declared
 
 
+def terminal_lines(text: str, stream: Any, width: int | None = None) -> str:
+    """``text`` wrapped at word boundaries to the terminal's width when ``stream`` is a terminal (else
+    as it is: one line for a log or a pipe), continuation lines indented by two spaces. A word longer
+    than the width (a long path) stays whole on its own line. ``width``: the terminal's columns
+    (default: asked from the system)."""
+    import shutil
+    import textwrap
+
+    if stream is None or not getattr(stream, "isatty", lambda: False)():
+        return text
+    columns = width or shutil.get_terminal_size().columns
+    return textwrap.fill(text, width=max(20, columns - 1), subsequent_indent="  ", break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def say(text: str, err: bool = False) -> None:
+    """A closing line (what was written, how fast) on stdout or stderr, wrapped between words on a
+    terminal (``terminal_lines``) instead of mid-word by the terminal itself."""
+    import sys
+
+    try:
+        typer.echo(terminal_lines(text, sys.stderr if err else sys.stdout), err=err)
+    except OSError as exc:  # stdout on a full disk or /dev/full: the line goes to stderr with the error
+        if err:
+            raise typer.Exit(1) from None
+        fail(f"stdout: cannot write ({exc.strerror or exc}): {text}")
+
+
+def say_error(message: str) -> None:
+    """``error: message`` on stderr: in red on a terminal, plain when ``$NO_COLOR`` is set to anything
+    but the empty string (https://no-color.org) or stderr is not a terminal."""
+    if os.environ.get("NO_COLOR"):
+        typer.echo(f"error: {message}", err=True)
+    else:
+        typer.secho(f"error: {message}", fg="red", err=True)
+
+
 def fail(message: str) -> typing.NoReturn:
-    """``error: message`` in red on stderr, exit status 1."""
-    typer.secho(f"error: {message}", fg="red", err=True)
+    """``say_error(message)``, exit status 1."""
+    say_error(message)
     raise typer.Exit(1)
 
 
-def _typer_option(field: Field, spec: OptionSpec) -> Any:
+def _typer_option(field: Field, spec: OptionSpec, note: str = "") -> Any:
     """The ``typer.Option`` of a field declared with ``dbcli.optionspec.option`` (a field without a
-    default is a required option)."""
+    default is a required option); ``note`` is added to its help."""
     default: Any = field.default
     if default is MISSING:
         factory: Any = field.default_factory
         default = ... if factory is MISSING else factory()
-    return typer.Option(default, *spec.flags, help=spec.help or None, metavar=spec.metavar, min=spec.min,
+    text = " ".join(part for part in (spec.help, note) if part)
+    return typer.Option(default, *spec.flags, help=text or None, metavar=spec.metavar, min=spec.min,
                         show_default=spec.show_default, hidden=spec.hidden)
 
 
@@ -46,17 +85,19 @@ def _cli_type(annotation: Any, spec: OptionSpec) -> Any:
     return Optional[choice] if type(None) in typing.get_args(annotation) else choice
 
 
-def options_from(cls: type, *, exclude: tuple[str, ...] = (), name: str = "options") -> Callable:
+def options_from(cls: type, *, exclude: tuple[str, ...] = (), name: str = "options",
+                 notes: dict[str, str] | None = None) -> Callable:
     """A decorator: the command gets one CLI option per field of the dataclass ``cls`` declared with
     ``dbcli.optionspec.option`` (less ``exclude``), and is called with them gathered as ``cls(...)`` in
-    its keyword-only parameter ``name``. Fields left out keep their dataclass defaults."""
+    its keyword-only parameter ``name``. Fields left out keep their dataclass defaults. ``notes``: a
+    line added to the help of some fields (by name), e.g. another set of defaults."""
     hints = typing.get_type_hints(cls)
     chosen = [(f, spec) for f, spec in declared(cls) if f.name not in exclude]
 
     def decorate(command: Callable) -> Callable:
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != name]
         added = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=_cli_type(hints[f.name], spec),
-                                   default=_typer_option(f, spec))
+                                   default=_typer_option(f, spec, (notes or {}).get(f.name, "")))
                  for f, spec in chosen]
 
         @functools.wraps(command)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dbcli.commands.common import fail, status
+from dbcli.commands.common import fail, say, status
 from dbcli.errors import DBNetError
 
 
@@ -36,6 +36,6 @@ def convert(
                                  overwrite=overwrite)
     except DBNetError as exc:
         fail(str(exc))
-    typer.echo(f"wrote {result.path} (DB-MobileNetV3 x{result.config['scale']}, "
+    say(f"wrote {result.path} (DB-MobileNetV3 x{result.config['scale']}, "
                f"{result.parameters / 1e6:.2f}M parameters, licence {licence})")
-    typer.echo(f"verified: max |P_dbnet - P_source| = {result.max_diff:.3g} (limit {tolerance:g})")
+    say(f"verified: max |P_dbnet - P_source| = {result.max_diff:.3g} (limit {tolerance:g})")

@@ -7,7 +7,16 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import dpi_opt, fail, inputs_arg, options_from, sigterm_as_interrupt, status
+from dbcli.commands.common import (
+    dpi_opt,
+    fail,
+    inputs_arg,
+    options_from,
+    say,
+    say_error,
+    sigterm_as_interrupt,
+    status,
+)
 from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
 from dbcli.progress import plural
@@ -76,9 +85,9 @@ def detect(
             summary = detect_files(inputs, out, fmt, model, settings, resume=resume, crops=crops, dpi=dpi,
                                    overwrite=overwrite)
     except DetectInterrupted as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        say_error(str(exc))
         raise typer.Exit(130) from None
     except DBNetError as exc:
         fail(str(exc))
     if summary.lead:
-        typer.echo(_summary_line(summary, crops), err=True)
+        say(_summary_line(summary, crops), err=True)

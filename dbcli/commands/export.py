@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import fail, status
+from dbcli.commands.common import fail, say, status
 from dbcli.errors import DBNetError
 
 
@@ -43,6 +43,6 @@ def export(
         fail(str(exc))
     label = "ONNX" if result.format == "onnx" else "TorchScript"
     opset_note = f", opset {opset}" if result.format == "onnx" else ""
-    typer.echo(f"wrote {result.path} ({label}{opset_note}, {result.size_bytes / 1e6:.1f} MB)")
-    typer.echo(f"verified: max |P_{result.format} - P_torch| = {result.max_diff:.3g} on a "
+    say(f"wrote {result.path} ({label}{opset_note}, {result.size_bytes / 1e6:.1f} MB)")
+    say(f"verified: max |P_{result.format} - P_torch| = {result.max_diff:.3g} on a "
                f"{'x'.join(map(str, result.input_shape))} input (limit {tolerance:g})")

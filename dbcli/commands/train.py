@@ -8,12 +8,13 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import fail, options_from
+from dbcli.commands.common import fail, options_from, say_error
 from dbcli.errors import DBNetError
 from dbcli.training.config import TrainConfig
+from dbcli.training.recipe import recipe_notes
 
 
-@options_from(TrainConfig, name="config")
+@options_from(TrainConfig, name="config", notes=recipe_notes())
 def train(
     context: typer.Context,
     thresh: Optional[float] = typer.Option(None, show_default=False,
@@ -25,7 +26,12 @@ def train(
     *,
     config: TrainConfig,
 ) -> None:
-    """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
+    """Train DBNet; writes checkpoints, logs and weights.pt to the run folder.
+
+    From scratch the defaults are the paper's recipe (shown as [default: ...]); with --init-weights
+    (fine-tuning) every option not given takes the fine-tuning recipe's value instead (shown as
+    "With --init-weights: ..."; --no-recipe keeps the paper's).
+    """
     from dataclasses import replace
 
     from dbcli.training.loop import train as run_training
@@ -33,7 +39,12 @@ def train(
     given = {k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh)) if v is not None}
     sources = {name: context.get_parameter_source(name) for name in context.params}
     chosen = frozenset(name for name, source in sources.items() if source is not None and source.name != "DEFAULT")
+    from dbcli.training.interrupts import TrainingInterrupted
+
     try:
         run_training(replace(config, post=given), command_line=shlex.join(["dbnet", *sys.argv[1:]]), given=chosen)
+    except TrainingInterrupted as exc:  # (already in the log's last line: said here, on stderr)
+        say_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
     except DBNetError as exc:
         fail(str(exc))

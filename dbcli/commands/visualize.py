@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import dpi_opt, fail, inputs_arg, options_from
+from dbcli.commands.common import dpi_opt, fail, inputs_arg, options_from, say
 from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
 from dbcli.progress import plural
@@ -25,13 +25,14 @@ def visualize(
                               help="Also save the probability and threshold maps as colour heatmaps side "
                                    "by side with the image (torch backend)."),
     numbers: bool = typer.Option(False, "--numbers",
-                                 help="Label each region with its number in reading order (as --crops names "
-                                      "its file) instead of its score."),
+                                 help="Label each region with its number alone. Default: its number in reading "
+                                      "order (as --crops names its file) and, where it stands out (0.05 or more "
+                                      "from the image's median), its score (e.g. 3:0.71)."),
     dpi: float = dpi_opt(),
     *,
     options: InferenceOptions,
 ) -> None:
-    """Draw detected polygons with their scores (or numbers) over each image or PDF page and save PNGs.
+    """Draw detected polygons, numbered in reading order, over each image or PDF page and save PNGs.
 
     With --maps, also what the network sees: its probability and threshold maps. With --pred, the
     regions are numbered in the file's order.
@@ -49,4 +50,4 @@ def visualize(
     except DBNetError as exc:
         fail(str(exc))
     skipped = f", {summary.failed} skipped" if summary.failed else ""
-    typer.echo(f"wrote {plural(len(summary.written), 'PNG file')} to {out}{skipped}", err=True)
+    say(f"wrote {plural(len(summary.written), 'PNG file')} to {out}{skipped}", err=True)

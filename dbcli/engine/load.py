@@ -10,7 +10,7 @@ from __future__ import annotations
 from dbcli.backends.base import Model
 from dbcli.backends.loading import load_model
 from dbcli.engine.options import InferenceOptions
-from dbcli.engine.settings import Settings, resolve_settings
+from dbcli.engine.settings import Settings, check_options, resolve_settings
 
 
 def load(options: InferenceOptions = InferenceOptions(), *, maps: bool = False) -> tuple[Model, Settings]:
@@ -18,7 +18,8 @@ def load(options: InferenceOptions = InferenceOptions(), *, maps: bool = False) 
     (``dbcli.engine.settings.resolve_settings``). ``maps``: the threshold map is wanted too
     (``visualize --maps``: torch). With ``options.text`` the text recogniser is loaded too
     (``dbcli.engine.text.reader_for``). Raises ``DBNetError`` naming the file when the weights cannot be
-    used, or for a setting out of range."""
+    used, or for a setting out of range (checked first: no model is loaded for a bad option)."""
+    check_options(options)
     model = load_model(options.weights, options.backend, options.device, options.precision, maps=maps)
     settings = resolve_settings(model, options)
     if settings.text:

@@ -141,6 +141,9 @@ def run_batch(model: Model, batch: list[Prepared], with_maps: bool) -> tuple[np.
     return model.prob_fn(x), None
 
 
+SCORE_SLACK = 1e-3  # how far outside [0, 1] a map may stray (fp16 rounding) without a note
+
+
 def run_tiled(model: Model, item: Prepared, with_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """The backend on one input whose pass is larger than a tile (``Decoded.scaled``), in tiles
     (``dbcli.engine.tiling.tiled_map``): its ``(H', W')`` probability map and, ``with_maps``, its
@@ -162,12 +165,22 @@ def run_tiled(model: Model, item: Prepared, with_maps: bool) -> tuple[np.ndarray
 
 def finite_map(prob: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
     """``prob`` with NaN and -inf as 0 and +inf as 1 (a broken model or an overflow in fp16 must not
-    give ``"score": NaN``, which is not JSON), and a note naming the image when any were there."""
+    give ``"score": NaN``, which is not JSON) and every value clipped to [0, 1] (a model whose output
+    is not a probability, e.g. no sigmoid, must not put scores above 1 in the JSON), and a note naming
+    the image when any were there (beyond ``SCORE_SLACK``)."""
     finite = np.isfinite(prob)
     if finite.all():
-        return prob, None
+        low, high = (float(prob.min()), float(prob.max())) if prob.size else (0.0, 0.0)
+        if low >= 0 and high <= 1:
+            return prob, None
+        fixed = np.clip(prob, 0.0, 1.0)
+        if low >= -SCORE_SLACK and high <= 1 + SCORE_SLACK:
+            return fixed, None
+        return fixed, (f"{name}: the model's probability map holds values from {low:.3g} to {high:.3g}, "
+                       "outside [0, 1] (clipped); its detections may be wrong (not a probability map: a "
+                       "model without its final sigmoid?)")
     bad = int(prob.size - np.count_nonzero(finite))
-    fixed = np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0)
+    fixed = np.clip(np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     return fixed, (f"{name}: the model's probability map holds {bad} NaN or infinite value(s) of {prob.size} "
                    "(counted as 0 or 1); its detections may be wrong (damaged weights, or fp16 overflow?)")
 
@@ -235,6 +248,7 @@ def finish_image(item: Prepared, prob: np.ndarray, thresh: np.ndarray | None, se
     prob, note = finite_map(prob, item.name)
     notes = list(d.notes) + ([note] if note else [])
     found = scale_step(item, post_process(item, prob, settings), settings, model)
+    notes += [found.note] if found.note else []
     dets = in_reading_order(found.detections, settings.sort)
     crops = crops_of(item, dets, wanted, settings.text and model is not None)
     if settings.text and model is not None and crops is not None:

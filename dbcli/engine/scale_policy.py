@@ -63,11 +63,26 @@ PROBES = 2  # probe crops per image
 class ScaleChoice:
     """What the policy decided for one image: ``factor`` (network / original pixels) to run again
     at, or None to keep the first pass; ``reason`` in a few words; ``text_height``: the median box
-    height it measured in network pixels at its scale (None when it found none)."""
+    height it measured in network pixels at its scale (None when it found none); ``note``: a line for
+    the user when the cap keeps the re-run's text too small to read (else None)."""
 
     factor: float | None
     reason: str
     text_height: float | None = None
+    note: str | None = None
+
+
+def capped_note(height: int, width: int, wanted: float, cap: float) -> str | None:
+    """The note for an image whose small text wanted a re-run at ``wanted`` (network / original
+    pixels) but got ``cap`` (``rescale_cap``: at most ``MAX_PIXELS``), when its text then stays under
+    ``LOW_HEIGHT`` network pixels, else None."""
+    reached = TARGET_HEIGHT * cap / wanted
+    if wanted <= cap or reached >= LOW_HEIGHT:
+        return None
+    return (f"{width}x{height} pixels ({height * width / 1e6:.0f} megapixels): its small text needs a re-run "
+            f"at scale {wanted:.2f}, capped at {cap:.2f} (a network input holds at most {MAX_PIXELS / 1e6:g} "
+            f"megapixels), where its text is ~{reached:.0f} px high, under the {LOW_HEIGHT:.0f} px the model "
+            "reads well: much of it may be unreadable; split the page into parts")
 
 
 def box_heights(detections: list[Detection]) -> np.ndarray:
@@ -190,7 +205,7 @@ def choose(prob_fn: Backend, image: np.ndarray, first_scale: float, first: list[
                                    else MIN_REGIONS)
     if evidence.strong:
         median = float(np.median(evidence.heights))
-        factor, reason = min(cap, first_scale * TARGET_HEIGHT / max(median, 1.0)), "small text"
+        wanted, reason = first_scale * TARGET_HEIGHT / max(median, 1.0), "small text"
         if median >= LOW_HEIGHT:
             return ScaleChoice(None, "text large enough", median)
     else:
@@ -198,13 +213,14 @@ def choose(prob_fn: Backend, image: np.ndarray, first_scale: float, first: list[
         probed = probe_height(prob_fn, image, cap, post)
         if probed is None:
             return ScaleChoice(None, f"no text found (probe{note})")
-        factor, median = min(cap, cap * TARGET_HEIGHT / max(probed, 1.0)), probed
+        wanted, median = cap * TARGET_HEIGHT / max(probed, 1.0), probed
         reason = f"small text (probe{note})"
-        if factor < MIN_GAIN * first_scale:
+        if min(cap, wanted) < MIN_GAIN * first_scale:
             return ScaleChoice(None, f"text large enough (probe{note})", median)
+    factor = min(cap, wanted)
     if factor < MIN_GAIN * first_scale:
         return ScaleChoice(None, "text large enough", median)
-    return ScaleChoice(factor, reason, median)
+    return ScaleChoice(factor, reason, median, capped_note(height, width, wanted, cap))
 
 
 @dataclass
@@ -218,6 +234,7 @@ class Rescaled:
     capped: bool
     prob: np.ndarray
     scale: dict
+    note: str | None = None  # the policy's line for the user (ScaleChoice.note)
 
 
 def scale_entry(factor: float, size: tuple[int, int], policy: str, reason: str | None = None,
@@ -270,4 +287,4 @@ def apply_policy(prob_fn: Backend, image: np.ndarray, first_size: tuple[int, int
     result = detect_at_scale(prob_fn, image, size, post)
     detections = keep_large(first, result.detections, choice.factor)
     return Rescaled(detections, result.candidates, result.capped, result.prob if result.prob is not None else prob,
-                    scale_entry(choice.factor, size, "auto", choice.reason, result.tiles_run))
+                    scale_entry(choice.factor, size, "auto", choice.reason, result.tiles_run), choice.note)

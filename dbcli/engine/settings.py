@@ -7,6 +7,7 @@ Torch-free.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 from dbcli import defaults
@@ -49,8 +50,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The largest --unclip-ratio: a box grows by ratio * area / perimeter on every side, ~ratio/2 times its
+# height for a text line (1.5: 2.5x as tall); at 10 a box is 11x the line's height, past any use, and far
+# larger ratios overflow the polygon offsetting (1e300 gave 0 regions without a word).
+MAX_UNCLIP_RATIO = 10.0
+
 # (field, low, high, low included): the range of each numeric option of InferenceOptions
-_RANGES = (("thresh", 0.0, 1.0, True), ("box_thresh", 0.0, 1.0, True), ("unclip_ratio", 0.0, None, False),
+_RANGES = (("thresh", 0.0, 1.0, True), ("box_thresh", 0.0, 1.0, True),
+           ("unclip_ratio", 0.0, MAX_UNCLIP_RATIO, False),
            ("max_candidates", 1, None, True), ("batch_size", 1, None, True),
            ("short_side", 32, MAX_SHORT_SIDE, True), ("max_side", 32, MAX_MAX_SIDE, True),
            ("max_megapixels", 0.0, None, False))
@@ -58,14 +65,36 @@ _RANGES = (("thresh", 0.0, 1.0, True), ("box_thresh", 0.0, 1.0, True), ("unclip_
 
 def _range_text(low: float, high: float | None, closed: bool) -> str:
     if high is not None:
-        return f"must lie in [{low:g}, {high:g}]"
+        return f"must lie in {'[' if closed else '('}{low:g}, {high:g}]"
     return f"must be at least {low:g}" if closed else "must be positive"
 
 
+# Options of a type the CLI guarantees but the API does not: ``exif="false"`` is a truthy string.
+_BOOLEANS = ("exif", "polygon")  # (polygon: None too)
+_STRINGS = ("backend", "device", "precision", "sort")
+
+
+def check_types(options: InferenceOptions) -> None:
+    """Refuse a boolean option that is not ``True`` / ``False`` (``"false"`` is a truthy string) and a
+    text option that is not text; raises ``DBNetError`` naming the option."""
+    for name in _BOOLEANS:
+        value = getattr(options, name)
+        if not (isinstance(value, bool) or (value is None and name == "polygon")):
+            raise DBNetError(f"{_flag(name)} must be True or False, got {value!r}")
+    for name in _STRINGS:
+        value = getattr(options, name)
+        if not isinstance(value, str):
+            raise DBNetError(f"{_flag(name)} must be text, got {value!r}")
+    if options.weights is not None and not isinstance(options.weights, str | os.PathLike):
+        raise DBNetError(f"--weights must be a path or a shipped name, got {options.weights!r}")
+
+
 def check_options(options: InferenceOptions) -> None:
-    """Refuse any numeric option the user gave that is not a finite number in its range (``nan`` and
-    ``inf`` pass comparisons unnoticed and would give 0 detections with exit 0), before any work.
-    ``None`` (not given) is not checked. Raises ``DBNetError`` naming the option."""
+    """Refuse any option the user gave of the wrong type (``check_types``) or any numeric one that is not
+    a finite number in its range (``nan`` and ``inf`` pass comparisons unnoticed and would give 0
+    detections with exit 0), before any work. ``None`` (not given) is not checked. Raises ``DBNetError``
+    naming the option."""
+    check_types(options)
     for name, low, high, closed in _RANGES:
         value = getattr(options, name)
         if value is None:

@@ -90,7 +90,9 @@ def _tile_prob(prob_fn: Backend, pixels: np.ndarray) -> np.ndarray | None:
     low, high, _, _ = cv2.minMaxLoc(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))
     if high - low <= FLAT_RANGE:
         return None
-    return prob_fn(normalize(pixels)[None])[0]
+    prob = prob_fn(normalize(pixels)[None])[0]
+    # as the first pass's map (engine.pipeline.finite_map, which notes it): NaN -> 0, scores in [0, 1]
+    return np.clip(np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
 def stitched_rows(prob_fn: Backend, scaled: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,

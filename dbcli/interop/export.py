@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dbcli.backends.export import OPSET, TOLERANCE, export_bytes
 from dbcli.errors import DBNetError
+from dbcli.interop import check_tolerance
 from dbcli.outputs.atomic import atomic_write_bytes
 
 
@@ -33,6 +34,7 @@ def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: in
     fmt = fmt.lower()
     if fmt not in ("onnx", "torchscript"):
         raise DBNetError(f"unknown export format {fmt!r} (onnx or torchscript)")
+    check_tolerance(tolerance)
     out = Path(out)
     protected = Protected().add([resolve_weights(weights_path)], "the weights file")
     protected.add(shipped_files(), "the shipped weights file")

@@ -27,6 +27,7 @@ import numpy as np
 from dbcli import defaults
 from dbcli.errors import DBNetError
 from dbcli.files import check_regular_file
+from dbcli.interop import check_tolerance
 
 TOLERANCE = 1e-4
 # PaddleOCR's DB post-processing defaults (det_db_thresh, det_db_box_thresh, det_db_unclip_ratio).
@@ -42,6 +43,18 @@ class OnnxLayer:
     name: str  # the node's first constant input (Paddle's parameter name, e.g. conv2d_0.w_0)
     tensors: dict[str, np.ndarray]  # weight, bias | weight, bias, running_mean, running_var
     attrs: dict = field(default_factory=dict)
+
+
+def check_self_contained(graph, source: str) -> None:
+    """``DBNetError`` when a tensor of ``graph`` keeps its data in another file (ONNX external data):
+    convert reads the one file it is given, nothing beside it."""
+    from onnx import TensorProto
+
+    for tensor in graph.initializer:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            raise DBNetError(f"{source}: tensor {tensor.name!r} keeps its data in another file (ONNX "
+                             "external data); convert takes a self-contained .onnx (re-save it with "
+                             "onnx.save_model(onnx.load(path), out) to embed the data)")
 
 
 def _constants(graph) -> dict[str, np.ndarray]:
@@ -195,10 +208,14 @@ def candidate_configs(layers: list[OnnxLayer]):
     from dbcli.models import ModelConfig
     from dbcli.models.mobilenetv3 import SCALES, STEM_CHANNELS, make_divisible
 
-    stem = layers[0].tensors["weight"].shape[0]
-    first_transpose = next(i for i, layer in enumerate(layers) if layer.op == "conv_transpose")
-    head_conv = next(layer for layer in reversed(layers[:first_transpose]) if layer.op == "conv")
-    neck = int(head_conv.tensors["weight"].shape[1])
+    first_transpose = next((i for i, layer in enumerate(layers) if layer.op == "conv_transpose"), 0)
+    convs = [layer for layer in layers[:first_transpose] if layer.op == "conv"]
+    if len(convs) < 2 or layers[0].op != "conv":  # a backbone's stem, ..., the head's first conv
+        return
+    stem = convs[0].tensors["weight"].shape[0]
+    neck = int(convs[-1].tensors["weight"].shape[1])
+    if neck < 4 or neck % 4:  # the neck concatenates four branches of neck / 4 channels each
+        return
     for se in (False, True):
         for scale in SCALES:
             if make_divisible(STEM_CHANNELS * scale) == stem:
@@ -212,7 +229,7 @@ def build_converted(layers: list[OnnxLayer], source: str):
 
     from dbcli.models import DBNet
 
-    best: tuple[int, str] = (-1, "no MobileNetV3 width matches its first convolution")
+    best: tuple[int, str] = (-1, "no MobileNetV3 configuration matches its stem convolution and its head's input width")
     for config in candidate_configs(layers):
         model = DBNet(config)
         targets = torch_layers(model)
@@ -274,6 +291,13 @@ def verify(model, source_bytes: bytes) -> float:
     return float(np.abs(got - expected).max())
 
 
+def check_source(source: Path) -> None:
+    """``DBNetError`` naming ``source`` unless it is an existing regular file: a missing file, a folder
+    (even one named ``x.onnx``) and a FIFO or device (reading one could block forever) each say so
+    (``dbcli.files.check_regular_file``)."""
+    check_regular_file(source, "ONNX model file", ": no such file")
+
+
 @dataclass
 class ConvertResult:
     path: Path
@@ -294,9 +318,8 @@ def convert(source: str | Path, out: str | Path, *, licence: str = "Apache-2.0",
     from dbcli.weights import save_weights, shipped_files
 
     source, out = Path(source), Path(out)
-    check_regular_file(source, "ONNX model file", missing_ok=True)
-    if not source.is_file():
-        raise DBNetError(f"{source}: no such file")
+    check_tolerance(tolerance)
+    check_source(source)
     protected = Protected().add([source], "the source model").add(shipped_files(), "the shipped weights file")
     check_file_output(out, "--out", protected, nothing_ours, "", overwrite)
     try:
@@ -308,6 +331,7 @@ def convert(source: str | Path, out: str | Path, *, licence: str = "Apache-2.0",
         proto = onnx.load_from_string(data)
     except Exception as exc:
         raise DBNetError(f"{source}: not an ONNX model ({exc.__class__.__name__})") from None
+    check_self_contained(proto.graph, str(source))
     check_family(proto.graph, str(source))
     layers = onnx_layers(proto.graph, str(source))
     model = build_converted(layers, str(source))

@@ -176,9 +176,30 @@ async def _outcome(request: Request, service: Service, job: Job, upload: Upload,
     return JSONResponse(body, status)
 
 
+def foreign_origin(request: Request) -> str | None:
+    """Why a request sent by a web page of another site is refused (None when it is not one). A
+    browser sends ``Origin`` with every cross-origin POST, and a ``text/plain`` or multipart form
+    needs no CORS preflight: without this check any page the user opens could make their browser
+    post to a server on localhost. Clients that are not browsers (curl, scripts) send no ``Origin``;
+    the service's own page sends its own."""
+    from urllib.parse import urlsplit
+
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    host = request.headers.get("host", "")
+    netloc = urlsplit(origin).netloc if origin != "null" else ""
+    if netloc and netloc.lower() == host.lower():
+        return None
+    return f"cross-origin request refused: Origin {origin} is not this server ({host or 'no Host'})"
+
+
 async def detect(request: Request) -> Response:
     service: Service = request.app.state.service
     scheduler = service.scheduler
+    refused = foreign_origin(request)
+    if refused:
+        return error(403, refused)
     if scheduler.closing:
         return draining(request)
     if scheduler.full():  # before the upload is read: a full server costs a client no transfer
@@ -314,5 +335,15 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Starlette
 
 
 def app_from_env() -> Starlette:
-    """``uvicorn --factory dbcli.serve.app:app_from_env``: the config from ``$DBNET_SERVE_CONFIG``."""
-    return create_app(ServeConfig.from_env())
+    """``uvicorn --factory dbcli.serve.app:app_from_env``: the config from ``$DBNET_SERVE_CONFIG``. A bad
+    config is one ``error:`` line on stderr and exit status 1, not a traceback inside uvicorn's."""
+    import sys
+
+    from dbcli.errors import DBNetError
+
+    try:
+        config = ServeConfig.from_env()
+    except DBNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return create_app(config)

@@ -4,6 +4,7 @@ per-request options, and the limits that keep memory bounded under load and bad 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 
@@ -11,6 +12,9 @@ from dbcli.engine.options import InferenceOptions
 from dbcli.errors import DBNetError
 
 CONFIG_ENV = "DBNET_SERVE_CONFIG"  # how `uvicorn --factory dbcli.serve.app:app_from_env` gets its config
+MIN_DPI = 18  # a US-letter page is 153 x 198 pixels at 18 dpi
+MAX_DPI = 1200  # the most a request may ask for (and the server's default must lie within)
+FINITE = ("max_upload_mb", "max_uploads_mb", "max_megapixels", "dpi")  # inf would lift the limit (or overflow)
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,13 @@ class ServeConfig:
                     "keep_alive": self.keep_alive, "max_uploads_mb": self.max_uploads_mb,
                     "max_files": self.max_files}
         for name, value in positive.items():
-            if not value > 0:
-                raise DBNetError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            if not isinstance(value, int | float) or not value > 0:
+                raise DBNetError(f"--{name.replace('_', '-')} must be positive, got {value!r}")
+            if name in FINITE and not math.isfinite(value):
+                raise DBNetError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+        if not MIN_DPI <= self.dpi <= MAX_DPI:
+            raise DBNetError(f"--dpi must lie in [{MIN_DPI}, {MAX_DPI}] (what a request may ask for), "
+                             f"got {self.dpi:g}")
         if self.drain_timeout < 0:
             raise DBNetError(f"--drain-timeout must be at least 0, got {self.drain_timeout}")
         if self.max_uploads_mb < self.max_upload_mb:
@@ -112,10 +121,15 @@ class ServeConfig:
         except json.JSONDecodeError as exc:
             raise DBNetError(f"${CONFIG_ENV}: not JSON ({exc})") from None
         data = _known(data, cls, CONFIG_ENV)
-        if "inference" in data:
-            inference = _known(data["inference"], InferenceOptions, f"{CONFIG_ENV}.inference")
-            data["inference"] = InferenceOptions(**inference)
-        return cls(**data)
+        try:
+            if "inference" in data:
+                inference = _known(data["inference"], InferenceOptions, f"{CONFIG_ENV}.inference")
+                data["inference"] = InferenceOptions(**inference)
+            return cls(**data)
+        except DBNetError as exc:
+            raise DBNetError(f"${CONFIG_ENV}: {exc}") from None
+        except (TypeError, ValueError) as exc:  # a value of the wrong type
+            raise DBNetError(f"${CONFIG_ENV}: bad value ({exc})") from None
 
 
 def _known(data: object, cls: type, where: str) -> dict:

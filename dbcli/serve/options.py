@@ -16,11 +16,10 @@ from dbcli.backends.base import Model
 from dbcli.engine.options import InferenceOptions
 from dbcli.engine.settings import Settings, resolve_settings
 from dbcli.errors import DBNetError
-from dbcli.serve.config import ServeConfig
+from dbcli.serve.config import MAX_DPI, MIN_DPI, ServeConfig
 
 TRUE = {"1", "true", "yes", "on", "polygon", "base64"}
 FALSE = {"0", "false", "no", "off", "box", "none", ""}
-MIN_DPI = 18  # a US-letter page is 153 x 198 pixels at 18 dpi
 
 
 class OptionError(DBNetError):
@@ -86,8 +85,8 @@ def parse_options(values: Mapping[str, str], model: Model, config: ServeConfig, 
     if given.get("max_candidates") is not None and given["max_candidates"] > most:
         raise OptionError(f"max_candidates: at most {most} on this server, got {given['max_candidates']}")
     dpi = given.pop("dpi", config.dpi)
-    if not MIN_DPI <= dpi <= 1200:  # below: pages of a few pixels, nothing to find
-        raise OptionError(f"dpi: must lie in [{MIN_DPI}, 1200], got {dpi:g}")
+    if not MIN_DPI <= dpi <= MAX_DPI:  # below: pages of a few pixels, nothing to find
+        raise OptionError(f"dpi: must lie in [{MIN_DPI}, {MAX_DPI}], got {dpi:g}")
     crops, images = given.pop("crops", False), given.pop("images", False)
     if not given:
         return RequestOptions(base, dpi, crops, images)

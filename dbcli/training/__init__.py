@@ -2,4 +2,5 @@
 the data (``data``), the run's records (``state``), setup (``setup``), the lr schedule
 (``schedule``), checkpoints (``checkpoints``), validation and the choice of weights (``validation``,
 ``selection``), the run folder (``run_folder``), fine-tuning's model steps (``finetune``), the loss
-(``losses``) and ImageNet backbone initialisation (``pretrained``)."""
+(``losses``), ImageNet backbone initialisation (``pretrained``), the progress line
+(``progress_line``) and stops by signal (``interrupts``)."""

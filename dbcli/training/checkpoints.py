@@ -166,7 +166,9 @@ def save_final_weights(run: Run, state: RunState, selected: dict) -> None:
         save_weights(run.out / "weights.pt", run.model, half=True, postprocess=asdict(run.post),
                      short_side=config.val_short_side,
                      train={"command": run.command_line, "epochs_done": state.finished_epoch,
-                            "steps": state.step, "wall_s": time.time() - state.started, "device": str(run.device),
+                            "last_epoch": max(state.last_epoch, state.finished_epoch),
+                            "last_epoch_complete": state.last_epoch <= state.finished_epoch, "steps": state.step,
+                            "wall_s": time.time() - state.started, "device": str(run.device),
                             "config": asdict(config), **({"selected": selected["message"]} if selected else {})},
                      metrics=metrics)
     run.log(f"weights written to {run.out / 'weights.pt'}")

@@ -52,8 +52,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     warmup_steps: int = opt(  # linear lr warm-up over the run's first N optimizer steps (0: none)
-        0, help="Raise the lr linearly from ~0 over the first N steps (fine-tuning with --init-weights: a few "
-                "hundred; paper: none).")
+        0, help="Raise the lr linearly from ~0 over the first N steps (paper: none).")
     crop_size: int = opt(640, help="Square training crop side in pixels.")
     scale_min: float = opt(0.5, help="Smallest random rescale factor.")
     scale_max: float = opt(3.0, help="Largest random rescale factor.")
@@ -78,7 +77,8 @@ class TrainConfig:
     pretrained_backbone: Optional[str] = opt(None, help="torchvision ImageNet ResNet state dict.")
     init_weights: Optional[str] = opt(  # a dbnet weights file to fine-tune from (all layers; fresh optimizer)
         None, help=f"Fine-tune: start from this dbnet weights file or shipped name ({shipped_names()}) with a new "
-                   f"optimizer and schedule; its architecture is used.")
+                   f"optimizer and schedule; its architecture is used. The fine-tuning recipe then fills every "
+                   f"option not given: each option's help says its value (\"With --init-weights: ...\").")
     cache_images: bool = opt(
         True, help="Decode the images once and keep them in memory, as many as --cache-mb holds (the rest "
                    "are decoded as they are used).")

@@ -24,14 +24,15 @@ import torch
 
 from dbcli.device import world
 from dbcli.errors import DBNetError
-from dbcli.progress import progress_bar
 from dbcli.training.checkpoints import restore_state, save_checkpoint, save_final_weights
 from dbcli.training.config import TrainConfig, check_config, ignored_on_resume
 from dbcli.training.finetune import set_head_warmup
+from dbcli.training.interrupts import interrupted, stop_on_sigterm, stopped_by_signal
 from dbcli.training.losses import db_loss
+from dbcli.training.progress_line import loss_texts, show, step_text, train_progress
 from dbcli.training.recipe import default_given, describe
 from dbcli.training.run_folder import open_run_folder, run_folder_lock, run_folder_path, say_housekeeping
-from dbcli.training.schedule import budget_spent, in_head_warmup, set_lr
+from dbcli.training.schedule import budget_spent, in_head_warmup, say_short_budget, set_lr
 from dbcli.training.setup import announce, prepare_device, resolve_config, setup_run
 from dbcli.training.state import Run, RunLog, RunState, Stop
 from dbcli.training.validation import select_final, validate_and_keep_best
@@ -65,9 +66,19 @@ def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | N
                 run.log(describe(config, chosen))
         metrics_file = files.enter_context(open(out / "metrics.jsonl", "a", encoding="utf-8")) if is_main else None
         state.started += time.time()
-        _train_epochs(run, state, console, metrics_file)
+        try:
+            with stop_on_sigterm(state, enabled=not distributed):
+                _train_epochs(run, state, console, metrics_file)
+        except KeyboardInterrupt:
+            stop = interrupted(out, state)
+            log.to_file(f"error: {stop}")
+            raise stop from None
         if is_main:
             save_final_weights(run, state, select_final(run, state))
+        if state.stop is Stop.SIGNAL:
+            stop = stopped_by_signal(out, state)
+            log.to_file(f"error: {stop}")
+            raise stop
     if distributed:
         import torch.distributed as dist
 
@@ -79,8 +90,8 @@ def train(config: TrainConfig, command_line: str = "", given: frozenset[str] | N
 
 def _train_epochs(run: Run, state: RunState, console: Any, metrics_file: Any) -> None:
     """Every epoch left (``train_one_epoch`` then ``_end_epoch``) until the last or a stop."""
-    progress = progress_bar(console, "train", run.total_steps, unit=None, info=True)
-    task = progress.add_task("train", total=run.total_steps, completed=state.step, info="")
+    progress, task = train_progress(console)
+    show(progress, task, run, state, [""])
     run.model.train()
     if run.is_main and run.config.init_weights and run.val_samples and state.step == 0:
         record = {"epoch": 0, "step": 0, "elapsed_s": time.time() - state.started}
@@ -120,16 +131,16 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: Any, task: 
                 break
             continue
         count += 1
+        if run.is_main:
+            say_short_budget(run, state)
         seen += len(batch["image"]) * run.world_size
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v.item()
         rate = seen / max(time.time() - t_epoch, 1e-6)
-        progress.update(task, completed=state.step, info=(
-            f"ep {epoch + 1}/{config.epochs} loss {sums['loss'] / count:.3f} "
-            f"(P {sums['loss_prob'] / count:.3f} B {sums['loss_binary'] / count:.3f} "
-            f"T {sums['loss_thresh'] / count:.4f}) lr {state.lr:.5f} {rate:.1f} img/s"))
+        texts = loss_texts(epoch, config.epochs, {k: v / count for k, v in sums.items()}, state.lr, rate)
+        show(progress, task, run, state, texts)
         if state.step % config.log_every == 0:
-            run.log(f"step {state.step}/{run.total_steps} {progress.tasks[task].fields['info']}")
+            run.log(f"{step_text(run, state)} {texts[0]}")
         if budget_spent(run, state):
             break
     return {"batches": batches, "sums": sums, "count": count, "seen": seen, "t_epoch": t_epoch}
@@ -175,6 +186,7 @@ def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: 
     run.sampler.skip = 0
     epoch_complete = done["batches"] >= run.steps_per_epoch  # (a stop on an epoch's last step completes it)
     state.finished_epoch = epoch + 1 if epoch_complete else epoch
+    state.last_epoch = epoch + 1
     count = done["count"]
     record = {"epoch": epoch + 1, "step": state.step, "lr": state.lr,
               **{k: v / max(count, 1) for k, v in done["sums"].items()},
@@ -185,7 +197,9 @@ def _end_epoch(run: Run, state: RunState, epoch: int, done: dict, metrics_file: 
     if run.is_main:
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
-        run.log(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.4f} "
+        partial = "" if epoch_complete else (f" (partial: {done['batches']} of {run.steps_per_epoch} steps; "
+                                             f"{state.finished_epoch} epochs complete)")
+        run.log(f"epoch {epoch + 1}{partial}: loss {record.get('loss', float('nan')):.4f} "
                 f"{record['images_per_s']:.1f} img/s")
         if state.stop is not None or (epoch + 1) % config.save_every == 0 or epoch + 1 == config.epochs:
             save_checkpoint(run, state, run.out / "latest.pt", state.finished_epoch, state.last_val,

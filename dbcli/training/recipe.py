@@ -52,6 +52,13 @@ HEAD_WARMUP_STEPS = 100  # threshold-branch-only steps for a file whose branch i
 HEAD_WARMUP_MAX_SHARE = 0.15  # ... and at most this share of --time-limit
 
 
+def recipe_notes() -> dict[str, str]:
+    """For ``dbnet train --help``: the recipe's value beside the paper's default of each option it
+    sets (``--batch-size``: "With --init-weights: 8 (the fine-tuning recipe)")."""
+    return {name: f"With --init-weights: {value:g} (the fine-tuning recipe)." if isinstance(value, float)
+            else f"With --init-weights: {value} (the fine-tuning recipe)." for name, value in RECIPE.items()}
+
+
 def default_given(config: TrainConfig) -> frozenset[str]:
     """The settings of ``config`` that differ from ``TrainConfig()``'s defaults: what a caller of the
     Python API is taken to have chosen (the CLI says exactly which options were given)."""

@@ -1,7 +1,8 @@
 """The learning rate and the run's budget, step by step: poly decay (``poly_lr``) after a linear
 warm-up (``warmup_factor``), fitted into ``--time-limit`` when the schedule follows the clock
-(``set_lr``); the threshold-branch warm-up's steps (``in_head_warmup``); and the stop at
-``--max-steps`` / ``--time-limit`` (``budget_spent``)."""
+(``set_lr``); the threshold-branch warm-up's steps (``in_head_warmup``); the stop at
+``--max-steps`` / ``--time-limit`` (``budget_spent``); a warning when the time limit leaves too few
+steps after the warm-ups (``say_short_budget``)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,43 @@ def budget_spent(run: Run, state: RunState) -> bool:
                                    f"({state.lr / config.lr:.0%} of --lr {config.lr:g}): the poly decay was "
                                    f"set for {config.epochs} epochs (--no-time-schedule)")
     return state.stop is not None
+
+
+PACE_STEPS = 3  # steps of this session timed before the budget is judged
+
+
+def short_budget_note(run: Run, state: RunState, now: float) -> str | None:
+    """Under ``--time-limit``, once ``PACE_STEPS`` steps of this session are timed (``state.pace``): a
+    warning when the steps the budget leaves at that pace are fewer than twice the warm-ups' (lr and
+    threshold branch: the recipe's 50 + 100), so that little or no training follows them and
+    ``weights.pt`` is likely the start; ``""`` when the budget is enough; None while not yet known."""
+    config = run.config
+    warm = config.warmup_steps + (config.head_warmup_steps or 0)
+    if not config.time_limit or not warm or state.pace is None or state.step - state.pace[1] < PACE_STEPS:
+        return None
+    per_step = (now - state.pace[0]) / (state.step - state.pace[1])
+    left_s = max(0.0, config.time_limit * 60 - (now - state.started))
+    projected = state.step + int(left_s / max(per_step, 1e-9))
+    if projected >= 2 * warm:
+        return ""
+    return (f"warning: at {per_step:.2g} s/step, --time-limit {config.time_limit:g} min leaves ~{projected} steps "
+            f"in all, and the warm-ups take {warm} ({config.warmup_steps} lr warm-up + "
+            f"{config.head_warmup_steps or 0} threshold-branch steps; the threshold-branch warm-up stops at "
+            f"{HEAD_WARMUP_MAX_SHARE:.0%} of the time): too little training follows them to beat the start, "
+            f"which weights.pt then keeps. Give --time-limit {4 * warm * per_step / 60:.0f} or more, or fewer "
+            "warm-up steps (--warmup-steps, --head-warmup-steps)")
+
+
+def say_short_budget(run: Run, state: RunState) -> None:
+    """After each step: start timing this session's pace, then say ``short_budget_note`` once."""
+    now = time.time()
+    if state.pace is None:
+        state.pace = (now, state.step)
+        return
+    if state.budget_judged:
+        return
+    note = short_budget_note(run, state, now)
+    if note is not None:
+        state.budget_judged = True
+        if note:
+            run.log(note)

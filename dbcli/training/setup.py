@@ -191,12 +191,19 @@ def setup_run(config: TrainConfig, out: Path, resume_state: dict | None, init_we
                sampler, data.train_samples, data.val_samples, data.val_images)
 
 
+def _arithmetic(amp_dtype: torch.dtype | None) -> str:
+    """``--amp``'s outcome in words: ``mixed precision bf16`` / ``fp16``, or ``fp32`` (off, or not
+    supported here)."""
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return f"mixed precision {names[amp_dtype]}" if amp_dtype in names else "fp32 (no mixed precision)"
+
+
 def announce(run: Run) -> None:
     """``config.json`` and the run's first log line (main process)."""
     config, out = run.config, run.out
     atomic_write_json(out / "config.json", asdict(config))
     run.log(f"run {out}: {config.arch} ({count_parameters(run.model) / 1e6:.2f}M params) on {run.device}, "
-            f"amp={run.amp_dtype}, {len(run.train_samples)} train / {len(run.val_samples)} val images, "
+            f"{_arithmetic(run.amp_dtype)}, {len(run.train_samples)} train / {len(run.val_samples)} val images, "
             f"{run.steps_per_epoch} steps/epoch x {config.epochs} epochs, batch {config.batch_size} x "
             f"{run.world_size}")
     if config.time_limit:

@@ -28,6 +28,7 @@ class Stop(Enum):
     NON_FINITE = "non-finite"
     MAX_STEPS = "max-steps"
     TIME_LIMIT = "time-limit"
+    SIGNAL = "sigterm"  # SIGTERM: stopped at the end of a step (dbcli.training.interrupts)
 
 
 @dataclass
@@ -37,9 +38,16 @@ class RunLog:
     console: Any
     file: Any = None  # the open train.log, or None
 
+    def to_file(self, message: str) -> None:
+        """``message`` in ``train.log`` only (a line the command says on stderr itself)."""
+        if self.file is not None:
+            self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            self.file.flush()
+
     def __call__(self, message: str) -> None:
         if self.file is not None:
-            self.console.print(message, markup=False, highlight=False)
+            # soft_wrap: a long line is one line (a terminal wraps it; a file or pipe keeps it whole)
+            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
             self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             self.file.flush()
 
@@ -95,10 +103,13 @@ class RunState:
     start_step: int = 0  # --max-steps counts the steps of this run
     started: float = 0.0  # the run's clock: earlier sessions of a resumed run included
     last_val: dict = field(default_factory=dict)
-    finished_epoch: int = 0
+    finished_epoch: int = 0  # complete epochs
+    last_epoch: int = 0  # the epoch (from 1, as the log counts) the run was last in, complete or not
     stop: Stop | None = None
     stop_message: str = ""
     # fine-tuning: {"start": ..., "best": ..., "checkpoint": ...} (hmean, label, per-image counts)
     selection: dict = field(default_factory=dict)
     head_steps: int = 0  # steps trained by the threshold-branch warm-up (--head-warmup-steps)
     training_from: float = 0.0  # when this session's first step began (the start's validation excluded)
+    pace: tuple[float, int] | None = None  # (time, step) after this session's first step: its pace is timed
+    budget_judged: bool = False  # whether the time limit was judged against the warm-ups (say_short_budget)

@@ -116,7 +116,8 @@ def _selection_entry(state: RunState, epoch: int, counts: dict, picked: dict | N
     counts and label."""
     entry = {"hmean": counts["hmean"], "counts": counts["image_counts"], "step": state.step,
              "label": "the start" if epoch < 0 else
-             f"the checkpoint of epoch {state.finished_epoch}, step {state.step}"}
+             f"the checkpoint of epoch {epoch + 1}{'' if state.finished_epoch > epoch else ' (partial)'}, "
+             f"step {state.step}"}
     if picked is not None:
         entry.update(hmean=picked["hmean"], counts=picked["image_counts"], current_hmean=counts["hmean"],
                      thresholds={k: picked[k] for k in ("thresh", "box_thresh", "precision", "recall", "hmean")})
@@ -147,7 +148,8 @@ def validate_and_keep_best(run: Run, state: RunState, epoch: int, record: dict) 
     if picked is not None:
         record.update(val_picked_hmean=picked["hmean"], val_picked_thresh=picked["thresh"],
                       val_picked_box_thresh=picked["box_thresh"])
-    _log_validation(run, "epoch 0 (the start)" if epoch < 0 else f"epoch {epoch + 1}", state.last_val, picked)
+    _log_validation(run, "the start (before the first step)" if epoch < 0 else f"epoch {epoch + 1}", state.last_val,
+                    picked)
     entry = _selection_entry(state, epoch, counts, picked)
     if run.config.init_weights:
         _add_candidate(run, state, epoch, entry)

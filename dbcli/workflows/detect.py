@@ -30,7 +30,7 @@ from dbcli.engine.records import Failure, ImageRecord
 from dbcli.engine.settings import Settings
 from dbcli.errors import DBNetError
 from dbcli.outputs.atomic import acquire_lock, release_lock
-from dbcli.outputs.paths import Protected, in_place
+from dbcli.outputs.paths import Protected, in_place, is_stdout
 from dbcli.outputs.targets import check_detect_outputs
 from dbcli.outputs.writers import (
     JsonlWriter,
@@ -106,6 +106,11 @@ def less_resumed(plan: Plan, out: Path | None, resume: bool) -> Plan:
                 len(plan.images) - len(todo))
 
 
+def output_label(out: Path | None) -> str:
+    """How messages name the output: its path, or ``stdout`` (no --out, or ``--out -``)."""
+    return "stdout" if out is None or is_stdout(out) else str(out)
+
+
 def _failure(exc: BaseException, writer: Writer | None, fmt: str, out: Path | None) -> BaseException:
     """What ``detect`` raises for ``exc`` once its writer is aborted: where the work done is kept
     (an interrupt), the output named (a write error), or ``exc`` itself."""
@@ -124,7 +129,7 @@ def _failure(exc: BaseException, writer: Writer | None, fmt: str, out: Path | No
             done = f"; the images done have their {icdar_name('<stem>')} files in {out}"
         else:
             done = "; nothing was written" if fmt == "json" or writer is None else ""
-        return DBNetError(f"{kept or out}: cannot write ({exc.strerror or exc}){done}")
+        return DBNetError(f"{kept or output_label(out)}: cannot write ({exc.strerror or exc}){done}")
     if kept and isinstance(exc, DBNetError):
         return DBNetError(f"{exc}; the images done are in {kept} (--resume continues it)")
     return exc
@@ -142,7 +147,7 @@ class DetectOutput:
         self._lock: Any = None
 
     def _cannot_write(self, exc: OSError) -> DBNetError:
-        return DBNetError(f"{self.out}: cannot write ({exc.strerror or exc})")
+        return DBNetError(f"{output_label(self.out)}: cannot write ({exc.strerror or exc})")
 
     def lock(self) -> None:
         if self.out is None or in_place(self.out):  # stdout, a device, a FIFO: nothing to lock beside it
@@ -284,12 +289,12 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
     settings = settings or Settings()
     model = model if model is not None else load_model()
     fmt = (fmt or "json").lower()
+    rank, size = world()  # before any work: torchrun's variables set by hand are refused
     plan = plan_inputs(inputs, dpi)
     targets = check_detect_outputs(out, fmt, output_targets(plan.images, plan.keys), resume=resume, crops=crops,
                                    weights=[model.info.get("weights")], shipped=shipped_files(), overwrite=overwrite)
     out, crops, protected = targets.out, targets.crops, targets.protected
     plan = less_resumed(plan, out, resume)
-    rank, size = world()
     start = time.perf_counter()
     with DetectOutput(out, fmt, out_console, resume) as output:
         if size == 1:

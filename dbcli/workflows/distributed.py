@@ -10,11 +10,27 @@ import os
 from dbcli.engine.records import Failure, ImageRecord
 from dbcli.errors import DBNetError
 
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")  # what torchrun sets beside RANK and WORLD_SIZE
+
 
 def world() -> tuple[int, int]:
-    """``(rank, world size)`` from torchrun's variables (``dbcli.device.world`` reads the same ones but
-    imports torch)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    """``(rank, world size)`` from torchrun's variables (``(0, 1)`` without them). ``DBNetError`` when
+    they are not whole numbers with 0 <= rank < size, or when a size above 1 comes without the
+    rendezvous address torchrun sets (``RANK=0 WORLD_SIZE=2`` typed by hand or left over in the
+    environment: the process group could never start)."""
+    try:
+        rank, size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise DBNetError(f"RANK={os.environ.get('RANK', '')!r} WORLD_SIZE={os.environ.get('WORLD_SIZE', '')!r}: "
+                         "not whole numbers (these variables are torchrun's)") from None
+    if size < 1 or not 0 <= rank < size:
+        raise DBNetError(f"RANK={rank} WORLD_SIZE={size}: the rank must lie in [0, WORLD_SIZE)")
+    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
+    if size > 1 and missing:
+        raise DBNetError(f"RANK={rank} WORLD_SIZE={size} are set but {' and '.join(missing)} not: these "
+                         "variables are torchrun's; start with `torchrun --nproc-per-node N -m dbcli ...` "
+                         "or unset them for one process")
+    return rank, size
 
 
 def gather(local: list, size: int, error: str | None = None) -> list:

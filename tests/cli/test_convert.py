@@ -180,3 +180,77 @@ def test_cli_convert(paddle_like, tmp_path):
     assert "verified: max |P_dbnet - P_source|" in result.output
     bad = runner.invoke(app, ["convert", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "x.pt")])
     assert bad.exit_code == 1 and "missing.onnx: no such file" in bad.output
+
+
+def small_graph(ops: list[str], path, external: bool = False) -> None:
+    """A tiny ONNX graph built with ``onnx.helper``: ``Conv`` (8 channels, 3x3), ``BN``, ``ConvT``
+    (x2 up, to 1 channel), ``GAP`` (x + GlobalAveragePool(x)), ``Sig``; enough to pass the family
+    check (pooling, two transposed convs, a sigmoid) and reach the layer matching."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, cur, ch = [], [], "x", 3
+    for i, op in enumerate(ops):
+        out = f"t{i}"
+        if op == "Conv":
+            inits.append(numpy_helper.from_array(rng.random((8, ch, 3, 3), np.float32), f"w{i}"))
+            nodes.append(helper.make_node("Conv", [cur, f"w{i}"], [out], pads=[1, 1, 1, 1]))
+            ch = 8
+        elif op == "BN":
+            names = [f"{k}{i}" for k in "sbmv"]
+            inits += [numpy_helper.from_array(np.full(ch, v, np.float32), n) for n, v in zip(names, (1, 0, 0, 1))]
+            nodes.append(helper.make_node("BatchNormalization", [cur, *names], [out]))
+        elif op == "ConvT":
+            inits.append(numpy_helper.from_array(rng.random((ch, 1, 2, 2), np.float32), f"w{i}"))
+            nodes.append(helper.make_node("ConvTranspose", [cur, f"w{i}"], [out], strides=[2, 2]))
+            ch = 1
+        elif op == "GAP":
+            nodes += [helper.make_node("GlobalAveragePool", [cur], [f"g{i}"]),
+                      helper.make_node("Add", [cur, f"g{i}"], [out])]
+        else:
+            nodes.append(helper.make_node("Sigmoid", [cur], [out]))
+        cur = out
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info(cur, TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+
+
+@pytest.mark.parametrize("ops, external, message", [
+    (["BN", "GAP", "ConvT", "BN", "ConvT", "Sig"], False, "does not fit a DB-MobileNetV3"),  # no Conv at all
+    (["Conv", "BN", "GAP", "ConvT", "BN", "ConvT", "Sig"], False, "does not fit a DB-MobileNetV3"),  # zero-width
+    (["Conv", "BN", "GAP", "ConvT", "Conv", "BN", "ConvT", "Sig"], False, "does not fit a DB-MobileNetV3"),
+    (["Conv", "BN", "GAP", "ConvT", "BN", "ConvT", "Sig"], True, "external data"),
+])
+def test_odd_graphs_get_one_line(tmp_path, ops, external, message):
+    path = tmp_path / "odd.onnx"
+    small_graph(ops, path, external)
+    result = runner.invoke(app, ["convert", str(path), "--out", str(tmp_path / "w.pt")])
+    assert result.exit_code == 1
+    assert message in result.output and str(path) in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "w.pt").exists()
+
+
+def test_convert_names_folders_and_fifos(tmp_path):
+    import os
+
+    folder = tmp_path / "x.onnx"
+    folder.mkdir()
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    for source, message in ((folder, "a folder, not an ONNX model file"), (fifo, "a FIFO")):
+        result = runner.invoke(app, ["convert", str(source), "--out", str(tmp_path / "w.pt")])
+        assert result.exit_code == 1 and message in result.output, result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_tolerance_must_be_finite(paddle_like, tmp_path, value):
+    """nan or inf would turn the verification off (nothing compares above nan, everything below
+    inf): refused before any work. (0 stays allowed: no export meets it, see test_export.)"""
+    _, path = paddle_like
+    result = runner.invoke(app, ["convert", str(path), "--out", str(tmp_path / "w.pt"), "--tolerance", value])
+    assert result.exit_code == 1 and "--tolerance" in result.output and "must be a finite number" in result.output
+    exported = runner.invoke(app, ["export", "--out", str(tmp_path / "m.onnx"), "--tolerance", value])
+    assert exported.exit_code == 1 and "must be a finite number" in exported.output, exported.output
+    assert not (tmp_path / "w.pt").exists() and not (tmp_path / "m.onnx").exists()

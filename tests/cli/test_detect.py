@@ -522,6 +522,8 @@ def test_ranks_split_inputs_and_rank0_merges(model_files, image_dir, tmp_path, m
 
     monkeypatch.setattr(distributed, "gather", fake_gather)
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # torchrun sets these beside RANK and WORLD_SIZE
+    monkeypatch.setenv("MASTER_PORT", "29500")
     for rank in (1, 0):
         monkeypatch.setenv("RANK", str(rank))
         out = tmp_path / f"rank{rank}.json"
@@ -534,6 +536,24 @@ def test_ranks_split_inputs_and_rank0_merges(model_files, image_dir, tmp_path, m
     single = tmp_path / "single.json"
     detect([image_dir], single, "json", model, settings)
     assert merged == json.loads(single.read_text())
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR and MASTER_PORT not"),
+    ({"RANK": "3", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "must lie in [0, WORLD_SIZE)"),
+    ({"RANK": "one"}, "not whole numbers"),
+])
+def test_torchrun_variables_set_by_hand_are_one_line(model_files, image_dir, tmp_path, monkeypatch, env, message):
+    """``RANK=0 WORLD_SIZE=2`` without torchrun: refused before any work, not a traceback from
+    ``init_process_group`` (``MASTER_ADDR expected``)."""
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "o.json"
+    result = invoke("detect", image_dir, "--weights", model_files["onnx"], "--out", out)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not out.exists()
 
 
 # --- the shipped weights and examples -------------------------------------------------------------

@@ -4,12 +4,14 @@ never a traceback; export checks its output before the slow work."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
-from generated_files import invoke, write_rgb
+from generated_files import invoke, runner, write_rgb
 
+from dbcli.cli import app
 from dbcli.data.datasets import load_samples
 from dbcli.errors import DBNetError
 from dbcli.evaluation.scoring import evaluate_predictions
@@ -123,7 +125,8 @@ def test_export_checks_out_before_exporting(model_files, tmp_path, monkeypatch):
 @pytest.mark.parametrize("option, value", [
     ("--unclip-ratio", "nan"), ("--unclip-ratio", "inf"), ("--thresh", "nan"), ("--box-thresh", "inf"),
     ("--box-thresh", "-inf"), ("--max-megapixels", "nan"), ("--max-megapixels", "inf"), ("--dpi", "inf"),
-    ("--dpi", "nan"), ("--unclip-ratio", "-1"), ("--thresh", "1.5"),
+    ("--dpi", "nan"), ("--unclip-ratio", "-1"), ("--thresh", "1.5"), ("--unclip-ratio", "1e300"),
+    ("--unclip-ratio", "11"),
 ])
 def test_non_finite_or_out_of_range_options_are_one_error(model_files, tmp_path, option, value):
     image = write_rgb(tmp_path / "a.png")
@@ -372,3 +375,70 @@ def test_a_pred_entry_naming_a_symlink_loop_is_one_error(tmp_path):
     result = invoke("eval", "--dataset", "custom", "--data-root", root, "--pred", pred)
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert "loop.png" in result.stderr and "loop" in result.stderr and "Traceback" not in result.output
+
+
+# --- 9. NO_COLOR, stdout that cannot be written -------------------------------------------------------
+def test_no_color_is_honoured_for_error_lines(tmp_path):
+    args = ["convert", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "w.pt")]
+    coloured = runner.invoke(app, args, color=True, env={"NO_COLOR": ""})
+    assert coloured.exit_code == 1 and "\x1b[" in coloured.stderr  # red on a terminal ...
+    plain = runner.invoke(app, args, color=True, env={"NO_COLOR": "1"})
+    assert plain.exit_code == 1 and plain.stderr.startswith("error: ") and "\x1b[" not in plain.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_stdout_that_cannot_be_written_is_named_stdout(model_files, tmp_path):
+    import subprocess
+    import sys
+
+    image = write_rgb(tmp_path / "a.png")
+    for extra in ([], ["--out", "-"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "dbcli", "detect", str(image), "--weights",
+                                   str(model_files["onnx"]), *extra], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+        assert done.returncode == 1 and "error: stdout: cannot write (No space left on device)" in done.stderr
+        assert "None" not in done.stderr
+
+
+def test_closing_lines_wrap_between_words_on_an_80_column_terminal():
+    """detect's closing line (and the other commands') wraps between words on a terminal, each line
+    within 80 columns; a long path stays whole; a file or pipe gets one line."""
+    import io
+
+    from dbcli.commands.common import terminal_lines
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    line = ("wrote results/2026-12-07/scans/polygons.json: 12 images, 345 text regions, 2 skipped in 12.3 s "
+            "(1.0 images/s); 345 crops written to results/2026-12-07/scans/crops")
+    wrapped = terminal_lines(line, Terminal(), width=80)
+    assert all(len(row) < 80 for row in wrapped.splitlines()) and len(wrapped.splitlines()) >= 2
+    assert " ".join(row.strip() for row in wrapped.splitlines()) == line  # only breaks between words
+    path = "/very/long/" + "x" * 90 + "/polygons.json"
+    assert path in terminal_lines(f"wrote {path}: 1 image", Terminal(), width=80).splitlines()[1]
+    assert terminal_lines(line, io.StringIO(), width=80) == line  # not a terminal: as it is
+
+
+def test_a_closing_line_lost_to_stdout_is_an_error_on_stderr(monkeypatch, capsys):
+    """export / convert say what they wrote on stdout: on a full stdout that line goes to stderr with
+    the error (exit 1), not a traceback."""
+    import typer
+
+    from dbcli.commands import common
+
+    echo = typer.echo
+
+    def full(*args, **kwargs):
+        if not kwargs.get("err"):
+            raise OSError(28, "No space left on device")
+        return echo(*args, **kwargs)
+
+    monkeypatch.setattr(common.typer, "echo", full)
+    with pytest.raises(typer.Exit) as info:
+        common.say("wrote model.onnx (ONNX, 2.4 MB)")
+    assert info.value.exit_code == 1
+    assert capsys.readouterr().err == ("error: stdout: cannot write (No space left on device): wrote model.onnx "
+                                       "(ONNX, 2.4 MB)\n")

@@ -109,7 +109,9 @@ def test_visualize_from_predictions_file(images, tmp_path):
     assert "three.png" in result.stderr and "no entry" in result.stderr
     img = read_rgb(out / "one.png")
     mask = box_mask(img)
-    assert mask[20:61, 80].mean() > 0.6 and mask[60, 30:80].mean() > 0.6  # right and bottom edges
+    # right and bottom edges, just outside the region (its own pixels stay as they are)
+    assert mask[20:61, 81].mean() > 0.6 and mask[61, 30:80].mean() > 0.6
+    assert not mask[21:60, 21:80].any() or not mask[40:60, 21:80].any()  # inside: at most the label
     assert not mask[100:, 120:].any()  # nothing drawn far from the polygon
     assert not box_mask(read_rgb(out / "two.png")).any()  # no detections, nothing drawn
 
@@ -123,9 +125,9 @@ def test_visualize_from_predictions_file(images, tmp_path):
     assert result.exit_code == 1 and "error:" in result.stderr and "Traceback" not in result.output
 
 
-def test_scores_never_cover_another_detection_on_a_dense_page():
-    """Lines 6 px apart (a printed page): each score goes above or below its own box, never over the
-    text of another one (printed_page.jpg's labels hid the line above)."""
+def test_labels_never_cover_another_detection_on_a_dense_page():
+    """Lines 6 px apart (a printed page): each label goes beside its own box, never over the text of
+    another one (printed_page.jpg's labels hid the line above)."""
     from dbcli.outputs.drawing import draw_detections
 
     boxes = [(20, 10 + 26 * i, 300, 30 + 26 * i) for i in range(12)]
@@ -134,10 +136,12 @@ def test_scores_never_cover_another_detection_on_a_dense_page():
     mask = box_mask(drawn)
     for x0, y0, x1, y1 in boxes:
         assert not mask[y0 + 3:y1 - 2, x0 + 3:x1 - 2].any()  # inside each outline: untouched
-    # no room above or below: every score but the last goes right of its own line, centred on it
+    # no room above or below: every label but the last goes beside its own line (left, where line
+    # numbers go, or right where a two-digit number does not fit), centred on it
     for _, y0, _, y1 in boxes[:-1]:
-        assert mask[y0:y1, 302:330].mean() > 0.4  # a plate (black digits on it)
-    assert mask[boxes[-1][3] + 1:, 20:40].mean() > 0.4 and not mask[boxes[-1][1]:boxes[-1][3], 305:].any()
+        beside = max(mask[y0 + 4:y1 - 4, 10:18].mean(), mask[y0 + 4:y1 - 4, 303:315].mean())
+        assert beside > 0.4  # a plate (black digits on it)
+    assert mask[boxes[-1][3] + 2:, 20:30].mean() > 0.4 and not mask[boxes[-1][1]:boxes[-1][3], :18].any()
 
 
 def _gap(a, b) -> int:
@@ -218,3 +222,60 @@ def test_a_number_boxed_in_on_every_side_goes_further_out_with_a_leader_line():
     spots[1:] = [None] * 8
     _check_labels(boxes, spots, 200, 200)
     assert spots[0] is not None and _leader(spots[0], boxes[0]) is not None
+
+
+def test_outlines_leave_the_region_whole_and_labels_stay_legible():
+    """The outline is drawn just outside each region (a glyph at its edge is not covered), and a
+    label beside a small region keeps a legible size (digits >= 8 px tall on any image, larger on a
+    large one)."""
+    from dbcli.outputs.drawing import MIN_LABEL_SCALE, draw_detections
+
+    image = np.full((120, 240, 3), 255, np.uint8)
+    region = np.array([[40, 50], [200, 50], [200, 62], [40, 62]], np.float64)  # a 12 px line
+    drawn = draw_detections(image, [(region, 0.9)])
+    assert not box_mask(drawn)[50:63, 40:201].any()  # the region's own pixels: untouched
+    assert box_mask(drawn)[49, 60:180].mean() > 0.5 or box_mask(drawn)[63, 60:180].mean() > 0.5
+    (_, th), _ = cv2.getTextSize("1", cv2.FONT_HERSHEY_SIMPLEX, MIN_LABEL_SCALE, 1)
+    assert th >= 8
+    big = draw_detections(np.full((2400, 2400, 3), 255, np.uint8), [(region * 10, 0.9)])
+    rows = np.flatnonzero(box_mask(big)[:490, 405:415].any(axis=1))  # the plate above the region
+    assert len(rows) >= 20  # (min(H, W) / LABEL_VIEW_WIDTH: legible when the whole image is viewed)
+
+
+def test_a_tilted_region_is_labelled_beside_its_corner():
+    """A region at 45 degrees: its bounding box's corners lie far from it; the label sits by the
+    region's top corner, touching it, not 50 px away at the bounding box's corner."""
+    from dbcli.outputs.drawing import draw_detections
+
+    c, r = np.array([150.0, 150.0]), 70.0
+    u, v = np.array([1.0, -1.0]) / np.sqrt(2), np.array([1.0, 1.0]) / np.sqrt(2)
+    quad = np.array([c - r * u - 12 * v, c + r * u - 12 * v, c + r * u + 12 * v, c - r * u + 12 * v])
+    drawn = box_mask(draw_detections(np.full((300, 300, 3), 255, np.uint8), [(quad, 0.9)]))
+    top = quad[np.argmin(quad[:, 1])]
+    plate = np.argwhere(drawn & ~_outline_only(quad, drawn.shape))
+    assert len(plate) > 20
+    nearest = np.hypot(plate[:, 1] - top[0], plate[:, 0] - top[1]).min()
+    assert nearest < 8, nearest
+
+
+def _outline_only(quad, shape) -> np.ndarray:
+    """The pixels the outline of ``quad`` (grown 3 px, drawn 3 px wide) may cover."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.polylines(mask, [np.round(quad).astype(np.int32).reshape(-1, 1, 2)], True, 1, 7)
+    return mask.astype(bool)
+
+
+def test_no_label_is_left_out_on_a_crowded_page(monkeypatch):
+    """43 touching lines filling a page's width: every label is placed (beside, further out with a
+    leader line, or at worst where it covers least), none dropped silently, scores or numbers."""
+    import dbcli.outputs.drawing as drawing
+
+    boxes = [(4, 4 + 18 * i, 236, 20 + 18 * i) for i in range(43)]
+    dets = [(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64), 0.5 + i / 100)
+            for i, (x0, y0, x1, y1) in enumerate(boxes)]
+    placed: list = []
+    real = drawing.place_labels
+    monkeypatch.setattr(drawing, "place_labels", lambda *a, **k: placed.append(real(*a, **k)) or placed[-1])
+    for numbers in (False, True):
+        drawing.draw_detections(np.full((800, 240, 3), 255, np.uint8), dets, numbers=numbers)
+        assert len(placed[-1]) == 43 and all(spot is not None for spot in placed[-1])

@@ -59,6 +59,56 @@ def test_detector_refuses_what_it_cannot_read(model_files, tmp_path):
         Detector(model_files["onnx"], device="cpu", thresh=2.0)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"exif": "false"}, "--exif must be True or False, got 'false'"),
+    ({"polygon": "yes"}, "--polygon must be True or False"),
+    ({"exif": 0}, "--exif must be True or False"),
+    ({"sort": 3}, "--sort must be text"),
+    ({"backend": None}, "--backend must be text"),
+    ({"short_side": "736"}, "--short-side must be a finite number"),
+])
+def test_options_of_the_wrong_type_are_refused_before_loading(options, message, monkeypatch):
+    """API booleans given as strings (truthy) and other wrong types: one ``DBNetError`` naming the
+    option, raised before any model is loaded."""
+    import dbcli.engine.load as load
+
+    monkeypatch.setattr(load, "load_model", lambda *a, **k: pytest.fail("loaded a model for a bad option"))
+    with pytest.raises(DBNetError) as info:
+        Detector("general", device="cpu", **options)
+    assert message in str(info.value)
+
+
+def test_call_arguments_are_checked(model_files):
+    detector = Detector(model_files["onnx"], device="cpu")
+    with pytest.raises(DBNetError, match=r"an empty path \(''\) names no image"):
+        detector("")
+    with pytest.raises(DBNetError, match="crops must be True or False"):
+        detector(rect_image(64, 48, RECTS[:1]), crops="false")
+
+
+def test_pil_modes_with_premultiplied_alpha(model_files):
+    """``La`` (premultiplied gray + alpha) converts to RGBA only through LA: its pixels as ``LA``'s."""
+    detector = Detector(model_files["onnx"], device="cpu")
+    gray = Image.fromarray(rect_image(260, 170, RECTS)).convert("L")
+    la = Image.merge("LA", (gray, Image.new("L", gray.size, 255)))
+    expected = detector(la).to_dict()["detections"]
+    assert len(expected) == len(RECTS)
+    assert detector(la.convert("La")).to_dict()["detections"] == expected
+    assert detector(la.convert("RGBA").convert("RGBa")).to_dict()["detections"] == expected
+
+
+def test_a_detector_pickles_as_its_options(model_files):
+    """Pickling sends the options; the copy loads the same weights with them and gives the same
+    detections (``multiprocessing`` with spawn, ``concurrent.futures``)."""
+    import pickle
+
+    detector = Detector(model_files["onnx"], device="cpu", box_thresh=0.55, polygon=True)
+    copy = pickle.loads(pickle.dumps(detector))
+    assert copy is not detector and copy.options == detector.options and copy.info == detector.info
+    image = rect_image(260, 170, RECTS)
+    assert copy(image).to_dict() == detector(image).to_dict()
+
+
 def test_the_readme_example_runs(monkeypatch, capsys, tmp_path):
     """The README's example runs in an empty folder (it makes its own image: .ci/wheel_check runs it
     from an installed wheel, away from the checkout) and prints each detection and its crop."""

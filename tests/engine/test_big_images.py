@@ -98,3 +98,17 @@ def test_huge_photo_and_long_strip_run_within_2gb(model_files, tmp_path):
     xs = [p[0] for p in entries[0]["detections"][0]["points"]]
     assert min(xs) < 2300 and max(xs) > 8700
     assert "DecompressionBomb" not in proc.stderr
+
+
+def test_the_cap_note_only_where_the_cap_shrinks_the_image():
+    """A long strip that the default --max-side shrinks below its own size gets the note; a small wide
+    image the cap leaves enlarged (300x30 run ~7x larger) does not: the cap costs it nothing."""
+    from dbcli import defaults
+    from dbcli.imaging import default_cap_note
+
+    long_side = defaults.MAX_SIDE
+    strip = default_cap_note(400, long_side * 3, 736, None)
+    assert strip and "small text may be missed" in strip
+    assert default_cap_note(30, 300, 736, None) is None  # run at 4096x416: enlarged ~14x
+    assert default_cap_note(3, 10000, 736, None)  # a 3 px strip: enlarged in height, shrunk in length
+    assert default_cap_note(30, 300, 736, 4096) is None  # a --max-side the user chose: no note either

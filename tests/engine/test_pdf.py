@@ -135,20 +135,23 @@ def test_visualize_draws_pdf_pages_numbered_in_reading_order(model_files, tmp_pa
 
 
 def test_numbers_label_regions_by_position_not_by_score():
-    from dbcli.outputs.drawing import draw_detections
+    """Labels are reading-order numbers (the score only where it stands out: ``label_texts``); a
+    number follows the region's position in the list, not its score."""
+    from dbcli.outputs.drawing import draw_detections, label_texts
 
     image = np.full((200, 300, 3), 255, np.uint8)
     a = np.array([[20, 60], [120, 60], [120, 90], [20, 90]], np.float64)
     b = a + [150, 0]
     same_score = [(a, 0.9), (b, 0.9)]
-    scores = draw_detections(image, same_score)
+    default = draw_detections(image, same_score)
     numbers = draw_detections(image, same_score, numbers=True)
     label = lambda img, p: img[30:60, int(p[0, 0]):int(p[0, 0]) + 40]  # noqa: E731 (the strip above a box)
-    assert np.array_equal(label(scores, a), label(scores, b))  # equal scores: equal labels
     assert not np.array_equal(label(numbers, a), label(numbers, b))  # "1" and "2"
-    assert not np.array_equal(label(numbers, a), label(scores, a))
+    assert np.array_equal(label(default, a), label(numbers, a))  # equal scores: numbers alone
     swapped = draw_detections(image, [(b, 0.9), (a, 0.9)], numbers=True)
     assert np.array_equal(label(swapped, b), label(numbers, a))  # the number follows the position
+    assert label_texts([0.99, 0.98, 0.71, 1.0], numbers=False) == ["1", "2", "3:0.71", "4"]
+    assert label_texts([0.99, 0.71], numbers=True) == ["1", "2"]
 
 
 def test_the_python_api_reads_pdf_pages(model_files, tmp_path):

@@ -20,6 +20,7 @@ from dbcli.engine.pipeline import run_pipeline
 from dbcli.engine.scale_policy import (
     MAX_PIXELS,
     MIN_GAIN,
+    capped_note,
     choose,
     first_pass_evidence,
     network_size,
@@ -350,3 +351,21 @@ def test_the_page_generators_know_their_words():
     desk = np.array([[600, 20], [700, 20], [700, 40], [600, 40]], np.float64)  # above the form: bare desk
     rule = np.array([[20, 16], [380, 16], [380, 24], [20, 24]], np.float64)  # the table's top rule
     assert precision(words, [blob, desk, rule]) == 0.0 and coverage([words[len(words) // 2]], [blob]) == 0.0
+
+
+def test_a_page_whose_rerun_is_capped_says_its_text_may_be_unreadable(monkeypatch):
+    """A page so large that the re-run for its small text is capped (``MAX_PIXELS``, here lowered so
+    a 2000x2000 page stands for a 400-megapixel one) far below the scale its text needs: the choice
+    carries a note naming the size, the scale wanted and the cap. The same page with a cap that lets
+    the text reach a readable height has none."""
+    import dbcli.engine.scale_policy as policy
+
+    monkeypatch.setattr(policy, "MAX_PIXELS", 250_000)  # cap 0.25: 16 px words -> 4 px (boxes ~9 px)
+    page = rect_image(2000, 2000, word_rows(2000, 2000, 16, 48))
+    choice = choose(Darkness(), page, 0.1, [], POST)
+    assert choice.factor == pytest.approx(rescale_cap(2000, 2000)) == pytest.approx(0.25, abs=0.01)
+    assert choice.note and "2000x2000 pixels" in choice.note and "capped at 0.25" in choice.note
+    assert "may be unreadable" in choice.note
+    larger = rect_image(2000, 2000, word_rows(2000, 2000, 24, 72))  # 24 px words -> boxes ~14 px: read
+    assert choose(Darkness(), larger, 0.1, [], POST).note is None
+    assert capped_note(2000, 2000, wanted=0.5, cap=0.4) is None  # 16 px: readable, no note

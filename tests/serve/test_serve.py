@@ -258,3 +258,16 @@ def test_sigterm_drains_the_requests_in_flight(model_files, tmp_path):
     with pytest.raises(OSError):  # nothing listens any more
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
     assert "Traceback" not in srv.log.read_text()
+
+
+def test_a_post_from_another_site_is_refused(server):
+    """A web page of another site makes the browser send a ``text/plain`` POST (no CORS preflight)
+    with its ``Origin``: refused with 403 before the body is read; the same request with this
+    server's own origin is read (and answered as the upload it is)."""
+    image = png(rect_image(120, 80, RECTS[:1]))
+    status, _, body = server.request("POST", "/detect", image, {"Content-Type": "text/plain",
+                                                                  "Origin": "https://evil.example"})
+    assert status == 403 and "cross-origin" in body["error"], body
+    own = f"http://127.0.0.1:{server.port}"
+    status, _, body = server.request("POST", "/detect", image, {"Content-Type": "text/plain", "Origin": own})
+    assert status != 403, body

@@ -72,7 +72,7 @@ def finetune_config(data: Path, out: Path, start: Path, **overrides) -> TrainCon
 
 
 def test_a_start_that_training_makes_worse_is_what_weights_pt_holds(dataset, tmp_path):
-    """A planted start that finds the rectangles, fine-tuned with a destructive lr: epoch 0 (the start)
+    """A planted start that finds the rectangles, fine-tuned with a destructive lr: the start
     is validated and logged, every checkpoint scores below it, and weights.pt holds the start's
     weights with metadata saying so."""
     start = save_planted(tmp_path / "planted.pt", postprocess=TIGHT)
@@ -85,7 +85,8 @@ def test_a_start_that_training_makes_worse_is_what_weights_pt_holds(dataset, tmp
     later = [r["val_hmean"] for r in records[1:] if "val_hmean" in r]
     assert later and max(later) < start_hmean
     log = (run / "train.log").read_text()
-    assert "epoch 0 (the start): val" in log and "validation split: 4 images" in log
+    assert "the start (before the first step): val" in log and "epoch 0" not in log
+    assert "validation split: 4 images" in log
     assert "weights.pt = the start" in log and "no checkpoint beat it" in log
     saved, planted = load_weights(run / "weights.pt"), load_weights(start)
     assert _same(saved["state_dict"], planted["state_dict"], planted["state_dict"])

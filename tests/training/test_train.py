@@ -4,6 +4,7 @@ the NaN guard."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,12 @@ def test_cli_two_steps_then_resume(dataset, tmp_path):
     # weights.pt is a plain dict of tensors: loadable without unpickling code, and by detect/eval
     raw = torch.load(run / "weights.pt", map_location="cpu", weights_only=True)
     assert raw["format"] == "dbnet-weights" and raw["train"]["steps"] == 2
+    # the record and the log count epochs alike; the arithmetic is said in words (not "amp=None")
+    log = (run / "train.log").read_text()
+    record = raw["train"]
+    assert "2 steps/epoch" in log and "epoch 1: loss" in log and "partial" not in log
+    assert (record["epochs_done"], record["last_epoch"], record["last_epoch_complete"]) == (1, 1, True)
+    assert "amp=" not in log and re.search(r"on cpu, (fp32 \(no mixed precision\)|mixed precision bf16)", log)
     weights = load_weights(run / "weights.pt")
     model = build_model(weights)
     with torch.inference_mode():
@@ -147,6 +154,17 @@ def test_torchrun_two_processes(dataset, tmp_path):
     assert "batch 1 x 2" in (out / "train.log").read_text()  # two processes shared each step
     # 5 images, 2 processes x batch 1: 2 steps per epoch (the 5th image waits for the next epoch)
     assert load_weights(out / "weights.pt")["train"]["steps"] == 2
+
+
+def test_a_run_stopped_inside_an_epoch_says_so_alike_in_log_and_weights(dataset, tmp_path):
+    """--max-steps 1 of an epoch of 2 steps: the log's epoch 1 is "partial", and weights.pt records
+    0 complete epochs, the last epoch 1 and that it was not complete (the log's numbers)."""
+    run = tmp_path / "run"
+    train(small_config(dataset, run, epochs=3, max_steps=1, val_fraction=0))
+    log = (run / "train.log").read_text()
+    assert "2 steps/epoch" in log and "epoch 1 (partial: 1 of 2 steps; 0 epochs complete): loss" in log
+    record = load_weights(run / "weights.pt")["train"]
+    assert (record["epochs_done"], record["last_epoch"], record["last_epoch_complete"]) == (0, 1, False)
 
 
 def test_resumed_run_keeps_its_clock(dataset, tmp_path):
@@ -360,3 +378,52 @@ def test_cli_train_defaults_are_train_config_defaults():
     assert len(shared) >= 25  # every option but --thresh / --box-thresh (TrainConfig.post) is a field
     assert {name: options[name] for name in shared} == {name: defaults[name] for name in shared}
     assert set(options) - shared == {"thresh", "box_thresh", "context"}  # (context: which options were given)
+
+
+def _signalling_step(monkeypatch, at_step: int, action):
+    """``_train_step`` that runs ``action`` after optimizer step ``at_step`` of the run."""
+    real = train_module._train_step
+
+    def step(run, state, batch, head_only):
+        parts = real(run, state, batch, head_only)
+        if state.step == at_step:
+            action()
+        return parts
+
+    monkeypatch.setattr(train_module, "_train_step", step)
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_says_how_to_resume(dataset, tmp_path, monkeypatch):
+    """SIGTERM (a scheduler's stop) during step 1 of an epoch of 2: the run ends after that step,
+    writes latest.pt (resumable mid-epoch) and weights.pt, exits 143 and its last line, on stderr and
+    in train.log, gives the command that continues it; that command continues at step 1."""
+    import os
+    import signal
+
+    run = tmp_path / "run"
+    _signalling_step(monkeypatch, 1, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    args = ["train", "--dataset", "custom", "--data-root", str(dataset), "--out", str(run), "--epochs", "3",
+            "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--val-fraction", "0", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 143, result.output
+    assert f"training stopped by SIGTERM at step 1; {run / 'latest.pt'} holds the run" in result.stderr
+    assert f"continue with: dbnet train --resume {run}" in result.stderr
+    assert f"dbnet train --resume {run}" in (run / "train.log").read_text().splitlines()[-1]
+    assert _state(run / "latest.pt")["step"] == 1 and (run / "weights.pt").is_file()
+    monkeypatch.undo()
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "1", "--workers", "0",
+                                  "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert _state(run / "latest.pt")["step"] == 2
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_so(dataset, tmp_path, monkeypatch):
+    def interrupt():
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    _signalling_step(monkeypatch, 3, interrupt)  # in epoch 2: epoch 1's latest.pt is kept
+    with pytest.raises(DBNetError, match=r"training interrupted at step 3; .*latest\.pt holds the run .*"
+                                         r"--resume") as info:
+        train(small_config(dataset, run, epochs=3, val_fraction=0))
+    assert info.value.exit_code == 130 and _state(run / "latest.pt")["step"] == 2
