@@ -50,3 +50,4 @@ class Model:
     uses_torch: bool = False
     note: str | None = None  # said once before the work starts (e.g. an emulated precision)
     train: dict | None = None  # the weights file's ``train`` entry (its dataset and split), when known
+    export_seconds: float = 0.0  # spent exporting a .pt to ONNX while loading (counted in the closing line's time)

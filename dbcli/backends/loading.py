@@ -13,6 +13,7 @@ from pathlib import Path
 from dbcli import defaults
 from dbcli.backends.base import Model
 from dbcli.errors import DBNetError
+from dbcli.extras import require_torch, torch_available
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -81,31 +82,47 @@ def pick_backend(backend: str | None, path: Path, device: str = defaults.DEVICE,
         return "onnx"
     if maps or (precision or defaults.PRECISION).lower() != "fp32" or not onnxruntime_available():
         return "torch"
-    if device.startswith("cuda") or (device == "auto" and cuda_available()):
-        return "torch"
+    if (device.startswith("cuda") and torch_available()) or (device == "auto" and cuda_available()):
+        return "torch"  # (without torch, onnxruntime's CUDA provider serves --device cuda where installed)
     return "onnx"
 
 
-def _onnx_model(runner, weights: Path, note: str | None = None) -> Model:
+def torch_need(backend: str | None, path: Path, precision: str, maps: bool) -> str:
+    """What asks for the torch backend, for the one-line error when torch is not installed."""
+    if (backend or "auto").lower() == "torch":
+        return "--backend torch"
+    if (precision or defaults.PRECISION).lower() != "fp32":
+        return f"--precision {precision}"
+    if maps:
+        return "the threshold map (--maps)"
+    return f"{path} without onnxruntime"
+
+
+def _onnx_model(runner, weights: Path, note: str | None = None, export_seconds: float = 0.0) -> Model:
     info = {"weights": str(weights), "backend": "onnx", "device": runner.device, "dtype": "fp32",
             **runner.model_config}
-    return Model(runner, info, runner.postprocess, runner.short_side, note=note, train=runner.train)
+    return Model(runner, info, runner.postprocess, runner.short_side, note=note, train=runner.train,
+                 export_seconds=export_seconds)
 
 
 def _load_onnx(path: Path, device: str, precision: str) -> Model:
-    """A ``.onnx`` file as it is, or a ``.pt`` file's cached export (``dbcli.backends.onnx_cache``)."""
+    """A ``.onnx`` file as it is, a shipped ``.pt``'s shipped ONNX export (``dbcli.weights.shipped_onnx``:
+    nothing exported at run time), or another ``.pt`` file's cached export (``dbcli.backends.export_once``)."""
+    from dbcli.backends.onnx_backend import OnnxBackend
+    from dbcli.weights import missing_weights_message, shipped_onnx
+
     onnx_precision(precision)
     if path.suffix.lower() == ".onnx":
-        from dbcli.backends.onnx_backend import OnnxBackend
-
         return _onnx_model(OnnxBackend(path, device), path)
     if not path.exists():
-        from dbcli.weights import load_weights
+        raise DBNetError(missing_weights_message(path))
+    shipped = shipped_onnx(path)
+    if shipped is not None:
+        return _onnx_model(OnnxBackend(shipped, device), path)
+    from dbcli.backends.export_once import exported_backend
 
-        load_weights(path)  # the torch loader's one-line error for a missing file
-    from dbcli.backends.onnx_cache import cached_onnx_backend
-
-    return _onnx_model(cached_onnx_backend(path, device), path)
+    runner, seconds = exported_backend(path, device)
+    return _onnx_model(runner, path, export_seconds=seconds)
 
 
 def _load_torch(path: Path, device: str, precision: str, note: str | None = None) -> Model:
@@ -133,11 +150,12 @@ def load_model(weights: str | Path | None = None, backend: str | None = defaults
     chosen = pick_backend(backend, path, device, precision, maps)
     precision = precision or defaults.PRECISION
     if chosen == "torch":
+        require_torch(torch_need(backend, path, precision, maps))
         return _load_torch(path, device, precision)
     try:
         return _load_onnx(path, device, precision)
     except DBNetError as exc:
-        if not auto or path.suffix.lower() == ".onnx":
+        if not auto or path.suffix.lower() == ".onnx" or not path.exists() or not torch_available():
             raise
         # (a file torch cannot read either gets the torch loader's error)
         return _load_torch(path, device, precision, note=f"using the torch backend: no ONNX model of {path} ({exc})")

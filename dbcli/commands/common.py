@@ -80,7 +80,7 @@ def dpi_opt() -> Any:
     return typer.Option(defaults.DPI, "--dpi", min=1.0,
                         help="PDF inputs: render pages at this many pixels per inch (144: 10-12 pt text is "
                              "~20-24 px high); points are in these page pixels (x_pt = x * 72 / dpi). "
-                             "Needs pip install 'dbnet[pdf]'.")
+                             "Needs pip install 'dbnet-cli[pdf]'.")
 
 
 @contextlib.contextmanager

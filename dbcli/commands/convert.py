@@ -28,9 +28,12 @@ def convert(
     compared with onnxruntime on the source (PP-OCR's own BGR input convention) and nothing is written
     unless the probability maps agree within --tolerance. Other model families get an error.
     """
-    from dbcli.interop.paddleocr import convert as run_convert
+    from dbcli.extras import require_torch
 
     try:
+        require_torch("dbnet convert")
+        from dbcli.interop.paddleocr import convert as run_convert
+
         with status(f"converting {source} ..."):
             result = run_convert(source, out, licence=licence, origin=origin, tolerance=tolerance,
                                  overwrite=overwrite)

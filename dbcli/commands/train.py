@@ -28,6 +28,12 @@ def train(
     """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
     from dataclasses import replace
 
+    from dbcli.extras import require_torch
+
+    try:
+        require_torch("dbnet train")
+    except DBNetError as exc:
+        fail(str(exc))
     from dbcli.training.loop import train as run_training
 
     given = {k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh)) if v is not None}
