@@ -27,6 +27,26 @@ def fail(message: str) -> typing.NoReturn:
     raise typer.Exit(1)
 
 
+def needs_torch(what: str) -> Callable:
+    """A decorator for a command that needs PyTorch (the ``train`` extra): without torch it fails in one
+    line saying what to install (``dbcli.extras.require_torch``), before its options are even gathered."""
+    from dbcli.errors import DBNetError
+    from dbcli.extras import require_torch
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                require_torch(what)
+            except DBNetError as exc:
+                fail(str(exc))
+            return command(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def _typer_option(field: Field, spec: OptionSpec) -> Any:
     """The ``typer.Option`` of a field declared with ``dbcli.optionspec.option`` (a field without a
     default is a required option)."""

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
-from dbcli.commands.common import fail, status
+from dbcli.commands.common import fail, needs_torch, status
 from dbcli.errors import DBNetError
 
 
+@needs_torch("dbnet convert")
 def convert(
     source: Path = typer.Argument(..., metavar="MODEL.onnx", show_default=False,
                                   help="A PaddleOCR DB detector exported to ONNX with its BatchNorm layers "
@@ -28,12 +29,9 @@ def convert(
     compared with onnxruntime on the source (PP-OCR's own BGR input convention) and nothing is written
     unless the probability maps agree within --tolerance. Other model families get an error.
     """
-    from dbcli.extras import require_torch
+    from dbcli.interop.paddleocr import convert as run_convert
 
     try:
-        require_torch("dbnet convert")
-        from dbcli.interop.paddleocr import convert as run_convert
-
         with status(f"converting {source} ..."):
             result = run_convert(source, out, licence=licence, origin=origin, tolerance=tolerance,
                                  overwrite=overwrite)

@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import fail, status
+from dbcli.commands.common import fail, needs_torch, status
 from dbcli.errors import DBNetError
 
 
+@needs_torch("dbnet export")
 def export(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", show_default=False,
                                            help="dbnet weights file or shipped name (default: general)."),
@@ -30,13 +31,10 @@ def export(
     BatchNorm is folded into the convolutions and the graph outputs the probability map only.
     The export is then checked against PyTorch: it fails if the probability maps differ by 1e-4 or more.
     """
-    from dbcli.extras import require_torch
+    from dbcli.interop.export import default_out
+    from dbcli.interop.export import export as run_export
 
     try:
-        require_torch("dbnet export")
-        from dbcli.interop.export import default_out
-        from dbcli.interop.export import export as run_export
-
         out = out if out is not None else default_out(weights, fmt)
         with status(f"exporting to {out} and checking it against PyTorch ..."):
             result = run_export(weights, fmt, out, opset=opset, tolerance=tolerance,

@@ -8,11 +8,12 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import fail, options_from
+from dbcli.commands.common import fail, needs_torch, options_from
 from dbcli.errors import DBNetError
 from dbcli.training.config import TrainConfig
 
 
+@needs_torch("dbnet train")
 @options_from(TrainConfig, name="config")
 def train(
     context: typer.Context,
@@ -28,12 +29,6 @@ def train(
     """Train DBNet with the paper's recipe; writes checkpoints, logs and weights.pt to the run folder."""
     from dataclasses import replace
 
-    from dbcli.extras import require_torch
-
-    try:
-        require_torch("dbnet train")
-    except DBNetError as exc:
-        fail(str(exc))
     from dbcli.training.loop import train as run_training
 
     given = {k: v for k, v in (("thresh", thresh), ("box_thresh", box_thresh)) if v is not None}
