@@ -57,3 +57,4 @@ def test_shipped_weights_are_package_data():
             carried = any(fnmatch(file, p) for p in patterns) and not any(fnmatch(file, p) for p in excluded)
             assert carried == shipped.in_wheel, file
     assert "README.md" in patterns
+    assert "page.html" in setuptools["package-data"]["dbcli.serve"]  # dbnet serve's page
