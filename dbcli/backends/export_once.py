@@ -39,6 +39,9 @@ def exported_backend(weights: Path, device: str = "cpu", threads: int | None = N
         raise DBNetError(f"{weights}: a .pt file runs on onnxruntime once exported to ONNX, which needs PyTorch: "
                          f"{install_command('train')} (or run `dbnet export {weights.name}` where it is "
                          "installed and pass the .onnx file with --weights)")
+    from dbcli.weights import load_weights
+
+    load_weights(weights)  # a file that is no dbnet weights file gets its one-line error before the message
     print(f"exporting {weights} to ONNX once, cached in {cache_dir()} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     backend = cached_onnx_backend(weights, device, threads)
