@@ -7,7 +7,7 @@ and "second" (the cache as the first left it). The baseline, same run: a copy of
 under another name, which is not a shipped file and goes through the one-time export (what every first
 run of the shipped model cost before; needs torch, else its rows are skipped).
 
-    python bench/bench_install.py [--repeats 3] [--inputs examples/] [--dbnet "/venv/bin/dbnet"]
+    python bench/bench_install.py [--repeats 3] [--inputs examples/] [--dbnet "/venv/bin/dbnet" --no-baseline]
 """
 
 from __future__ import annotations
@@ -54,13 +54,15 @@ def main() -> None:
     parser.add_argument("--inputs", default="examples/", help="what dbnet detect reads (relative to the checkout)")
     parser.add_argument("--dbnet", default=f"{shlex.quote(sys.executable)} -m dbcli.cli",
                         help="the dbnet command to time (default: this Python's dbcli)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="leave out the exported .pt rows (a --dbnet installed without torch)")
     args = parser.parse_args()
     header("first vs second dbnet detect after an install")
     command = shlex.split(args.dbnet)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         contenders: dict[str, str | None] = {"shipped general (its ONNX file)": None}
-        if torch_available():
+        if torch_available() and not args.no_baseline:
             copy = work / "my_general.pt"  # not a shipped file: exported at its first run
             shutil.copyfile(resolve_weights("general"), copy)
             contenders["a copy of general's .pt (exported at first run)"] = str(copy)
@@ -76,8 +78,8 @@ def main() -> None:
                      f"{median(firsts) / median(seconds):.2f}x"])
     notes = [f"{args.repeats} repetitions, each on a fresh cache; medians (spread); target: first <= 1.2x second "
              f"for the shipped model. Command: {args.dbnet} detect {args.inputs}"]
-    if not torch_available():
-        notes.append("torch not installed: the export baseline is skipped")
+    if len(rows) == 1:
+        notes.append("the exported .pt baseline is left out (torch not installed, or --no-baseline)")
     print_table("`dbnet detect`, whole process, seconds", ["weights", "first run", "second run", "first / second"],
                 rows, notes)
 
