@@ -114,7 +114,8 @@ def resolve_weights(value: str | Path | None, default: str = DEFAULT_WEIGHTS) ->
 def shipped_onnx(path: Path) -> Path | None:
     """The shipped ONNX export of ``path`` when ``path`` is a shipped ``.pt`` detector that has one
     (``dbnet_mobilenetv3_general.onnx`` beside ``dbnet_mobilenetv3_general.pt``), else None: the
-    onnxruntime path runs it, so a shipped model is never exported at run time."""
+    onnxruntime path runs it (its SHA-256 checked against ``onnx_sha256``), so a shipped model is never
+    exported at run time."""
     folder = weights_dir().resolve()
     for shipped in SHIPPED:
         if shipped.onnx_sha256 and path.name == shipped.file and path.resolve().parent == folder:

@@ -105,6 +105,18 @@ def _onnx_model(runner, weights: Path, note: str | None = None, export_seconds: 
                  export_seconds=export_seconds)
 
 
+def pinned(onnx: Path) -> Path:
+    """``onnx``, a shipped ONNX file, when its SHA-256 is its pin (``dbcli.weights.SHIPPED``, ~5 ms to
+    check); else ``DBNetError`` (a damaged install)."""
+    from dbcli.backends.onnx_cache import file_sha256
+    from dbcli.weights import SHIPPED
+
+    pins = {shipped.onnx: shipped.onnx_sha256 for shipped in SHIPPED if shipped.onnx_sha256}
+    if file_sha256(onnx) != pins[onnx.name]:
+        raise DBNetError(f"{onnx}: damaged (its SHA-256 is not the one it shipped with); reinstall dbnet-cli")
+    return onnx
+
+
 def _load_onnx(path: Path, device: str, precision: str) -> Model:
     """A ``.onnx`` file as it is, a shipped ``.pt``'s shipped ONNX export (``dbcli.weights.shipped_onnx``:
     nothing exported at run time), or another ``.pt`` file's cached export (``dbcli.backends.export_once``)."""
@@ -118,7 +130,7 @@ def _load_onnx(path: Path, device: str, precision: str) -> Model:
         raise DBNetError(missing_weights_message(path))
     shipped = shipped_onnx(path)
     if shipped is not None:
-        return _onnx_model(OnnxBackend(shipped, device), path)
+        return _onnx_model(OnnxBackend(pinned(shipped), device), path)
     from dbcli.backends.export_once import exported_backend
 
     runner, seconds = exported_backend(path, device)

@@ -24,7 +24,7 @@ from dbcli import weights as weights_module
 from dbcli.backends.loading import load_model
 from dbcli.backends.onnx_cache import SHA_KEY, file_sha256
 from dbcli.errors import DBNetError
-from dbcli.extras import DISTRIBUTION, install_command
+from dbcli.extras import DISTRIBUTION, install_command, torch_available
 from dbcli.weights import SHIPPED, shipped_onnx, weights_dir
 
 TRAIN_HINT = "pip install 'dbnet-cli[train]'"
@@ -177,6 +177,23 @@ def test_shipped_names_load_their_onnx_without_export(name, tmp_path, monkeypatc
     assert model.info["backend"] == "onnx" and model.export_seconds == 0.0
     assert model.info["weights"] == str(weights_module.resolve_weights(name))
     assert not (tmp_path / "cache").exists() and "exporting" not in capsys.readouterr().err
+
+
+def test_a_damaged_shipped_onnx_is_a_one_line_error(tmp_path, monkeypatch):
+    import shutil
+
+    for name in ("dbnet_mobilenetv3_general.pt", "dbnet_mobilenetv3_general.onnx"):
+        shutil.copyfile(weights_dir() / name, tmp_path / name)
+    monkeypatch.setattr(weights_module, "weights_dir", lambda: tmp_path)
+    assert load_model("general", "onnx", "cpu").info["backend"] == "onnx"  # the copy is intact
+    data = bytearray((tmp_path / "dbnet_mobilenetv3_general.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside a weight tensor: it would still load
+    (tmp_path / "dbnet_mobilenetv3_general.onnx").write_bytes(bytes(data))
+    with pytest.raises(DBNetError, match=r"dbnet_mobilenetv3_general.onnx: damaged .* reinstall dbnet-cli"):
+        load_model("general", "onnx", "cpu")
+    if torch_available():  # auto falls back to torch, saying why (without torch: the error above)
+        model = load_model("general", "auto", "cpu")
+        assert model.info["backend"] == "torch" and "damaged" in (model.note or "")
 
 
 def test_a_file_left_out_of_the_wheel_says_where_to_get_it(tmp_path, monkeypatch):
