@@ -6,7 +6,7 @@
     result = detector("examples/street_sign.jpg", crops=True)
     for det, crop in zip(result.detections, result.crops):   # in reading order
         print(det.points.round(1).tolist(), det.score, crop.shape)
-    pages = detector.pdf("report.pdf")          # one result per page (pip install 'dbnet[pdf]')
+    pages = detector.pdf("report.pdf")          # one result per page (pip install 'dbnet-cli[pdf]')
     reader = Detector(text=True)                # also read the text: det.text, det.text_score
     print([det.text for det in reader("examples/street_sign.jpg").detections])
 
@@ -134,7 +134,7 @@ class Detector:
 
     def pdf(self, path: str | os.PathLike[str], *, dpi: float = defaults.DPI, crops: bool = False
             ) -> list[ImageResult]:
-        """Detect text on every page of a PDF (needs ``pip install 'dbnet[pdf]'``): one result per
+        """Detect text on every page of a PDF (needs ``pip install 'dbnet-cli[pdf]'``): one result per
         page, in page order, named ``<path>#page=N``, with points in the pixels of the page rendered
         at ``dpi`` and ``.page`` (page number, size in points, dpi) to map them back to the PDF
         (``x_pt = x * 72 / dpi``, ``y_pt = page.height_pt - y * 72 / dpi``). ``crops`` as for a call.

@@ -36,21 +36,33 @@ class ShippedWeights:
     name: str
     file: str
     use: str  # what it is for, one line (shown in --help)
+    # the SHA-256 of its ONNX export shipped beside it (``onnx``; made by scripts/export_shipped.py), which the
+    # onnxruntime path runs (no export at first run); "": none shipped
+    onnx_sha256: str = ""
+    in_wheel: bool = True  # False: in the repository's weights/ only (the wheel leaves it out: pyproject.toml)
+
+    @property
+    def onnx(self) -> str:
+        """The file name of its shipped ONNX export (``<file stem>.onnx``)."""
+        return Path(self.file).with_suffix(".onnx").name
 
 
+GENERAL_ONNX_SHA256 = "c5746fb158af79340f531399995fb6d6c9be9411554ab63779bbb6fd5b8a69ce"
+ICDAR15_ONNX_SHA256 = "d5d02ab6e17b239a164c81987e25751f4c5eaa79ef98ed788925ad054409743c"
 SHIPPED = (
     ShippedWeights("general", "dbnet_mobilenetv3_general.pt",
                    "text lines in documents, receipts, screenshots, signs and photos: PaddleOCR's "
-                   "PP-OCRv3 detector, converted (the default)"),
+                   "PP-OCRv3 detector, converted (the default)", onnx_sha256=GENERAL_ONNX_SHA256),
     ShippedWeights("icdar15", "dbnet_mobilenetv3_icdar15.pt",
                    "words in street-level photos: the best ICDAR 2015 file shipped (now icdar15-mv3; the "
-                   "default of `dbnet eval --dataset icdar15`)"),
+                   "default of `dbnet eval --dataset icdar15`)", onnx_sha256=ICDAR15_ONNX_SHA256),
     ShippedWeights("icdar15-r18", "dbnet_resnet18_icdar15.pt",
                    "words in street-level photos: DB-ResNet-18 trained here from scratch on ICDAR 2015 "
-                   "(slower and less accurate than icdar15-mv3)"),
+                   "(slower and less accurate than icdar15-mv3; in the repository, not in the wheel)",
+                   in_wheel=False),
     ShippedWeights("icdar15-mv3", "dbnet_mobilenetv3_icdar15.pt",
                    "words in street-level photos: the general model fine-tuned here on ICDAR 2015, "
-                   "5x faster than icdar15-r18 and more accurate"),
+                   "5x faster than icdar15-r18 and more accurate", onnx_sha256=ICDAR15_ONNX_SHA256),
 )
 DEFAULT_WEIGHTS = "general"
 DEFAULT_ICDAR15_WEIGHTS = "icdar15"
@@ -71,7 +83,7 @@ def weights_dir() -> Path:
 
 def shipped_files() -> list[Path]:
     """The weights files shipped with dbnet (never to be replaced by an output: ``dbcli.outputs.paths``)."""
-    return [weights_dir() / w.file for w in SHIPPED]
+    return [weights_dir() / w.file for w in SHIPPED] + [weights_dir() / w.onnx for w in SHIPPED if w.onnx_sha256]
 
 
 def shipped_names() -> str:
@@ -97,6 +109,29 @@ def resolve_weights(value: str | Path | None, default: str = DEFAULT_WEIGHTS) ->
     # ``./general`` means the local file: made absolute, so that reading the path again (the loader
     # resolves what it is given) cannot take it for the short name
     return path.absolute() if str(path) in names else path
+
+
+def shipped_onnx(path: Path) -> Path | None:
+    """The shipped ONNX export of ``path`` when ``path`` is a shipped ``.pt`` detector that has one
+    (``dbnet_mobilenetv3_general.onnx`` beside ``dbnet_mobilenetv3_general.pt``), else None: the
+    onnxruntime path runs it (its SHA-256 checked against ``onnx_sha256``), so a shipped model is never
+    exported at run time."""
+    folder = weights_dir().resolve()
+    for shipped in SHIPPED:
+        if shipped.onnx_sha256 and path.name == shipped.file and path.resolve().parent == folder:
+            onnx = folder / shipped.onnx
+            return onnx if onnx.is_file() else None
+    return None
+
+
+def missing_weights_message(path: Path) -> str:
+    """The one line for a weights file that is not there: a shipped file left out of the wheel says
+    where to get it; anything else names the shipped short names."""
+    for shipped in SHIPPED:
+        if not shipped.in_wheel and path.name == shipped.file and path.parent.resolve() == weights_dir().resolve():
+            return (f"{shipped.name} ({shipped.file}) is not in the installed package (the wheel leaves it out): "
+                    f"take it from the repository's weights/ folder and pass the file with --weights FILE")
+    return f"{path}: weights file not found (pass a file or one of the shipped names: {shipped_names()})"
 
 
 def default_weights_path() -> Path:
@@ -145,6 +180,8 @@ def load_weights(path: str | Path | None, onnx_hint: str = "") -> dict:
     from dbcli.files import check_regular_file
 
     path = resolve_weights(path)
+    if not path.exists():
+        raise DBNetError(missing_weights_message(path))
     # (a FIFO would block torch.load forever; a folder, a device or a name too long is one line too)
     check_regular_file(path, "weights file", f" (pass a file or one of the shipped names: {shipped_names()})")
     if path.suffix.lower() == ".onnx":
@@ -152,6 +189,9 @@ def load_weights(path: str | Path | None, onnx_hint: str = "") -> dict:
     if is_torchscript(path):
         raise DBNetError(f"{path}: a TorchScript file; dbnet loads .pt weights files or .onnx exports "
                          "(--weights takes the .pt file the export was made from)")
+    from dbcli.extras import require_torch
+
+    require_torch(f"{path}: reading a .pt weights file")
     import torch
 
     try:

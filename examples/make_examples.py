@@ -15,7 +15,7 @@ line of text on blurred "bokeh" blobs, and a printed page (many small lines). Th
 
 And a two-page PDF, ``newsletter.pdf``, with real (vector) text in PDF's standard Helvetica fonts,
 written by a small PDF writer below: a title across the page over two columns of body text, a
-table, a footer (``dbnet detect examples/newsletter.pdf``, ``--sort columns``; needs ``dbnet[pdf]``).
+table, a footer (``dbnet detect examples/newsletter.pdf``, ``--sort columns``; needs ``dbnet-cli[pdf]``).
 """
 
 from __future__ import annotations

@@ -51,3 +51,4 @@ class Model:
     note: str | None = None  # said once before the work starts (e.g. an emulated precision)
     train: dict | None = None  # the weights file's ``train`` entry (its dataset and split), when known
     reader: Any = None  # the text recogniser (``dbcli.engine.text.reader_for``), once text was asked for
+    export_seconds: float = 0.0  # spent exporting a .pt to ONNX while loading (counted in the closing line's time)

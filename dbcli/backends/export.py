@@ -113,7 +113,7 @@ def _export_onnx(module: ProbMapModel, weights: dict, opset: int) -> bytes:
     try:
         import onnx
     except ImportError:
-        raise DBNetError("ONNX export needs the onnx package (pip install 'dbnet[onnx]')") from None
+        raise DBNetError("ONNX export needs the onnx package (pip install 'dbnet-cli[train]')") from None
     buffer = io.BytesIO()
     trace_input = torch.zeros(1, 3, TRACE_SIZE[0], TRACE_SIZE[1])
     with warnings.catch_warnings():

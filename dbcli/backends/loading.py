@@ -13,6 +13,7 @@ from pathlib import Path
 from dbcli import defaults
 from dbcli.backends.base import Model
 from dbcli.errors import DBNetError
+from dbcli.extras import require_torch, torch_available
 from dbcli.files import check_regular_file
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -82,34 +83,60 @@ def pick_backend(backend: str | None, path: Path, device: str = defaults.DEVICE,
         return "onnx"
     if maps or (precision or defaults.PRECISION).lower() != "fp32" or not onnxruntime_available():
         return "torch"
-    if device.startswith("cuda") or (device == "auto" and cuda_available()):
-        return "torch"
+    if (device.startswith("cuda") and torch_available()) or (device == "auto" and cuda_available()):
+        return "torch"  # (without torch, onnxruntime's CUDA provider serves --device cuda where installed)
     return "onnx"
 
 
-def _onnx_model(runner, weights: Path, note: str | None = None) -> Model:
+def torch_need(backend: str | None, path: Path, precision: str, maps: bool) -> str:
+    """What asks for the torch backend, for the one-line error when torch is not installed."""
+    if (backend or "auto").lower() == "torch":
+        return "--backend torch"
+    if (precision or defaults.PRECISION).lower() != "fp32":
+        return f"--precision {precision}"
+    if maps:
+        return "the threshold map (--maps)"
+    return f"{path} without onnxruntime"
+
+
+def _onnx_model(runner, weights: Path, note: str | None = None, export_seconds: float = 0.0) -> Model:
     info = {"weights": str(weights), "backend": "onnx", "device": runner.device, "dtype": "fp32",
             **runner.model_config}
-    return Model(runner, info, runner.postprocess, runner.short_side, note=note, train=runner.train)
+    return Model(runner, info, runner.postprocess, runner.short_side, note=note, train=runner.train,
+                 export_seconds=export_seconds)
+
+
+def pinned(onnx: Path) -> Path:
+    """``onnx``, a shipped ONNX file, when its SHA-256 is its pin (``dbcli.weights.SHIPPED``, ~5 ms to
+    check); else ``DBNetError`` (a damaged install)."""
+    from dbcli.backends.onnx_cache import file_sha256
+    from dbcli.weights import SHIPPED
+
+    pins = {shipped.onnx: shipped.onnx_sha256 for shipped in SHIPPED if shipped.onnx_sha256}
+    if file_sha256(onnx) != pins[onnx.name]:
+        raise DBNetError(f"{onnx}: damaged (its SHA-256 is not the one it shipped with); reinstall dbnet-cli")
+    return onnx
 
 
 def _load_onnx(path: Path, device: str, precision: str) -> Model:
-    """A ``.onnx`` file as it is, or a ``.pt`` file's cached export (``dbcli.backends.onnx_cache``)."""
+    """A ``.onnx`` file as it is, a shipped ``.pt``'s shipped ONNX export (``dbcli.weights.shipped_onnx``:
+    nothing exported at run time), or another ``.pt`` file's cached export (``dbcli.backends.export_once``)."""
+    from dbcli.backends.onnx_backend import OnnxBackend
+    from dbcli.weights import missing_weights_message, shipped_onnx
+
     onnx_precision(precision)
     if path.suffix.lower() == ".onnx":
-        from dbcli.backends.onnx_backend import OnnxBackend
-
         return _onnx_model(OnnxBackend(path, device), path)
-    from dbcli.files import is_regular_file
+    if not path.exists():
+        raise DBNetError(missing_weights_message(path))
+    check_regular_file(path, "weights file")  # (a folder, a FIFO, a device: one line, never opened)
+    shipped = shipped_onnx(path)
+    if shipped is not None:
+        return _onnx_model(OnnxBackend(pinned(shipped), device), path)
+    from dbcli.backends.export_once import exported_backend
 
-    if not is_regular_file(path):
-        from dbcli.weights import load_weights
-
-        load_weights(path)  # the torch loader's one-line error (missing, a folder, a FIFO)
-    from dbcli.backends.onnx_cache import cached_onnx_backend
-
-    runner = cached_onnx_backend(path, device)
-    return _onnx_model(runner, path, note=runner.note)
+    runner, seconds = exported_backend(path, device)
+    return _onnx_model(runner, path, note=runner.note, export_seconds=seconds)
 
 
 def _load_torch(path: Path, device: str, precision: str, note: str | None = None) -> Model:
@@ -138,11 +165,12 @@ def load_model(weights: str | Path | None = None, backend: str | None = defaults
     chosen = pick_backend(backend, path, device, precision, maps)
     precision = precision or defaults.PRECISION
     if chosen == "torch":
+        require_torch(torch_need(backend, path, precision, maps))
         return _load_torch(path, device, precision)
     try:
         return _load_onnx(path, device, precision)
     except DBNetError as exc:
-        if not auto or path.suffix.lower() == ".onnx":
+        if not auto or path.suffix.lower() == ".onnx" or not path.exists() or not torch_available():
             raise
         # (a file torch cannot read either gets the torch loader's error)
         return _load_torch(path, device, precision, note=f"using the torch backend: no ONNX model of {path} ({exc})")

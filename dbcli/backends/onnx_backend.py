@@ -36,7 +36,8 @@ def _import_ort():
     try:
         import onnxruntime as ort
     except ImportError:
-        raise DBNetError("the onnx backend needs onnxruntime (pip install 'dbnet[onnx]')") from None
+        raise DBNetError("the onnx backend needs onnxruntime (a dependency of dbnet-cli: "
+                         "pip install onnxruntime)") from None
     ort.set_default_logger_severity(3)  # errors only: no per-node placement notices
     return ort
 

@@ -65,6 +65,26 @@ def fail(message: str) -> typing.NoReturn:
     raise typer.Exit(1)
 
 
+def needs_torch(what: str) -> Callable:
+    """A decorator for a command that needs PyTorch (the ``train`` extra): without torch it fails in one
+    line saying what to install (``dbcli.extras.require_torch``), before its options are even gathered."""
+    from dbcli.errors import DBNetError
+    from dbcli.extras import require_torch
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                require_torch(what)
+            except DBNetError as exc:
+                fail(str(exc))
+            return command(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def _typer_option(field: Field, spec: OptionSpec, note: str = "") -> Any:
     """The ``typer.Option`` of a field declared with ``dbcli.optionspec.option`` (a field without a
     default is a required option); ``note`` is added to its help."""
@@ -121,7 +141,7 @@ def dpi_opt() -> Any:
     return typer.Option(defaults.DPI, "--dpi", min=1.0,
                         help="PDF inputs: render pages at this many pixels per inch (144: 10-12 pt text is "
                              "~20-24 px high); points are in these page pixels (x_pt = x * 72 / dpi). "
-                             "Needs pip install 'dbnet[pdf]'.")
+                             "Needs pip install 'dbnet-cli[pdf]'.")
 
 
 @contextlib.contextmanager

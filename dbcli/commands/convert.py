@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
-from dbcli.commands.common import fail, say, status
+from dbcli.commands.common import fail, needs_torch, say, status
 from dbcli.errors import DBNetError
 
 
+@needs_torch("dbnet convert")
 def convert(
     source: Path = typer.Argument(..., metavar="MODEL.onnx", show_default=False,
                                   help="A PaddleOCR DB detector exported to ONNX with its BatchNorm layers "

@@ -47,7 +47,7 @@ def serve(
     *,
     options: InferenceOptions,
 ) -> None:
-    """Serve the detector over HTTP (pip install 'dbnet[serve]'): POST /detect, GET /livez, /readyz,
+    """Serve the detector over HTTP (pip install 'dbnet-cli[serve]'): POST /detect, GET /livez, /readyz,
     /health, /metrics, /docs, GET / (a page).
 
     POST /detect takes images or PDFs (multipart fields, a JSON body {"image": "<base64>", "options":
@@ -60,7 +60,7 @@ def serve(
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        fail("dbnet serve needs its extra: pip install 'dbnet[serve]'")
+        fail("dbnet serve needs its extra: pip install 'dbnet-cli[serve]'")
     from dbcli.serve.config import ServeConfig
     from dbcli.serve.server import serve as run_server
 

@@ -8,12 +8,13 @@ from typing import Optional
 
 import typer
 
-from dbcli.commands.common import fail, options_from, say_error
+from dbcli.commands.common import fail, needs_torch, options_from, say_error
 from dbcli.errors import DBNetError
 from dbcli.training.config import TrainConfig
 from dbcli.training.recipe import recipe_notes
 
 
+@needs_torch("dbnet train")
 @options_from(TrainConfig, name="config", notes=recipe_notes())
 def train(
     context: typer.Context,

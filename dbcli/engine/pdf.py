@@ -1,4 +1,4 @@
-"""PDF input: each page rendered to an image (PDFium through pypdfium2, the optional ``dbnet[pdf]``).
+"""PDF input: each page rendered to an image (PDFium through pypdfium2, the optional ``dbnet-cli[pdf]``).
 
 A page is rendered at ``dpi`` pixels per inch (default 144: 10-12 pt body text comes out ~20-24 px
 high, what a recogniser reading the crops wants); its detections are in those page pixels. To map
@@ -70,7 +70,7 @@ def _pdfium(path: Path) -> Any:
     try:
         import pypdfium2
     except ImportError:
-        raise DBNetError(f"{path}: reading PDF files needs pypdfium2: pip install 'dbnet[pdf]'") from None
+        raise DBNetError(f"{path}: reading PDF files needs pypdfium2: pip install 'dbnet-cli[pdf]'") from None
     return pypdfium2
 
 

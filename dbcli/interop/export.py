@@ -22,6 +22,21 @@ class ExportResult:
     size_bytes: int
 
 
+def default_out(weights_path: str | Path | None, fmt: str) -> Path:
+    """Where ``dbnet export`` writes without ``--out``: the weights file's name with ``.onnx`` (or
+    ``.ts``) beside it, or in the current folder when it lies inside an installed package
+    (``site-packages``, ``dist-packages``) or is a shipped file: never into an installed package."""
+    from dbcli.weights import resolve_weights, weights_dir
+
+    source = resolve_weights(weights_path).absolute()
+    name = source.with_suffix(".onnx" if fmt.lower() == "onnx" else ".ts").name
+    folder = source.resolve().parent
+    installed = any(part in ("site-packages", "dist-packages") for part in folder.parts)
+    if installed or folder == weights_dir().resolve():
+        return Path.cwd() / name
+    return source.parent / name
+
+
 def export(weights_path: str | Path | None, fmt: str, out: str | Path, opset: int = OPSET,
            tolerance: float = TOLERANCE, overwrite: bool = False) -> ExportResult:
     """``export_bytes``, then write ``out`` atomically. Raises ``DBNetError`` (and writes nothing)

@@ -325,7 +325,7 @@ def convert(source: str | Path, out: str | Path, *, licence: str = "Apache-2.0",
     try:
         import onnx
     except ImportError:
-        raise DBNetError("dbnet convert needs the onnx package (pip install 'dbnet[onnx]')") from None
+        raise DBNetError("dbnet convert needs the onnx package (pip install 'dbnet-cli[train]')") from None
     data = source.read_bytes()
     try:
         proto = onnx.load_from_string(data)

@@ -1,4 +1,4 @@
-"""``dbnet serve``: the detector as an HTTP service (``pip install 'dbnet[serve]'``: Starlette + uvicorn).
+"""``dbnet serve``: the detector as an HTTP service (``pip install 'dbnet-cli[serve]'``: Starlette + uvicorn).
 
 - ``POST /detect``: images or PDFs (multipart file fields, a JSON body with base64, or the raw
   request body) and per-request options (``dbcli.serve.options``) in, ``dbnet detect``'s JSON out

@@ -306,4 +306,4 @@ def detect_files(inputs: Sequence[str | os.PathLike], out: str | Path | None = N
             raise DBNetError(f"no image could be processed ({plural(n_failed + len(plan.problems), 'input')} failed)")
         output.close(model.info, settings.to_dict())
     return DetectSummary(tally.images, n_failed + len(plan.problems), tally.detections, out,
-                         time.perf_counter() - start, rank == 0, plan.resumed, tally.crops)
+                         time.perf_counter() - start + model.export_seconds, rank == 0, plan.resumed, tally.crops)

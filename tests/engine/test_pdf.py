@@ -94,7 +94,7 @@ def test_without_pypdfium2_a_pdf_names_the_extra_to_install(model_files, tmp_pat
     monkeypatch.setitem(sys.modules, "pypdfium2", None)  # import fails as when it is not installed
     result = detect(model_files, str(pdf), "--out", str(tmp_path / "o.json"))
     assert result.exit_code == 1
-    assert f"{pdf}: reading PDF files needs pypdfium2: pip install 'dbnet[pdf]'" in result.stderr
+    assert f"{pdf}: reading PDF files needs pypdfium2: pip install 'dbnet-cli[pdf]'" in result.stderr
 
 
 def test_resume_knows_pdf_pages_done(model_files, tmp_path):

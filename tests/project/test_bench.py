@@ -97,3 +97,15 @@ def test_bench_scale_runs(tmp_path):
                     tmp_path=tmp_path)
     assert "| nine documents on one page, 2262x3000, 14 px | policy (new) |" in out
     assert "| old policy |" in out and "| fixed 736 |" in out and "same regions as the old policy" in out
+
+
+def test_bench_install_runs(tmp_path):
+    import cv2
+    import numpy as np
+
+    image = np.full((96, 160, 3), 255, np.uint8)
+    cv2.putText(image, "text", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 3)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    out = run_bench("bench_install.py", "--repeats", "1", "--inputs", str(tmp_path / "a.png"), tmp_path=tmp_path)
+    for row in ("shipped general (its ONNX file)", "a copy of general's .pt (exported at first run)", "first / second"):
+        assert row in out, row

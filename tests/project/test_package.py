@@ -48,10 +48,15 @@ def test_shipped_weights_are_package_data():
     root = Path(dbcli.__path__[0]).parent
     setup_py = (root / "setup.py").read_text()
     assert '"dbcli.shipped_weights"' in setup_py and 'package_dir={"dbcli.shipped_weights": "weights"}' in setup_py
-    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    patterns = package_data["dbcli.shipped_weights"]
-    for shipped in SHIPPED:
-        assert any(fnmatch(shipped.file, pattern) for pattern in patterns), shipped.file
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["dbcli.shipped_weights"]
+    excluded = setuptools.get("exclude-package-data", {}).get("dbcli.shipped_weights", [])
+    for shipped in SHIPPED:  # in the wheel: the .pt and its ONNX export; the R18 file stays in the repository
+        files = [shipped.file, *([shipped.onnx] if shipped.onnx_sha256 else [])]
+        for file in files:
+            carried = any(fnmatch(file, p) for p in patterns) and not any(fnmatch(file, p) for p in excluded)
+            assert carried == shipped.in_wheel, file
     for card in ("README.md", "RECOGNITION.md", "LICENSE-PaddleOCR.txt"):  # model cards and the licence
         assert any(fnmatch(card, pattern) for pattern in patterns), card
         assert (root / "weights" / card).is_file(), card
+    assert "page.html" in setuptools["package-data"]["dbcli.serve"]  # dbnet serve's page
