@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from no_torch import CLI as TORCH_BLOCKER  # noqa: F401  (the CLI with torch refused: `python -c`)
 from planted_model import rect_image
 from typer.testing import CliRunner
 
@@ -74,28 +75,6 @@ def text_images(folder: Path, count: int = 5) -> list[Path]:
     return [write_rgb(folder / f"img{i}.png", 120 + 8 * i, 100, [(10, 20, 90, 45)]) for i in range(count)]
 
 
-# A script for `python -c`: the CLI with every import of torch refused (the torch-free paths prove it).
-TORCH_BLOCKER = r"""
-import sys
-
-class BlockTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test: " + name)
-
-sys.meta_path.insert(0, BlockTorch())
-sys.argv = ["dbnet"] + sys.argv[1:]
-from dbcli.cli import app
-try:
-    app()
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
-print("TORCH_MODULES=" + ",".join(loaded), file=sys.stderr)
-sys.exit(1 if loaded else code)
-"""
 
 
 def raw_pdf(objects: list[bytes], trailer: bytes = b"") -> bytes:
