@@ -70,7 +70,9 @@ def test_a_crashed_rank_ends_every_rank(tmp_path):
     import multiprocessing
 
     text_images(tmp_path / "in", 4)
-    ctx = multiprocessing.get_context("fork")
+    # fresh processes, as torchrun starts its ranks (a fork of this test process would inherit the locks of
+    # the threads earlier tests left running: under load it hung here in two full runs of the suite)
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
     procs = [ctx.Process(target=_rank_main, args=(r, port, [str(tmp_path / "in")], str(tmp_path / "o.json"),
