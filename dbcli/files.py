@@ -9,6 +9,7 @@ Symlinks are followed: the type checked is that of the file they lead to.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from typing import BinaryIO
@@ -102,3 +103,17 @@ def is_regular_file(path: str | os.PathLike) -> bool:
 
 __all__ = ["check_regular_file", "is_regular_file", "kind_of", "not_regular", "open_regular",
            "read_regular"]
+
+
+def file_sha256(path: str | os.PathLike, what: str = "file") -> str:
+    """The hex SHA-256 of ``path``'s bytes (a regular file only, read in 1 MiB chunks): the key of the
+    ONNX cache, the pins of the shipped models, the weights digest ``dbnet serve`` shows. Raises
+    ``DBNetError`` naming the file when it is not a regular file or cannot be read."""
+    digest = hashlib.sha256()
+    with open_regular(path, what) as f:
+        try:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        except OSError as exc:
+            raise DBNetError(f"{os.fspath(path)}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()

@@ -21,10 +21,11 @@ def needs_export(weights: Path) -> bool:
     file is not there, or the cache folder cannot be used (the export is then kept in memory and made
     again by each run). (An unreadable file: False; the cache reports it.)"""
     from dbcli.backends.cache_folder import CacheUnusable
-    from dbcli.backends.onnx_cache import cache_path, file_sha256
+    from dbcli.backends.onnx_cache import cache_path
+    from dbcli.files import file_sha256
 
     try:
-        sha = file_sha256(weights)
+        sha = file_sha256(weights, "weights file")
     except OSError:
         return False
     try:

@@ -109,11 +109,11 @@ def _onnx_model(runner, weights: Path, note: str | None = None, export_seconds: 
 def pinned(onnx: Path) -> Path:
     """``onnx``, a shipped ONNX file, when its SHA-256 is its pin (``dbcli.weights.SHIPPED``, ~5 ms to
     check); else ``DBNetError`` (a damaged install)."""
-    from dbcli.backends.onnx_cache import file_sha256
+    from dbcli.files import file_sha256
     from dbcli.weights import SHIPPED
 
     pins = {shipped.onnx: shipped.onnx_sha256 for shipped in SHIPPED if shipped.onnx_sha256}
-    if file_sha256(onnx) != pins[onnx.name]:
+    if file_sha256(onnx, "ONNX model") != pins[onnx.name]:
         raise DBNetError(f"{onnx}: damaged (its SHA-256 is not the one it shipped with); reinstall dbnet-cli")
     return onnx
 

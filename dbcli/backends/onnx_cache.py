@@ -28,7 +28,7 @@ from pathlib import Path
 from dbcli.backends import cache_folder
 from dbcli.backends.cache_folder import CacheUnusable
 from dbcli.errors import DBNetError
-from dbcli.files import open_regular
+from dbcli.files import file_sha256
 from dbcli.version import __version__
 
 SHA_KEY = "dbnet.source_sha256"
@@ -39,19 +39,6 @@ def cache_dir() -> Path:
     """``$DBNET_CACHE``, else ``$XDG_CACHE_HOME/dbnet`` (absolute only), else ``~/.cache/dbnet``
     (``dbcli.backends.cache_folder.cache_dir``; raises ``CacheUnusable`` when there is none)."""
     return cache_folder.cache_dir()
-
-
-def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of ``path``'s bytes (read in 1 MiB chunks). Raises ``DBNetError`` naming the
-    file when it is not a regular file (a FIFO would block) or cannot be read."""
-    digest = hashlib.sha256()
-    with open_regular(path, "weights file") as f:
-        try:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        except OSError as exc:
-            raise DBNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return digest.hexdigest()
 
 
 def torch_version() -> str:
@@ -180,7 +167,7 @@ def cached_onnx_backend(weights: Path, device: str = "cpu", threads: int | None 
     missing)."""
     from dbcli.backends.onnx_backend import OnnxBackend
 
-    sha = file_sha256(weights)
+    sha = file_sha256(weights, "weights file")
     name = cache_name(sha)
     folder, problem = _open_cache()
     if folder is not None:

@@ -4,13 +4,13 @@ line naming the file."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
 
 from dbcli.errors import DBNetError
+from dbcli.files import check_regular_file, file_sha256
 
 BLANK = ""  # CTC blank: class 0 of the recogniser's output; decodes to nothing
 
@@ -44,28 +44,18 @@ def weights_dir() -> Path:
     return shipped_dir()
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def open_session(path: str | Path, what: str, sha256: str | None = None, threads: int | None = None,
                  providers: list[str] | None = None) -> ort.InferenceSession:
     """An onnxruntime session on ``path``. With ``sha256`` (the shipped files) the file must hash to it:
     a truncated or altered file is a one-line ``DBNetError`` naming it, as is a missing file or one that
     onnxruntime cannot load. ``threads``: intra-op threads (None: onnxruntime's default)."""
     path = Path(path)
-    if not path.is_file():
-        raise DBNetError(f"{path}: {what} model not found")
+    check_regular_file(path, f"{what} model")  # (missing, a folder, a FIFO: one line, never opened)
     if sha256 is not None:
-        found = file_sha256(path)
+        found = file_sha256(path, f"{what} model")
         if found != sha256:
             raise DBNetError(f"{path}: damaged {what} model (SHA-256 {found[:16]}..., expected {sha256[:16]}...);"
-                             " reinstall dbnet")
+                             " reinstall dbnet-cli")
     options = ort.SessionOptions()
     # idle worker threads sleep instead of spinning (as dbnet's detector sessions): on a busy machine
     # spinning threads take cores from the work that is left

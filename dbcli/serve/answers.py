@@ -8,7 +8,6 @@ path; messages speak HTTP (the query option's name, this server's limit), not th
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from pathlib import Path
 
@@ -38,14 +37,12 @@ def http_terms(message: str) -> str:
 
 def weights_digest(path: str | Path) -> str:
     """The first 16 hex digits of the SHA-256 of the file at ``path`` ("" when it cannot be read)."""
-    digest = hashlib.sha256()
+    from dbcli.files import file_sha256
+
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
+        return file_sha256(path, "weights file")[:16]
+    except DBNetError:
         return ""
-    return digest.hexdigest()[:16]
 
 
 def public_info(info: dict) -> dict:

@@ -33,8 +33,9 @@ def _not_regular(path: Path) -> str | None:
         return f"{path}: cannot read ({exc.strerror or exc}); skipped"
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
-    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
-    return f"{path}: {kind}, not a regular file; skipped"
+    from dbcli.files import kind_of
+
+    return f"{path}: {kind_of(mode)}, not a regular file; skipped"
 
 
 def _inputs_in(directory: Path, problems: list[str]) -> list[Path]:

@@ -16,8 +16,9 @@ from planted_model import planted_files, rect_image
 import dbcli.backends.export
 from dbcli import Detector
 from dbcli.backends.loading import load_model, pick_backend
-from dbcli.backends.onnx_cache import cache_dir, cache_path, file_sha256
+from dbcli.backends.onnx_cache import cache_dir, cache_path
 from dbcli.cpu import quiet_openmp
+from dbcli.files import file_sha256
 
 RECTS = [(20, 30, 140, 60), (60, 100, 230, 130)]
 

@@ -26,13 +26,12 @@ from dbcli.backends.onnx_cache import (
     SHA_KEY,
     _metadata_entry,
     cache_name,
-    file_sha256,
     seal,
     source_prefix,
     unseal,
 )
 from dbcli.errors import DBNetError
-from dbcli.files import open_regular
+from dbcli.files import file_sha256, open_regular
 from dbcli.outputs.atomic import acquire_lock, atomic_write_bytes, lock_path, release_lock
 
 MADE_BY = "dbnet.test_made_by"  # who made an export file: the (fake) exporter or a test's planter

@@ -22,9 +22,10 @@ from no_torch import CLI, _env, one_line_error, run_cli, run_code, torch_stayed_
 
 from dbcli import weights as weights_module
 from dbcli.backends.loading import load_model
-from dbcli.backends.onnx_cache import SHA_KEY, file_sha256
+from dbcli.backends.onnx_cache import SHA_KEY
 from dbcli.errors import DBNetError
 from dbcli.extras import DISTRIBUTION, install_command, torch_available
+from dbcli.files import file_sha256
 from dbcli.weights import SHIPPED, shipped_onnx, weights_dir
 
 TRAIN_HINT = "pip install 'dbnet-cli[train]'"
